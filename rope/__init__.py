@@ -1,0 +1,41 @@
+"""Rotary position embeddings for vision and vision-language models, in plain jax.numpy.
+
+Every function is pure; learnable quantities (mixed frequencies, LieRE generators, learned
+spherical frequencies) are arguments, never state. Conventions (API.md): `x` is
+`[..., L, H, D]`, positions `[..., L, P]` float32, image positions `(row, col)`, multimodal
+`(t, h, w)`; `layout="half"` pairs channel `j` with `j + D/2`, `"interleaved"` `2j` with `2j+1`.
+
+  import rope
+  pos = rope.grid_positions(14, 14)                          # [196, 2] (row, col)
+  ang = rope.angles(pos, rope.freqs_axial(64, theta=100.))   # [196, 1, 32]
+  q = rope.apply(q, ang, layout="interleaved")               # q: [B, 196, H, 64]
+"""
+from rope.blocks import apply_blocks
+from rope.blocks import init_liere
+from rope.blocks import liere_generators
+from rope.blocks import liere_rotations
+from rope.blocks import spherical_freqs
+from rope.blocks import spherical_rotations
+from rope.diagnostics import ptd
+from rope.diagnostics import relative_logit_gap
+from rope.frequencies import freqs_1d
+from rope.frequencies import freqs_axial
+from rope.frequencies import freqs_mrope
+from rope.frequencies import freqs_mrope_interleaved
+from rope.frequencies import freqs_multi_head
+from rope.frequencies import freqs_videorope
+from rope.frequencies import init_mixed_freqs
+from rope.frequencies import inv_freq
+from rope.multimodal import age_schedule
+from rope.multimodal import circle_offsets
+from rope.multimodal import Image
+from rope.multimodal import multimodal_positions
+from rope.multimodal import SCHEMES
+from rope.multimodal import Text
+from rope.multimodal import Video
+from rope.positions import grid_positions
+from rope.rotary import angles
+from rope.rotary import apply
+from rope.rotary import apply_cos_sin
+
+__version__ = "0.1.0"

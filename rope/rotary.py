@@ -1,0 +1,96 @@
+"""Angles from positions and their application to queries / keys (commuting variants)."""
+import jax
+import jax.numpy as jnp
+
+from rope import _checks
+
+LAYOUTS = ("half", "interleaved")
+
+
+def angles(positions: jax.Array, freqs: jax.Array) -> jax.Array:
+  """Rotation angles `angle[..., l, h, j] = sum_p positions[..., l, p] * freqs[h, j, p]`.
+
+  Computed as a float32 broadcast multiply + sum, never a reduced-precision `dot`: on TPU or
+  recent GPUs a default-precision matmul would round the positions and cost up to ~0.1 rad.
+
+  Args:
+    positions: `[..., L, P]`.
+    freqs: `[D/2, P]` (shared by all heads) or `[H, D/2, P]` (per head).
+
+  Returns:
+    float32 `[..., L, 1, D/2]` for a shared table, `[..., L, H, D/2]` for a per-head one.
+  """
+  positions = jnp.asarray(positions)
+  freqs = jnp.asarray(freqs)
+  _checks.ndim_in("freqs", freqs.shape, (2, 3), "[D/2, P] or [H, D/2, P]")
+  _checks.ndim_in("positions", positions.shape, range(2, 99), "[..., L, P]")
+  if positions.shape[-1] != freqs.shape[-1]:
+    raise ValueError(
+        f"`positions` has {positions.shape[-1]} components per token (shape "
+        f"{positions.shape}) but `freqs` expects {freqs.shape[-1]} (shape {freqs.shape}); the "
+        f"last axes must match.")
+  if freqs.ndim == 2:
+    freqs = freqs[None]                                              # [1, D/2, P]
+  pos = positions.astype(jnp.float32)[..., None, None, :]           # [..., L, 1, 1, P]
+  return jnp.sum(pos * freqs.astype(jnp.float32), axis=-1)         # [..., L, 1|H, D/2]
+
+
+def _check_apply(x_shape, angles_shape, layout):
+  _checks.one_of("layout", layout, LAYOUTS)
+  if len(x_shape) < 3:
+    raise ValueError(f"`x` must be [..., L, H, D], got shape {tuple(x_shape)}.")
+  d = x_shape[-1]
+  _checks.divisible("x.shape[-1] (head_dim)", d, 2, "channels rotate in pairs")
+  if len(angles_shape) < 3 or angles_shape[-1] != d // 2:
+    raise ValueError(f"`angles` must be [..., L, 1|H, D/2] = [..., L, 1|H, {d // 2}] for `x` of "
+                     f"shape {tuple(x_shape)}, got {tuple(angles_shape)}.")
+  if angles_shape[-2] not in (1, x_shape[-2]):
+    raise ValueError(f"`angles` has {angles_shape[-2]} heads but `x` has {x_shape[-2]}; "
+                     f"use 1 (shared) or H.")
+  if angles_shape[-3] != x_shape[-3]:
+    raise ValueError(f"`angles` covers {angles_shape[-3]} tokens but `x` has {x_shape[-3]} "
+                     f"(shapes {tuple(angles_shape)} vs {tuple(x_shape)}).")
+
+
+def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half") -> jax.Array:
+  """Rotates each channel pair of `x` by its angle.
+
+  Args:
+    x: queries or keys `[..., L, H, D]`, any float dtype.
+    angles: `[..., L, 1|H, D/2]` from `angles(...)`; leading dims broadcast against `x`'s.
+    layout: `"half"` pairs channel `j` with `j + D/2` (HF / Qwen rotate-half);
+      `"interleaved"` pairs `2j` with `2j+1` (RoFormer, rope-vit).
+
+  Returns:
+    `x` rotated, same shape and dtype (arithmetic in float32).
+  """
+  x = jnp.asarray(x)
+  angles = jnp.asarray(angles)
+  _check_apply(x.shape, angles.shape, layout)
+  cos = jnp.cos(angles.astype(jnp.float32))
+  sin = jnp.sin(angles.astype(jnp.float32))
+  return apply_cos_sin(x, cos, sin, layout=layout)
+
+
+def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
+                  layout: str = "half") -> jax.Array:
+  """`apply` with precomputed `cos(angles)`, `sin(angles)` (each `[..., L, 1|H, D/2]`).
+
+  Use this when the same angles serve many calls (every layer, q and k): the tables are then
+  computed once instead of being fused into every application.
+  """
+  x = jnp.asarray(x)
+  _check_apply(x.shape, cos.shape, layout)
+  dtype = x.dtype
+  xf = x.astype(jnp.float32)
+  cos = cos.astype(jnp.float32)
+  sin = sin.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  if layout == "half":
+    x1, x2 = xf[..., :half], xf[..., half:]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  else:
+    x1, x2 = xf[..., 0::2], xf[..., 1::2]
+    out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    out = out.reshape(out.shape[:-2] + (2 * half,))
+  return out.astype(dtype)
