@@ -44,7 +44,7 @@ def resize_shorter_center_crop(image: np.ndarray, size: int,
   h, w = image.shape[:2]
   short = int(math.floor(size / crop_fraction))
   # Aspect-preserving: the longer side scales by the same factor (truncated like torchvision).
-  new_h, new_w = (short, int(short * h / w)) if h <= w else (int(short * w / h), short)
+  new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
   pil = to_pil(image)
   if (new_h, new_w) != (h, w):
     pil = pil.resize((new_w, new_h), _BICUBIC)
