@@ -74,6 +74,7 @@ VIDEO_TYPES = ("video_moved", "video_where")
 TFDS_QUESTION_TYPE = len(QUESTION_TYPES)
 PADDING_QUESTION_TYPE = -1
 EVAL_CONDITIONS = ("as_trained", "larger_grid", "longer_prefix", "multi_image")
+MIN_CELL = 7  # pixels per cell; at 6 the circle and the cross have the same mask.
 MAX_NUMBER = 32  # "0".."32" are words; larger numbers still encode (byte fallback).
 
 # Prefix filler: no colors, shapes, numbers or position words, so it carries no answer.
@@ -108,7 +109,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.image_size = 32
   c.patch_size = 4
   c.merge_size = 2          # the 2x2 patch merge of INTERFACES.md §4 (models must agree).
-  c.grid_size = 4           # scene grid g x g; cell = image_size / grid_size pixels (>= 6).
+  c.grid_size = 4           # scene grid g x g; cell = image_size / grid_size pixels (>= 7).
   c.min_objects = 3         # objects per scene (distinct cells, distinct (color, shape)).
   c.max_objects = 6
   c.p_empty_cell = 0.25     # color_at: chance the asked cell is empty (answer "none").
@@ -236,9 +237,10 @@ def validate_config(config) -> None:
     raise ValueError(f"question_mix weights must be >= 0 with a positive sum, got "
                      f"{config.question_mix.to_dict()}.")
   g = config.grid_size
-  if config.image_size % g or config.image_size // g < 6:
+  if config.image_size % g or config.image_size // g < MIN_CELL:
     raise ValueError(f"grid_size={g}: image_size={config.image_size} must be a multiple of "
-                     f"grid_size with cells of >= 6 pixels.")
+                     f"grid_size with cells of >= {MIN_CELL} pixels (smaller cells cannot "
+                     f"draw four distinct shapes).")
   if not 1 <= config.min_objects <= config.max_objects:
     raise ValueError(f"need 1 <= min_objects ({config.min_objects}) <= max_objects "
                      f"({config.max_objects}).")
@@ -307,6 +309,10 @@ def eval_configs(config) -> dict[str, ml_collections.ConfigDict]:
     out["multi_image"] = d
     for cfg in out.values():
       cfg.max_len = max(config.max_len, _round_up(required_max_len(cfg)))
+  else:  # tfds: grow max_len by the extra visual / prefix tokens.
+    (h, w), (h2, w2) = token_grid(config), token_grid(b)
+    b.max_len = config.max_len + config.max_images * max(0, h2 * w2 - h * w)
+    c.max_len = config.max_len + max(0, c.max_prefix_len - config.max_prefix_len)
   return out
 
 
@@ -354,6 +360,8 @@ def shape_masks(cell: int) -> dict[str, np.ndarray]:
       "triangle": np.abs(x) <= (rows + 1) / 2,      # apex up, widening by 1 px per row
       "cross": (np.abs(x) <= max(0.5, b / 6)) | (np.abs(y) <= max(0.5, b / 6)),
   }
+  if cell < MIN_CELL:
+    raise ValueError(f"cell={cell} pixels is below {MIN_CELL}: shapes would look alike.")
   out = {}
   for k, m in inner.items():
     full = np.zeros((cell, cell), bool)
@@ -667,7 +675,8 @@ class Collator:
     batch = dict(tokens=tokens, images=images, image_valid=image_valid, valid=valid,
                  segment_ids=valid.astype(np.int32), loss_mask=loss_mask,
                  prompt_len=prompt_len, question_type=qtype)
-    for key, table in (("", self.table), ("_alt", self.alt_table or self.table)):
+    alt = self.table if self.alt_table is None else self.alt_table
+    for key, table in (("", self.table), ("_alt", alt)):
       pos = np.zeros((bsz, L, 3), np.float32)
       for layout, rows in by_layout.items():   # one broadcast copy per distinct layout
         p = table(layout)
