@@ -169,6 +169,14 @@ def _options(scheme: str, options: dict) -> dict:
   out.update(options)
   if "dff_rate" in out and isinstance(out["dff_rate"], bool):
     out["dff_rate"] = 1.0 if out["dff_rate"] else 0.0   # the official code's True means 1.0
+  if isinstance(out.get("radius"), str):
+    _resolve_radius(out["radius"], np.zeros(1), np.zeros(1), np)   # raises on a bad string
+  for name in ("temporal_stride", "visual_stride"):
+    if name in out and not float(out[name]) > 0:
+      raise ValueError(f"`{name}`={out[name]!r} must be a positive number.")
+  mtp = out.get("move_to_positive", False)
+  if not (mtp is False or mtp is None or mtp == "auto" or isinstance(mtp, (int, float))):
+    raise ValueError(f"`move_to_positive`={mtp!r}: use False, 'auto' or a number.")
   return out
 
 

@@ -1,0 +1,344 @@
+"""Closed-form properties of every `rope` variant (independent of the reference vectors)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rope
+
+D = 48            # divisible by 2, 3, 4, 8, 16 and 48: every variant can use it
+H = 2
+KEY = jax.random.PRNGKey(0)
+
+
+def uniform_freqs(head_dim, omega=1 / np.pi):
+  """Uniform RoPE (vision_rope.md §6): Axial with one frequency for every pair."""
+  f = np.zeros((head_dim // 2, 2), np.float32)
+  f[: head_dim // 4, 1] = omega
+  f[head_dim // 4:, 0] = omega
+  return jnp.asarray(f)
+
+
+def image_positions(h=3, w=4, scale="index"):
+  return rope.grid_positions(h, w, scale=scale)
+
+
+def mm_positions(scheme, **kw):
+  segs = [rope.Text(3), rope.Image(3, 4), rope.Text(2), rope.Video(2, 2, 3), rope.Text(2)]
+  return jnp.asarray(rope.multimodal_positions(segs, scheme, **kw)[0])
+
+
+def mm_positions_no_video(scheme, **kw):
+  segs = [rope.Text(3), rope.Image(3, 4), rope.Text(2), rope.Image(2, 3), rope.Text(2)]
+  return jnp.asarray(rope.multimodal_positions(segs, scheme, **kw)[0])
+
+
+# Every variant as (rotate(x [..., L, H|1, D], positions) -> x', positions).
+def commuting(freqs, layout):
+  return lambda x, p: rope.apply(x, rope.angles(p, freqs), layout=layout)
+
+
+MIXED = rope.init_mixed_freqs(KEY, 1, D)[0]
+MH = rope.freqs_multi_head(8, D, head_sections=(2, 3, 3))
+LIERE = {g: rope.init_liere(KEY, 2, 1, D, block_size=g) for g in (2, 4, 8, 48)}
+SPH_LEARNED = jax.random.uniform(KEY, (1, D // 3, 2))
+
+VARIANTS = {
+    "1d": (commuting(rope.freqs_1d(D), "half"), jnp.arange(12.0)[:, None]),
+    "axial": (commuting(rope.freqs_axial(D), "interleaved"), image_positions()),
+    "axial_pi": (commuting(rope.freqs_axial(D, theta=10.0), "interleaved"),
+                 image_positions(scale="pi")),
+    "uniform": (commuting(uniform_freqs(D), "interleaved"), image_positions(scale="pi")),
+    "mixed": (commuting(MIXED, "interleaved"), image_positions()),
+    "mrope": (commuting(rope.freqs_mrope(D, sections=(6, 9, 9)), "half"), mm_positions("mrope")),
+    "mrope_interleaved": (commuting(rope.freqs_mrope_interleaved(D, sections=(8, 8, 8)), "half"),
+                          mm_positions("spatial_reset")),
+    "mhrope_head3": (commuting(MH[3], "half"), mm_positions("spatial_reset")),
+    "videorope": (commuting(rope.freqs_videorope(D, sections=(6, 9, 9)), "half"),
+                  mm_positions("videorope")),
+    "v2pe": (commuting(rope.freqs_1d(D), "half"), mm_positions("v2pe")[:, :1]),
+    "circle": (commuting(rope.freqs_mrope(D, sections=(6, 9, 9)), "half"),
+               mm_positions_no_video("circle")),
+    "liere2": (lambda x, p: rope.apply_blocks(x, rope.liere_rotations(p, LIERE[2])),
+               image_positions(scale="unit")),
+    "liere8": (lambda x, p: rope.apply_blocks(x, rope.liere_rotations(p, LIERE[8])),
+               image_positions(scale="unit")),
+    "liere_dense": (lambda x, p: rope.apply_blocks(x, rope.liere_rotations(p, LIERE[48])),
+                    image_positions(scale="unit")),
+    "spherical": (lambda x, p: rope.apply_blocks(
+        x, rope.spherical_rotations(p, rope.spherical_freqs(D))), image_positions(scale="pi")),
+    "spherical_learned": (lambda x, p: rope.apply_blocks(
+        x, rope.spherical_rotations(p, SPH_LEARNED)), image_positions(scale="pi")),
+}
+EQUIVARIANT = ["1d", "axial", "axial_pi", "uniform", "mixed", "mrope", "mrope_interleaved",
+               "mhrope_head3", "videorope", "v2pe", "circle", "liere2"]
+NOT_EQUIVARIANT = ["liere8", "liere_dense", "spherical", "spherical_learned"]
+assert sorted(EQUIVARIANT + NOT_EQUIVARIANT) == sorted(VARIANTS)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_norm_preserved(name):
+  rotate, pos = VARIANTS[name]
+  x = jax.random.normal(KEY, (2, pos.shape[0], 1, D))
+  y = rotate(x, pos)
+  assert y.shape == x.shape and y.dtype == x.dtype
+  np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(x, axis=-1),
+                             rtol=2e-5)
+  assert float(jnp.abs(y - x).max()) > 0.1      # and it really rotates something
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_zero_position_is_identity(name):
+  rotate, pos = VARIANTS[name]
+  x = jax.random.normal(KEY, (pos.shape[0], 1, D))
+  np.testing.assert_allclose(rotate(x, jnp.zeros_like(pos)), x, atol=1e-6)
+
+
+def shift_for(pos):
+  return jnp.asarray([0.37, -0.21, 1.3][: pos.shape[-1]])
+
+
+@pytest.mark.parametrize("name", EQUIVARIANT)
+def test_shift_equivariant(name):
+  rotate, pos = VARIANTS[name]
+  gap = rope.relative_logit_gap(rotate, pos, shift_for(pos), key=KEY, head_dim=D)
+  assert float(gap) < 2e-4, gap
+  # Integer shifts too (as a text offset would move positions).
+  gap = rope.relative_logit_gap(rotate, pos, jnp.full(pos.shape[-1:], 5.0), key=KEY, head_dim=D)
+  assert float(gap) < 2e-4, gap
+
+
+@pytest.mark.parametrize("name", NOT_EQUIVARIANT)
+def test_not_shift_equivariant_has_measurable_gap(name):
+  rotate, pos = VARIANTS[name]
+  gap = rope.relative_logit_gap(rotate, pos, shift_for(pos), key=KEY, head_dim=D)
+  assert float(gap) > 0.1, gap
+
+
+def test_mhrope_every_head_equivariant_and_nope_heads_identity():
+  pos = mm_positions("spatial_reset")
+  for h in range(8):
+    gap = rope.relative_logit_gap(commuting(MH[h], "half"), pos, shift_for(pos), key=KEY,
+                                  head_dim=D)
+    assert float(gap) < 2e-4
+  # 2 + 3 + 3 = 8 heads: none is NoPE; with (1, 1, 1) of 4 the last head is NoPE.
+  f = rope.freqs_multi_head(4, D, head_sections=(1, 1, 1))
+  assert float(jnp.abs(f[3]).max()) == 0.0 and float(jnp.abs(f[:3]).min(axis=(1,)).max()) > 0
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("scheme,freqs", [
+    ("mrope", rope.freqs_mrope(D, sections=(6, 9, 9))),
+    ("spatial_reset", rope.freqs_mrope_interleaved(D, sections=(8, 8, 8))),
+    ("spatial_reset", rope.freqs_multi_head(8, D, head_sections=(2, 3, 3))),
+    ("videorope", rope.freqs_videorope(D, sections=(6, 9, 9))),
+    ("circle", rope.freqs_mrope(D, sections=(6, 9, 9))),
+    ("vanilla", rope.freqs_1d(D)),
+    ("v2pe", rope.freqs_1d(D)),
+])
+def test_text_only_is_exactly_1d_rope(scheme, freqs, layout):
+  n = 40
+  pos3, nxt = rope.multimodal_positions([rope.Text(n)], scheme)
+  assert nxt == n
+  np.testing.assert_array_equal(pos3, np.repeat(np.arange(n, dtype=np.float32)[:, None], 3, 1))
+  p = pos3 if freqs.shape[-1] == 3 else pos3[:, :1]
+  heads = freqs.shape[0] if freqs.ndim == 3 else 1
+  x = jax.random.normal(KEY, (2, n, heads, D))
+  got = rope.apply(x, rope.angles(p, freqs), layout=layout)
+  want = rope.apply(x, rope.angles(jnp.arange(n, dtype=jnp.float32)[:, None],
+                                   rope.freqs_1d(D, theta=1e6 if scheme not in (
+                                       "vanilla", "v2pe") else 1e4)), layout=layout)
+  np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 5), (2, 3), (4, 6), (5, 5), (7, 3), (8, 8)])
+@pytest.mark.parametrize("before,after", [(0, 4), (1, 1), (9, 0), (30, 17)])
+def test_circle_ptd_is_zero_mrope_is_not(h, w, before, after):
+  segs = ([rope.Text(before)] if before else []) + [rope.Image(h, w)] + (
+      [rope.Text(after)] if after else [])
+  if not before and not after:
+    return
+  img = np.arange(before, before + h * w)
+  txt = np.r_[0:before, before + h * w:before + h * w + after]
+  pos, _ = rope.multimodal_positions(segs, "circle")
+  assert float(rope.ptd(pos[txt], pos[img])) <= 1e-5
+  if h * w > 1:
+    pos_m, _ = rope.multimodal_positions(segs, "mrope")
+    assert float(rope.ptd(pos_m[txt], pos_m[img])) > 0.05
+  # Also with other radii, alpha and a second image: each image is a cone around the text axis.
+  segs2 = segs + [rope.Image(h, w), rope.Text(3)]
+  pos2, _ = rope.multimodal_positions(segs2, "circle", alpha=0.2, radius=3.0)
+  img2 = np.arange(len(pos) , len(pos) + h * w)
+  txt2 = np.r_[0:before, before + h * w:len(pos), len(pos) + h * w:len(pos2)]
+  assert float(rope.ptd(pos2[txt2], pos2[img2])) <= 1e-5
+
+
+def test_circle_radius_auto_and_options():
+  off = rope.circle_offsets(4, 6, radius="auto")
+  np.testing.assert_allclose(np.linalg.norm(off, axis=-1), 2.5, atol=1e-5)   # code: max |x'|
+  off = rope.circle_offsets(4, 6, radius="auto-2")
+  np.testing.assert_allclose(np.linalg.norm(off, axis=-1), 5.0, atol=1e-5)
+  off = rope.circle_offsets(4, 6, move_to_positive="auto")
+  assert float(off.min()) == pytest.approx(0.0, abs=1e-5)
+  pos, _ = rope.multimodal_positions([rope.Text(2), rope.Image(4, 6)], "circle",
+                                     move_to_positive=1.0)
+  assert pos[2:].min() == pytest.approx(3.0, abs=1e-5)
+  # Image(h, w) and Video(1, h, w) are the same thing in every scheme.
+  for scheme in rope.SCHEMES:
+    a = rope.multimodal_positions([rope.Text(2), rope.Image(3, 5), rope.Text(2)], scheme)
+    b = rope.multimodal_positions([rope.Text(2), rope.Video(1, 3, 5), rope.Text(2)], scheme)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+
+
+def test_multimodal_layouts_video():
+  segs = [rope.Text(2), rope.Video(3, 2, 2), rope.Text(1)]
+  pos, nxt = rope.multimodal_positions(segs, "mrope")
+  # t = 2 + tau, h = 2 + y, w = 2 + x; text resumes at 2 + max(2, 1, 1) + 1 = 5 (classic rule).
+  np.testing.assert_array_equal(pos[2:6, 0], [2, 2, 2, 2])
+  np.testing.assert_array_equal(pos[6:10, 0], [3, 3, 3, 3])
+  np.testing.assert_array_equal(pos[-1], [5, 5, 5])
+  assert nxt == 6
+  pos, _ = rope.multimodal_positions(segs, "spatial_reset")
+  np.testing.assert_array_equal(pos[2:6, 1:], [[0, 0], [0, 1], [1, 0], [1, 1]])
+  np.testing.assert_array_equal(pos[-1], [5, 5, 5])
+  pos, nxt = rope.multimodal_positions(segs, "videorope")        # stride 2
+  np.testing.assert_array_equal(pos[10:14, 0], [6, 6, 6, 6])
+  np.testing.assert_array_equal(pos[-1], [7, 7, 7])
+  pos, nxt = rope.multimodal_positions(segs, "mrope", temporal_stride=2.0)
+  np.testing.assert_array_equal(pos[-1], [7, 7, 7])
+
+
+def test_liere_block2_equals_mixed():
+  """LieRE with 2x2 blocks is RoPE-Mixed with freqs = -W[a, h, j, 0, 1] (interleaved pairs)."""
+  params = rope.init_liere(KEY, 2, H, D, block_size=2)
+  mixed = -jnp.moveaxis(params[..., 0, 1], 0, -1)                       # [H, D/2, 2]
+  pos = rope.grid_positions(5, 7, scale="unit", train_size=(3, 4))
+  x = jax.random.normal(KEY, (2, 35, H, D))
+  np.testing.assert_allclose(
+      rope.apply_blocks(x, rope.liere_rotations(pos, params)),
+      rope.apply(x, rope.angles(pos, mixed), layout="interleaved"), atol=2e-5)
+
+
+def test_grid_positions_conventions():
+  np.testing.assert_array_equal(rope.grid_positions(2, 3), [[0, 0], [0, 1], [0, 2],
+                                                            [1, 0], [1, 1], [1, 2]])
+  p = rope.grid_positions(4, 6, scale="unit", train_size=(2, 3))
+  np.testing.assert_allclose(p[-1], [2.0, 2.0])
+  p = rope.grid_positions(4, 4, scale="pi", train_size=(8, 8))
+  np.testing.assert_allclose(p[0], [-np.pi / 2, -np.pi / 2], atol=1e-6)
+  np.testing.assert_allclose(p[-1], [np.pi / 2, np.pi / 2], atol=1e-6)
+
+
+def test_layouts_are_a_channel_permutation_of_each_other():
+  ang = rope.angles(rope.grid_positions(3, 4), rope.freqs_axial(D))
+  x = jax.random.normal(KEY, (12, 1, D))
+  perm = np.stack([np.arange(D // 2), np.arange(D // 2) + D // 2], -1).reshape(-1)
+  half = rope.apply(x, ang, layout="half")
+  inter = rope.apply(x[..., perm], ang, layout="interleaved")
+  np.testing.assert_allclose(half[..., perm], inter, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- dtypes, transforms
+
+
+@pytest.mark.parametrize("name", ["axial", "mrope", "liere8", "spherical"])
+def test_bf16_in_bf16_out(name):
+  rotate, pos = VARIANTS[name]
+  x = jax.random.normal(KEY, (pos.shape[0], 1, D)).astype(jnp.bfloat16)
+  y = rotate(x, pos)
+  assert y.dtype == jnp.bfloat16
+  ref = rotate(x.astype(jnp.float32), pos)
+  np.testing.assert_allclose(y.astype(jnp.float32), ref, atol=3e-2)
+  cos = jnp.cos(rope.angles(pos[:, :1] if name == "mrope" else pos,
+                            rope.freqs_1d(D) if name == "mrope" else rope.freqs_axial(D)))
+  assert rope.apply_cos_sin(x, cos, cos, layout="half").dtype == jnp.bfloat16
+
+
+def test_jit_vmap_grad_commuting():
+  pos = rope.grid_positions(3, 4)
+  x = jax.random.normal(KEY, (5, 12, H, D))
+  freqs = rope.init_mixed_freqs(KEY, H, D)
+
+  def f(x, freqs, pos):
+    return rope.apply(x, rope.angles(pos, freqs), layout="interleaved")
+
+  eager = f(x, freqs, pos)
+  np.testing.assert_allclose(jax.jit(f)(x, freqs, pos), eager, atol=1e-6)
+  np.testing.assert_allclose(jax.vmap(f, (0, None, None))(x, freqs, pos), eager, atol=1e-6)
+  # vmap over per-example positions (leading batch dims are also plain broadcasting).
+  pos_b = jnp.stack([pos, pos + 1.0])
+  np.testing.assert_allclose(jax.vmap(f, (None, None, 0))(x, freqs, pos_b)[1],
+                             f(x, freqs, pos + 1.0), atol=1e-6)
+  g = jax.grad(lambda fr: jnp.sum(f(x, fr, pos) ** 3))(freqs)
+  assert g.shape == freqs.shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+  # Finite-difference check of the frequency gradient.
+  eps = 1e-3
+  d = jnp.zeros_like(freqs).at[1, 3, 0].set(eps)
+  fd = (jnp.sum(f(x, freqs + d, pos) ** 3) - jnp.sum(f(x, freqs - d, pos) ** 3)) / (2 * eps)
+  np.testing.assert_allclose(g[1, 3, 0], fd, rtol=2e-2)
+  # Constructors are jittable (static sizes) and init is vmappable over keys.
+  init = jax.jit(rope.init_mixed_freqs, static_argnums=(1, 2))
+  np.testing.assert_allclose(init(KEY, H, D), freqs, atol=1e-6)
+  keys = jax.random.split(KEY, 3)
+  assert jax.vmap(lambda k: rope.init_mixed_freqs(k, H, D))(keys).shape == (3, H, D // 2, 2)
+  assert jax.jit(rope.freqs_axial, static_argnums=0)(D).shape == (D // 2, 2)
+
+
+def test_jit_vmap_grad_blocks():
+  pos = rope.grid_positions(3, 4, scale="unit")
+  x = jax.random.normal(KEY, (2, 12, H, D))
+  params = rope.init_liere(KEY, 2, H, D, block_size=8)
+
+  def f(params, x):
+    return rope.apply_blocks(x, rope.liere_rotations(pos, params))
+
+  np.testing.assert_allclose(jax.jit(f)(params, x), f(params, x), atol=1e-5)
+  np.testing.assert_allclose(jax.vmap(f, (None, 0))(params, x), f(params, x), atol=1e-5)
+  loss = lambda p: jnp.sum(f(p, x) * x)
+  g = jax.grad(loss)(params)
+  assert bool(jnp.all(jnp.isfinite(g)))
+  # Only the strict upper triangle is used.
+  assert float(jnp.abs(jnp.tril(g)).max()) == 0.0
+  eps = 1e-2
+  d = jnp.zeros_like(params).at[1, 0, 2, 1, 5].set(eps)
+  fd = (loss(params + d) - loss(params - d)) / (2 * eps)
+  np.testing.assert_allclose(g[1, 0, 2, 1, 5], fd, rtol=5e-2, atol=1e-2)
+
+  sph = jax.random.uniform(KEY, (H, D // 3, 2))
+  pos_pi = rope.grid_positions(3, 4, scale="pi")
+  y = jax.random.normal(KEY, (2, 12, H, 48))
+  fs = lambda fr, y: rope.apply_blocks(y, rope.spherical_rotations(pos_pi, fr))
+  np.testing.assert_allclose(jax.jit(fs)(sph, y), fs(sph, y), atol=1e-6)
+  np.testing.assert_allclose(jax.vmap(fs, (None, 0))(sph, y), fs(sph, y), atol=1e-6)
+  gs = jax.grad(lambda fr: jnp.sum(fs(fr, y) * y))(sph)
+  assert bool(jnp.all(jnp.isfinite(gs))) and float(jnp.abs(gs).max()) > 0
+
+
+def test_jit_vmap_grad_multimodal_and_diagnostics():
+  # circle_offsets: alpha / radius may be traced; vmap over a batch of radii.
+  radii = jnp.array([1.0, 5.0, 10.0])
+  off = jax.vmap(lambda r: rope.circle_offsets(4, 6, radius=r))(radii)
+  np.testing.assert_allclose(jnp.linalg.norm(off, axis=-1), radii[:, None] * jnp.ones(24),
+                             atol=1e-5)
+  np.testing.assert_allclose(jax.jit(lambda a: rope.circle_offsets(4, 6, alpha=a))(0.5),
+                             rope.circle_offsets(4, 6), atol=1e-6)
+  g = jax.grad(lambda a: jnp.sum(rope.circle_offsets(4, 6, alpha=a)[:, 0] ** 2))(0.3)
+  assert np.isfinite(g) and g != 0
+  # multimodal_positions is static host work: inside jit it is a constant.
+  segs = [rope.Text(2), rope.Image(2, 2)]
+  f = jax.jit(lambda x: x + rope.multimodal_positions(segs, "mrope")[0])
+  np.testing.assert_array_equal(f(jnp.zeros((6, 3))), rope.multimodal_positions(segs, "mrope")[0])
+  # ptd: jit, vmap over sequences, grad.
+  t, i = jax.random.normal(KEY, (5, 3)), jax.random.normal(KEY, (7, 3)) + 3
+  np.testing.assert_allclose(jax.jit(rope.ptd)(t, i), rope.ptd(t, i), rtol=1e-6)
+  assert jax.vmap(rope.ptd)(jnp.stack([t, t]), jnp.stack([i, i])).shape == (2,)
+  assert bool(jnp.all(jnp.isfinite(jax.grad(rope.ptd)(t, i))))
+  # relative_logit_gap under jit (rotate and head_dim static).
+  rotate = commuting(rope.freqs_axial(D), "interleaved")
+  gap = jax.jit(functools.partial(rope.relative_logit_gap, rotate, head_dim=D))(
+      rope.grid_positions(3, 4), jnp.array([1.0, 2.0]), key=KEY)
+  assert float(gap) < 2e-4
+  assert jax.jit(rope.grid_positions, static_argnums=(0, 1))(2, 3).shape == (6, 2)
