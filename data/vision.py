@@ -36,7 +36,11 @@ import numpy as np
 from data import augment
 from data import mixup
 from data import randaugment
-from data.vision_sources import DatasetInfo, dataset_info, open_source  # pylint: disable=unused-import
+from data import vision_sources
+
+# Re-exported: the dataset facts are part of this module's interface.
+DatasetInfo = vision_sources.DatasetInfo
+dataset_info = vision_sources.dataset_info
 
 CROPS = ("rrc", "pad", "resize")
 
@@ -278,7 +282,8 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
                      f"global_batch_size / process_count must be even; got {global_batch_size}"
                      f" / {process_count}")
   info = dataset_info(c["name"])
-  source = open_source(c["name"], c["train_split"] or info.train_split, c["data_dir"])
+  split = c["train_split"] or info.train_split
+  source = vision_sources.open_source(c["name"], split, c["data_dir"])
   shuffle_seed, augment_seed, mix_seed = _derive_seeds(int(seed), 3)
 
   ds = grain.MapDataset.source(source)
@@ -335,7 +340,8 @@ def make_eval_iterator(data_config, *, batch_size: int, image_size: int,
   _check(isinstance(image_size, int) and image_size > 0, "image_size", image_size,
          "a positive int")
   info = dataset_info(c["name"])
-  source = open_source(c["name"], split or c["eval_split"] or info.eval_split, c["data_dir"])
+  split = split or c["eval_split"] or info.eval_split
+  source = vision_sources.open_source(c["name"], split, c["data_dir"])
   num_examples = len(source)
   if c["max_eval_examples"]:
     num_examples = min(num_examples, c["max_eval_examples"])
