@@ -41,6 +41,7 @@ from data import vision_sources
 # Re-exported: the dataset facts are part of this module's interface.
 DatasetInfo = vision_sources.DatasetInfo
 dataset_info = vision_sources.dataset_info
+open_source = vision_sources.open_source
 
 CROPS = ("rrc", "pad", "resize")
 
@@ -283,7 +284,7 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
                      f" / {process_count}")
   info = dataset_info(c["name"])
   split = c["train_split"] or info.train_split
-  source = vision_sources.open_source(c["name"], split, c["data_dir"])
+  source = open_source(c["name"], split, c["data_dir"])
   shuffle_seed, augment_seed, mix_seed = _derive_seeds(int(seed), 3)
 
   ds = grain.MapDataset.source(source)
@@ -341,7 +342,7 @@ def make_eval_iterator(data_config, *, batch_size: int, image_size: int,
          "a positive int")
   info = dataset_info(c["name"])
   split = split or c["eval_split"] or info.eval_split
-  source = vision_sources.open_source(c["name"], split, c["data_dir"])
+  source = open_source(c["name"], split, c["data_dir"])
   num_examples = len(source)
   if c["max_eval_examples"]:
     num_examples = min(num_examples, c["max_eval_examples"])

@@ -417,3 +417,13 @@ def test_bad_arguments_raise():
     vision.make_eval_iterator(c, batch_size=5, image_size=8, process_count=2)
   with pytest.raises(ValueError, match="split"):
     vision.make_eval_iterator(c, batch_size=4, image_size=8, split="validation")
+
+
+def test_public_names_of_data_vision():
+  # Other modules (tasks/classification.py) use these names through data.vision.
+  assert vision.dataset_info("cifar100") == vision.DatasetInfo(
+      100, 3, "train", "test", 50_000, 10_000, (0.5071, 0.4865, 0.4409),
+      (0.2673, 0.2564, 0.2762), 32, ("train", "test"))
+  assert len(vision.open_source("digits", "train")) == vision.dataset_info("digits").num_train
+  ev = vision.make_eval_iterator(_config(), batch_size=64, image_size=8)
+  assert isinstance(ev, vision.EvalIterable) and len(ev) == 6  # ceil(359 / 64)
