@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Iterator, Sequence
+import queue
+import threading
+from typing import Callable, Iterable, Iterator, Sequence
 
 import ml_collections
 from ml_collections import config_dict
@@ -122,6 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_prefix_len = 8
   c.max_images = 2          # N of "images" [B, N, S, S, 3].
   c.max_len = 64            # L; must fit the longest sample (see required_max_len).
+  c.prefetch = 2            # training batches built ahead in a background thread (0: none).
   # Positions: rope.multimodal_positions(segments, scheme, **options); unset options (None)
   # take the rope defaults. Options that do not belong to the scheme raise.
   c.scheme = "mrope"        # vanilla | mrope | spatial_reset | videorope | v2pe | circle
@@ -552,12 +555,37 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
   return np.random.default_rng([int(seed), SPLITS[split], int(index)])
 
 
+@dataclasses.dataclass(frozen=True)
+class GenSpec:
+  """The generation settings of a data config as plain values (ConfigDict reads are slow)."""
+  image_size: int
+  patch_size: int
+  merge_size: int
+  grid_size: int
+  min_objects: int
+  max_objects: int
+  p_empty_cell: float
+  min_prefix_len: int
+  max_prefix_len: int
+  video_as: str
+  probs: tuple   # normalised question_mix in QUESTION_TYPES order
+
+  @classmethod
+  def from_config(cls, config) -> "GenSpec":
+    mix = _mix(config)
+    return cls(*(config[f.name] for f in dataclasses.fields(cls)[:-1]),
+               probs=tuple(mix / mix.sum()))
+
+
 def make_sample(config, *, seed: int, split: str, index: int) -> Sample:
-  """Sample `index` of the synthetic `split` ("train" | "eval") under `seed`."""
+  """Sample `index` of the synthetic `split` ("train" | "eval") under `seed`.
+
+  `config`: a data config or its GenSpec (faster when making many samples).
+  """
+  config = config if isinstance(config, GenSpec) else GenSpec.from_config(config)
   rng = sample_rng(seed, split, index)
   tk = make_tokenizer()
-  mix = _mix(config)
-  qtype = QUESTION_TYPES[rng.choice(len(QUESTION_TYPES), p=mix / mix.sum())]
+  qtype = QUESTION_TYPES[rng.choice(len(QUESTION_TYPES), p=config.probs)]
   prefix = prefix_words(rng, config)
   for _ in range(1000):
     made = _ask(qtype, rng, config)
@@ -585,48 +613,82 @@ def make_sample(config, *, seed: int, split: str, index: int) -> Sample:
 # Positions (cached per segment layout) and batching.
 
 
+PositionsFn = Callable[[Sequence], tuple]
+
+
 def layout_segments(layout: tuple) -> list:
   """The rope segments of a layout tuple."""
   make = {"text": rope.Text, "image": rope.Image, "video": rope.Video}
   return [make[kind](*dims) for kind, *dims in layout]
 
 
+def config_positions_fn(config) -> PositionsFn:
+  """The positions function of a data config: its scheme (+ M-RoPE ids as alt if age).
+
+  Returns:
+    fn(segments) -> (positions [n, 3], next_position, positions_alt [n, 3],
+    next_position_alt), the signature of `models.vlm.sequence_positions(model_cfg, .)`.
+  """
+  scheme, opts, age = config.scheme, scheme_options(config), bool(config.age)
+
+  def fn(segments):
+    pos, nxt = rope.multimodal_positions(segments, scheme, **opts)
+    if not age:
+      return pos, nxt, pos, nxt
+    # AGE: the other layers use the M-RoPE ids of the same segments (circle_rope.md §7).
+    alt, nxt_alt = rope.multimodal_positions(segments, "mrope")
+    return pos, nxt, alt, nxt_alt
+
+  return fn
+
+
 class PositionTable:
-  """rope.multimodal_positions per distinct layout, memoised.
+  """A positions function memoised per distinct layout.
 
   Samples of a config share few layouts (question length is fixed per type, so a layout is
-  fixed by type and prefix length), so after warm-up a batch costs only array copies.
+  fixed by type, prefix length and visual layout), so after warm-up a batch costs only array
+  copies.
   """
 
-  def __init__(self, scheme: str, options: dict):
-    self.scheme = scheme
-    self.options = dict(options)
+  def __init__(self, fn: PositionsFn):
+    self.fn = fn
     self._cache = {}
 
-  def __call__(self, layout: tuple) -> np.ndarray:
-    """float32 [n, 3] positions of the layout's tokens."""
-    pos = self._cache.get(layout)
-    if pos is None:
-      pos, _ = rope.multimodal_positions(layout_segments(layout), self.scheme, **self.options)
-      pos = np.asarray(pos, np.float32)
-      pos.flags.writeable = False
-      self._cache[layout] = pos
-    return pos
+  def __call__(self, layout: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, positions_alt), float32 [n, 3] each, of the layout's tokens."""
+    out = self._cache.get(layout)
+    if out is None:
+      pos, _, alt, _ = self.fn(layout_segments(layout))
+      out = tuple(np.asarray(p, np.float32) for p in (pos, alt))
+      n = sum(d[0] if k == "text" else int(np.prod(d)) for k, *d in layout)
+      for p in out:
+        if p.shape != (n, 3):
+          raise ValueError(f"positions_fn returned shape {p.shape} for a layout of {n} "
+                           f"tokens; expected ({n}, 3).")
+        p.flags.writeable = False
+      self._cache[layout] = out
+    return out
 
   def __len__(self):
     return len(self._cache)
 
 
 class Collator:
-  """Pads samples into the INTERFACES.md §4 batch; positions via cached PositionTables."""
+  """Pads samples into the INTERFACES.md §4 batch; positions via a cached PositionTable.
 
-  def __init__(self, config):
+  Args:
+    config: the data config (max_len, max_images, image_size, scheme, ...).
+    positions_fn: optional fn(segments) -> (positions, next_position, positions_alt,
+      next_position_alt) replacing the config's scheme, e.g.
+      `functools.partial(models.vlm.sequence_positions, model_cfg)` so the ids come from the
+      model's own scheme settings.
+  """
+
+  def __init__(self, config, positions_fn: PositionsFn | None = None):
     self.max_len = config.max_len
     self.max_images = config.max_images
     self.image_size = config.image_size
-    self.table = PositionTable(config.scheme, scheme_options(config))
-    # AGE: the other layers use M-RoPE ids of the same segments (circle_rope.md §7).
-    self.alt_table = PositionTable("mrope", {}) if config.age else None
+    self.table = PositionTable(positions_fn or config_positions_fn(config))
 
   def __call__(self, samples: Sequence[Sample], num_padding: int = 0) -> dict:
     """Batch of len(samples) + num_padding rows (padding rows: all False, question_type -1).
@@ -675,14 +737,14 @@ class Collator:
     batch = dict(tokens=tokens, images=images, image_valid=image_valid, valid=valid,
                  segment_ids=valid.astype(np.int32), loss_mask=loss_mask,
                  prompt_len=prompt_len, question_type=qtype)
-    alt = self.table if self.alt_table is None else self.alt_table
-    for key, table in (("", self.table), ("_alt", alt)):
-      pos = np.zeros((bsz, L, 3), np.float32)
-      for layout, rows in by_layout.items():   # one broadcast copy per distinct layout
-        p = table(layout)
-        pos[np.asarray(rows), :len(p)] = p
-      batch["positions" + key] = pos
-      batch["next_position" + key] = pos[np.arange(bsz), prompt_len, 0] * (lengths > 0)
+    pos = np.zeros((2, bsz, L, 3), np.float32)
+    for layout, rows in by_layout.items():   # one broadcast copy per distinct layout
+      p = np.stack(self.table(layout))
+      pos[:, np.asarray(rows), :p.shape[1]] = p[:, None]
+    for i, key in enumerate(("", "_alt")):
+      batch["positions" + key] = pos[i]
+      # The first answer token is text, so its three ids are equal: take t.
+      batch["next_position" + key] = pos[i, np.arange(bsz), prompt_len, 0] * (lengths > 0)
     return batch
 
 
@@ -695,15 +757,18 @@ def _sample_fn(config, *, seed: int, split: str) -> tuple[Callable[[int], Sample
   if config.tfds.name:
     from data import vlm_tfds  # pylint: disable=g-import-not-at-top  (avoids a cycle)
     return vlm_tfds.make_sample_fn(config, seed=seed, split=split)
-  return (lambda i: make_sample(config, seed=seed, split=split, index=i)), None
+  spec = GenSpec.from_config(config)
+  return (lambda i: make_sample(spec, seed=seed, split=split, index=i)), None
 
 
 def make_train_iterator(config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                        process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+                        process_index: int = 0, process_count: int = 1,
+                        positions_fn: PositionsFn | None = None) -> Iterator[dict]:
   """Endless iterator of LOCAL training batches (see Collator for the keys).
 
   The global batch of step s holds samples s*G .. s*G+G-1 of the "train" split (a pure
   function of (seed, s)); process p gets rows [p*b, (p+1)*b), b = G // process_count.
+  `positions_fn`: see Collator (default: the config's scheme).
   """
   validate_config(config)
   if global_batch_size % process_count:
@@ -711,7 +776,7 @@ def make_train_iterator(config, *, global_batch_size: int, seed: int, start_step
                      f"process_count={process_count}.")
   b = global_batch_size // process_count
   sample, _ = _sample_fn(config, seed=seed, split="train")
-  collate = Collator(config)
+  collate = Collator(config, positions_fn)
 
   def gen():
     step = start_step
@@ -720,14 +785,62 @@ def make_train_iterator(config, *, global_batch_size: int, seed: int, start_step
       yield collate([sample(i) for i in range(first, first + b)])
       step += 1
 
-  return gen()
+  return Prefetch(gen(), config.prefetch) if config.prefetch else gen()
+
+
+class Prefetch:
+  """Runs an iterator in a background thread, `size` items ahead (order kept).
+
+  Batch building is NumPy/Python; a jitted train step releases the GIL, so the next batches
+  are built while the device computes. Exceptions surface on the consumer's next().
+  """
+
+  _END = object()
+
+  def __init__(self, it: Iterable, size: int):
+    self._queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(iter(it),), daemon=True)
+    self._thread.start()
+
+  def _run(self, it):
+    try:
+      for item in it:
+        while not self._stop.is_set():
+          try:
+            self._queue.put((item, None), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self._stop.is_set():
+          return
+      self._queue.put((self._END, None))
+    except Exception as e:  # pylint: disable=broad-except  (re-raised in __next__)
+      self._queue.put((self._END, e))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item, err = self._queue.get()
+    if item is self._END:
+      self._queue.put((item, err))   # stay exhausted
+      if err is not None:
+        raise err
+      raise StopIteration
+    return item
+
+  def close(self):
+    """Stops the background thread (it exits within ~0.1 s)."""
+    self._stop.set()
 
 
 class EvalIterable:
   """Re-iterable, deterministic evaluation batches; the last global batch is padded."""
 
   def __init__(self, config, *, batch_size: int, num_examples: int | None = None,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1,
+               positions_fn: PositionsFn | None = None):
     validate_config(config)
     if batch_size % process_count:
       raise ValueError(f"batch_size={batch_size} must be divisible by "
@@ -739,7 +852,7 @@ class EvalIterable:
     self._b = batch_size // process_count
     self._global = batch_size
     self._first = process_index * self._b
-    self._collate = Collator(config)
+    self._collate = Collator(config, positions_fn)
 
   def __len__(self):
     return -(-self.num_examples // self._global)
@@ -752,15 +865,18 @@ class EvalIterable:
 
 
 def make_eval_iterator(config, *, batch_size: int, num_examples: int | None = None,
-                       process_index: int = 0, process_count: int = 1) -> EvalIterable:
+                       process_index: int = 0, process_count: int = 1,
+                       positions_fn: PositionsFn | None = None) -> EvalIterable:
   """Evaluation batches of the "eval" split (seed config.eval_seed).
 
   `batch_size` is global; process p gets rows [p*b, (p+1)*b) of each global batch. Rows past
   the end are padding: no valid tokens, loss_mask False, question_type -1. Use
-  `eval_configs(config)` to get the configs of the evaluation conditions.
+  `eval_configs(config)` to get the configs of the evaluation conditions; `positions_fn`:
+  see Collator.
   """
   return EvalIterable(config, batch_size=batch_size, num_examples=num_examples,
-                      process_index=process_index, process_count=process_count)
+                      process_index=process_index, process_count=process_count,
+                      positions_fn=positions_fn)
 
 
 @dataclasses.dataclass(frozen=True)

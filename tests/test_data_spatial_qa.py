@@ -287,6 +287,28 @@ def test_deterministic_per_seed_and_index_and_resumable():
     sq.make_train_iterator(c, global_batch_size=6, seed=1, process_count=4)
 
 
+def test_prefetch_keeps_order_and_raises():
+  c = sq.default_config()
+  c.prefetch = 0
+  plain = sq.make_train_iterator(c, global_batch_size=4, seed=9)
+  c.prefetch = 3
+  ahead = sq.make_train_iterator(c, global_batch_size=4, seed=9)
+  assert isinstance(ahead, sq.Prefetch)
+  for _ in range(5):
+    _assert_batches_equal(next(plain), next(ahead))
+  ahead.close()
+
+  def failing():
+    yield 1
+    raise KeyError("boom")
+
+  it = sq.Prefetch(failing(), 2)
+  assert next(it) == 1
+  with pytest.raises(KeyError, match="boom"):
+    next(it)
+  assert list(sq.Prefetch(iter(range(4)), 1)) == [0, 1, 2, 3]
+
+
 def test_answers_are_balanced():
   """Answers must not be guessable from the question alone (e.g. always the first object)."""
   c = sq.default_config()
@@ -360,7 +382,28 @@ def test_position_table_caches_layouts():
   # The cached ids are those of a fresh call.
   lay = samples[0].layout
   want, _ = rope.multimodal_positions(sq.layout_segments(lay), "mrope")
-  np.testing.assert_array_equal(collate.table(lay), want)
+  np.testing.assert_array_equal(collate.table(lay)[0], want)
+  np.testing.assert_array_equal(collate.table(lay)[1], want)
+
+
+def test_positions_fn_override():
+  """A model-side positions function (e.g. models.vlm.sequence_positions) replaces the scheme."""
+  calls = []
+
+  def fn(segments):
+    calls.append(tuple(segments))
+    pos, nxt = rope.multimodal_positions(segments, "vanilla")
+    return pos, nxt, pos + 1, nxt + 1
+
+  batch = next(sq.make_train_iterator(_config(), global_batch_size=16, seed=0,
+                                      positions_fn=fn))
+  assert 0 < len(calls) <= 16
+  lengths = batch["valid"].sum(1)
+  for b in range(16):
+    n, p = lengths[b], batch["prompt_len"][b]
+    np.testing.assert_array_equal(batch["positions"][b, :n], np.arange(n)[:, None] * [1, 1, 1])
+    np.testing.assert_array_equal(batch["positions_alt"][b, :n], batch["positions"][b, :n] + 1)
+    assert batch["next_position"][b] == p and batch["next_position_alt"][b] == p + 1
 
 
 # --------------------------------------------------------------------------------------------
