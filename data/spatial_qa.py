@@ -176,7 +176,7 @@ def _mix(config) -> np.ndarray:
 
 def _question_len(qtype: str) -> int:
   """Number of question words of a type (constant per type by construction)."""
-  obj = _Obj(0, 0, "red", "square")
+  obj = Obj(0, 0, "red", "square")
   words = {
       "color_at": _q_color_at(1, 1), "left": _q_pair("left", obj, obj),
       "above": _q_pair("above", obj, obj), "nearest": _q_nearest(obj),
@@ -281,15 +281,16 @@ def eval_configs(config) -> dict[str, ml_collections.ConfigDict]:
 
   "as_trained"    (a) the training distribution.
   "larger_grid"   (b) images of eval_image_size pixels with the same cell and patch size, so
-                      both the scene grid and the visual token grid grow.
+                      both the scene grid and the visual token grid grow (object counts are
+                      unchanged, so only the geometry differs from training).
   "longer_prefix" (c) eval_min/max_prefix_len filler words before the image.
   "multi_image"   (d) only two-image and video questions (training weights kept among them).
   For a tfds dataset (d) does not exist and (b) resizes the images to eval_image_size.
   """
   out = {}
-  a = ml_collections.ConfigDict(config.to_dict())
+  a = config.copy_and_resolve_references()
   out["as_trained"] = a
-  b = ml_collections.ConfigDict(config.to_dict())
+  b = config.copy_and_resolve_references()
   b.image_size = config.eval_image_size
   if not config.tfds.name:
     if config.eval_image_size % (config.image_size // config.grid_size):
@@ -297,12 +298,12 @@ def eval_configs(config) -> dict[str, ml_collections.ConfigDict]:
                        f"cell size {config.image_size // config.grid_size}.")
     b.grid_size = config.eval_image_size // (config.image_size // config.grid_size)
   out["larger_grid"] = b
-  c = ml_collections.ConfigDict(config.to_dict())
+  c = config.copy_and_resolve_references()
   c.min_prefix_len = config.eval_min_prefix_len
   c.max_prefix_len = config.eval_max_prefix_len
   out["longer_prefix"] = c
   if not config.tfds.name:
-    d = ml_collections.ConfigDict(config.to_dict())
+    d = config.copy_and_resolve_references()
     for t in SINGLE_IMAGE_TYPES:
       d.question_mix[t] = 0.0
     if sum(d.question_mix[t] for t in QUESTION_TYPES) <= 0:
@@ -324,7 +325,8 @@ def eval_configs(config) -> dict[str, ml_collections.ConfigDict]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Obj:
+class Obj:
+  """One shape of a scene, in cell (row, col)."""
   row: int    # 0-based cell row (top = 0)
   col: int
   color: str
@@ -335,8 +337,7 @@ class _Obj:
     return (self.color, self.shape)
 
 
-Scene = tuple  # tuple[_Obj, ...]
-Obj = _Obj
+Scene = tuple  # tuple[Obj, ...]
 
 
 def sample_scene(rng: np.random.Generator, grid_size: int, min_objects: int,
@@ -345,7 +346,7 @@ def sample_scene(rng: np.random.Generator, grid_size: int, min_objects: int,
   n = int(rng.integers(min_objects, max_objects + 1))
   cells = rng.choice(grid_size * grid_size, n, replace=False)
   kinds = rng.choice(len(COLORS) * len(SHAPES), n, replace=False)
-  objs = [_Obj(int(c) // grid_size, int(c) % grid_size, COLOR_NAMES[k // len(SHAPES)],
+  objs = [Obj(int(c) // grid_size, int(c) % grid_size, COLOR_NAMES[k // len(SHAPES)],
                SHAPES[k % len(SHAPES)]) for c, k in zip(cells, kinds)]
   return tuple(sorted(objs, key=lambda o: (o.row, o.col)))
 
@@ -353,6 +354,8 @@ def sample_scene(rng: np.random.Generator, grid_size: int, min_objects: int,
 @functools.lru_cache(maxsize=None)
 def shape_masks(cell: int) -> dict[str, np.ndarray]:
   """bool [cell, cell] mask of each shape, with a 1-pixel empty margin."""
+  if cell < MIN_CELL:
+    raise ValueError(f"cell={cell} pixels is below {MIN_CELL}: shapes would look alike.")
   b = cell - 2
   c = np.arange(b) + 0.5 - b / 2     # pixel centres relative to the box centre
   y, x = np.meshgrid(c, c, indexing="ij")
@@ -363,8 +366,6 @@ def shape_masks(cell: int) -> dict[str, np.ndarray]:
       "triangle": np.abs(x) <= (rows + 1) / 2,      # apex up, widening by 1 px per row
       "cross": (np.abs(x) <= max(0.5, b / 6)) | (np.abs(y) <= max(0.5, b / 6)),
   }
-  if cell < MIN_CELL:
-    raise ValueError(f"cell={cell} pixels is below {MIN_CELL}: shapes would look alike.")
   out = {}
   for k, m in inner.items():
     full = np.zeros((cell, cell), bool)
@@ -394,13 +395,13 @@ def _q_color_at(r: int, c: int):
   return ["what", "color", "is", "at", "row", str(r), "column", str(c), "?"]
 
 
-def _q_pair(kind: str, a: _Obj, b: _Obj):
+def _q_pair(kind: str, a: Obj, b: Obj):
   head = ["which", "is", "further", "left"] if kind == "left" else ["which", "is", "higher",
                                                                      "up"]
   return head + [",", "the", *a.name, "or", "the", *b.name, "?"]
 
 
-def _q_nearest(a: _Obj):
+def _q_nearest(a: Obj):
   return ["which", "shape", "is", "nearest", "to", "the", *a.name, "?"]
 
 
@@ -543,6 +544,7 @@ def pack(chunks: Sequence, images: np.ndarray, answer_ids: Sequence[int],
 
 
 def prefix_words(rng: np.random.Generator, config) -> list[str]:
+  """min_prefix_len..max_prefix_len filler words (uniform length, uniform words)."""
   n = int(rng.integers(config.min_prefix_len, config.max_prefix_len + 1))
   return [FILLER_WORDS[i] for i in rng.integers(len(FILLER_WORDS), size=n)]
 

@@ -11,7 +11,6 @@ import tensorflow_datasets as tfds
 
 from data import spatial_qa as sq
 from data import tokenizer as tok
-from data import vlm_tfds
 import rope
 
 # The color table as the task statement fixes it (independent of sq.COLORS).
