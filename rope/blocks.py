@@ -8,14 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rope import _checks
+from rope import _expm
+from rope import _fusion
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-# LieRE's generators are scaled by 2**-_EXPM_PRESCALE before `expm` and the result squared back.
-# Plain float32 `jax.scipy.linalg.expm` picks too few squarings for 2x2 generators of norm
-# ~3.9..7.9 (off by ~2e-3 against torch.matrix_exp); with 2**-4 it lands at ~7e-6.
-_EXPM_PRESCALE = 4
-
 
 def init_liere(key: jax.Array, num_axes: int, num_heads: int, head_dim: int,
                block_size: int = 8) -> jax.Array:
@@ -49,14 +45,6 @@ def liere_generators(params: jax.Array) -> jax.Array:
   return upper - jnp.swapaxes(upper, -1, -2)
 
 
-def _expm(a: jax.Array) -> jax.Array:
-  """Matrix exponential of a batch of float32 matrices, accurate to ~1e-5 (see _EXPM_PRESCALE)."""
-  r = jax.scipy.linalg.expm(a * (0.5 ** _EXPM_PRESCALE))
-  for _ in range(_EXPM_PRESCALE):
-    r = jnp.matmul(r, r, precision=_HIGHEST)
-  return r
-
-
 def liere_rotations(positions: jax.Array, params: jax.Array) -> jax.Array:
   """LieRE rotations `expm(sum_a positions[..., a] * S_a)` per token, head and block.
 
@@ -80,7 +68,7 @@ def liere_rotations(positions: jax.Array, params: jax.Array) -> jax.Array:
   pos = pos.reshape(pos.shape + (1, 1, 1, 1))                           # [..., L, A, 1,1,1,1]
   # Broadcast multiply + sum: exact float32, unlike a default-precision einsum on TPU.
   gen = jnp.sum(pos * gens, axis=-5)                                    # [..., L, H, G, g, g]
-  return _expm(gen)
+  return _expm.expm(gen)
 
 
 def spherical_freqs(head_dim: int, theta: float = 100.0) -> jax.Array:
@@ -162,5 +150,6 @@ def apply_blocks(x: jax.Array, rotations: jax.Array) -> jax.Array:
     raise ValueError(f"`rotations` covers {rotations.shape[-5]} tokens but `x` has {l}.")
   xb = x.astype(jnp.float32).reshape(x.shape[:-1] + (nb, g))          # [..., L, H, G, g]
   # Broadcast multiply + sum over j: exact float32 on every backend.
-  y = jnp.sum(rotations.astype(jnp.float32) * xb[..., None, :], axis=-1)
+  rotations = _fusion.materialize(rotations.astype(jnp.float32))
+  y = jnp.sum(rotations * xb[..., None, :], axis=-1)
   return y.reshape(y.shape[:-2] + (d,)).astype(x.dtype)

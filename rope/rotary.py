@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 
 from rope import _checks
+from rope import _fusion
 
 LAYOUTS = ("half", "interleaved")
 
@@ -83,8 +84,8 @@ def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
   _check_apply(x.shape, cos.shape, layout)
   dtype = x.dtype
   xf = x.astype(jnp.float32)
-  cos = cos.astype(jnp.float32)
-  sin = sin.astype(jnp.float32)
+  cos = _fusion.materialize(cos.astype(jnp.float32))
+  sin = _fusion.materialize(sin.astype(jnp.float32))
   half = x.shape[-1] // 2
   if layout == "half":
     x1, x2 = xf[..., :half], xf[..., half:]

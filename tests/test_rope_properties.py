@@ -342,3 +342,21 @@ def test_jit_vmap_grad_multimodal_and_diagnostics():
       rope.grid_positions(3, 4), jnp.array([1.0, 2.0]), key=KEY)
   assert float(gap) < 2e-4
   assert jax.jit(rope.grid_positions, static_argnums=(0, 1))(2, 3).shape == (6, 2)
+
+
+@pytest.mark.parametrize("g", [2, 3, 8, 64])
+@pytest.mark.parametrize("scale", [0.05, 1.0, 10.0])
+def test_liere_expm_matches_scipy_float64(g, scale):
+  """The fixed scaling-and-squaring exponential vs SciPy's float64 expm, over a wide norm range."""
+  scipy_linalg = pytest.importorskip("scipy.linalg")
+  rng = np.random.default_rng(g)
+  w = rng.uniform(0, 2 * np.pi, (1, 1, 6, g, g)) * scale
+  pos = jnp.array([[1.0], [0.5], [-2.0]])
+  got = np.asarray(rope.liere_rotations(pos, jnp.asarray(w, jnp.float32)))
+  s = np.triu(w[0, 0], 1)
+  s = s - np.swapaxes(s, -1, -2)
+  want = np.stack([[scipy_linalg.expm(p * m) for m in s] for p in (1.0, 0.5, -2.0)])
+  np.testing.assert_allclose(got[:, 0], want, atol=1e-4)
+  eye = np.eye(g)
+  np.testing.assert_allclose(got @ np.swapaxes(got, -1, -2), np.broadcast_to(eye, got.shape),
+                             atol=1e-4)

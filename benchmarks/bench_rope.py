@@ -1,0 +1,121 @@
+"""Cost of every rope variant (rotation from positions + application to q) vs a plain pass.
+
+  python -m benchmarks.bench_rope                       # [8, 1024, 6, 64] and [8, 4096, 6, 64]
+  python -m benchmarks.bench_rope --shape 32,196,6,64 --backward
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_rope
+
+For each variant it prints the median time of one jitted call that builds the rotation from the
+positions (and the learned parameters, where the variant has them) and applies it to q, the
+effective bandwidth 2 * q.nbytes / time (q read once, written once), and the ratio to two
+baselines measured in the same process: a jitted copy of q and a jitted elementwise pass
+`q * c`. Positions are those of a square grid with as many tokens as the shape's L (1-D variants
+use 0..L-1; multimodal ones a text prefix + one image).
+"""
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rope
+from benchmarks import common
+
+
+def _grid(l):
+  side = int(math.isqrt(l))
+  if side * side != l:
+    raise ValueError(f"--shape: L={l} must be a square number of patch tokens for the 2-D "
+                     f"variants.")
+  return side
+
+
+def variants(shape, key):
+  """name -> (fn(x, params) -> x', params)."""
+  b, l, h, d = shape
+  side = _grid(l)
+  pos_idx = rope.grid_positions(side, side)
+  pos_unit = rope.grid_positions(side, side, scale="unit")
+  pos_pi = rope.grid_positions(side, side, scale="pi")
+  pos_1d = jnp.arange(l, dtype=jnp.float32)[:, None]
+  text = 16
+  segs = [rope.Text(text), rope.Image(side, side - 1), rope.Text(l - text - side * (side - 1))]
+  mm = {s: jnp.asarray(rope.multimodal_positions(segs, s)[0])
+        for s in ("mrope", "spatial_reset", "videorope", "circle")}
+  half = d // 2
+  sections = (half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8)
+  inter = (half - 2 * (half * 5 // 16), half * 5 // 16, half * 5 // 16)
+
+  def commuting(pos, layout):
+    return lambda x, f: rope.apply(x, rope.angles(pos, f), layout=layout)
+
+  out = {
+      "1d": (commuting(pos_1d, "half"), rope.freqs_1d(d)),
+      "axial": (commuting(pos_idx, "interleaved"), rope.freqs_axial(d)),
+      "mixed": (commuting(pos_idx, "interleaved"), rope.init_mixed_freqs(key, h, d)),
+      "mrope": (commuting(mm["mrope"], "half"), rope.freqs_mrope(d, sections=sections)),
+      "mrope_interleave": (commuting(mm["spatial_reset"], "half"),
+                           rope.freqs_mrope_interleaved(d, sections=inter)),
+      "videorope": (commuting(mm["videorope"], "half"),
+                    rope.freqs_videorope(d, sections=sections)),
+      "circle": (commuting(mm["circle"], "half"), rope.freqs_mrope(d, sections=sections)),
+  }
+  if h >= 3:
+    hs = (h // 3, h // 3, h - 2 * (h // 3))
+    out["mhrope"] = (commuting(mm["spatial_reset"], "half"),
+                     rope.freqs_multi_head(h, d, head_sections=hs))
+  if d % 3 == 0:
+    out["spherical"] = (lambda x, f: rope.apply_blocks(x, rope.spherical_rotations(pos_pi, f)),
+                        rope.spherical_freqs(d))
+    out["spherical_learned"] = (out["spherical"][0], jax.random.uniform(key, (h, d // 3, 2)))
+  for g in (2, 8):
+    if d % g == 0:
+      out[f"liere{g}"] = (
+          lambda x, p: rope.apply_blocks(x, rope.liere_rotations(pos_unit, p)),
+          rope.init_liere(key, 2, h, d, block_size=g))
+  return out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--shape", action="append",
+                      help="B,L,H,D of q (repeatable); default 8,1024,6,64 and 8,4096,6,64")
+  parser.add_argument("--only", default="", help="comma-separated variant names")
+  parser.add_argument("--backward", action="store_true",
+                      help="also time forward+backward (grad w.r.t. q and the parameters)")
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  args = parser.parse_args(argv)
+  shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or
+                                                          ["8,1024,6,64", "8,4096,6,64"])]
+  print(common.header())
+  key = jax.random.PRNGKey(0)
+  for shape in shapes:
+    x = jax.random.normal(key, shape, jnp.float32).astype(args.dtype)
+    nbytes = 2 * x.nbytes
+    copy = common.median_seconds(jax.jit(jnp.copy), (x,), repeats=args.repeats)
+    scale = common.median_seconds(jax.jit(lambda x, c: x * c), (x, jnp.asarray(1.5, x.dtype)),
+                                  repeats=args.repeats)
+    print(f"\nq {shape} {args.dtype} ({x.nbytes / 2**20:.0f} MiB)")
+    print(f"{'variant':<18}{'fwd ms':>9}{'GB/s':>8}{'vs copy':>9}{'vs x*c':>8}"
+          + (f"{'fwd+bwd ms':>12}{'vs x*c':>8}" if args.backward else ""))
+    print(f"{'copy':<18}{copy * 1e3:9.2f}{nbytes / copy / 1e9:8.1f}{1.0:9.2f}{scale / copy:8.2f}")
+    print(f"{'x * c':<18}{scale * 1e3:9.2f}{nbytes / scale / 1e9:8.1f}{copy / scale:9.2f}"
+          f"{1.0:8.2f}")
+    only = set(filter(None, args.only.split(",")))
+    for name, (fn, params) in variants(shape, key).items():
+      if only and name not in only:
+        continue
+      t = common.median_seconds(jax.jit(fn), (x, params), repeats=args.repeats)
+      row = (f"{name:<18}{t * 1e3:9.2f}{nbytes / t / 1e9:8.1f}{copy / t:9.2f}{scale / t:8.2f}")
+      if args.backward:
+        grad = jax.jit(jax.grad(lambda x, p: jnp.sum(fn(x, p).astype(jnp.float32) * x),
+                                argnums=(0, 1)))
+        tb = common.median_seconds(grad, (x, params), repeats=max(3, args.repeats // 4))
+        row += f"{tb * 1e3:12.2f}{scale / tb:8.2f}"
+      print(row, flush=True)
+  print("\n'vs copy' / 'vs x*c' = baseline time / variant time (1.0 = as fast as the baseline).")
+
+
+if __name__ == "__main__":
+  main()
