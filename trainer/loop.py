@@ -93,17 +93,23 @@ def _every(step: int, period: int | None) -> bool:
   return bool(period) and step % period == 0
 
 
-def _host_metrics(pending: Sequence[tuple[int, Mapping[str, jax.Array]]]) -> dict[str, float]:
-  """Fetches per-step metrics, raises on the first non-finite one, returns their means."""
-  steps = [s for s, _ in pending]
-  values = jax.device_get([m for _, m in pending])  # The one host<->device sync point.
-  for step, m in zip(steps, values):
-    bad = sorted(k for k, v in m.items() if not np.all(np.isfinite(v)))
+def _fetch_and_check(pending: Sequence[tuple[int, Mapping[str, jax.Array]]]
+                     ) -> list[dict[str, np.ndarray]]:
+  """Fetches per-step metrics to the host; raises on the first non-finite one."""
+  values = jax.device_get([m for _, m in pending])  # The host<->device sync point.
+  for (step, _), m in zip(pending, values):
+    bad = [k for k, v in m.items() if not np.all(np.isfinite(v))]
     if bad:
+      first = "loss" if "loss" in bad else bad[0]  # Name the loss first when it is bad.
+      others = [k for k in bad if k != first]
       raise NonFiniteLossError(
-          f"Training diverged: {', '.join(f'{k}={float(m[k])}' for k in bad)} at step {step} "
-          "(the update producing the state of that step). Stopping without saving anything "
-          "from this step on.", step)
+          f"Training diverged: {first}={float(m[first])} at step {step}"
+          + (f" (also non-finite: {', '.join(sorted(others))})" if others else "")
+          + ". Stopped; nothing from this step on was saved.", step)
+  return values
+
+
+def _mean_metrics(values: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
   return {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[-1]}
 
 
@@ -265,6 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- The loop. ---
   pending = []  # (step, on-device metrics) not yet checked on the host.
+  checked = []  # Host metrics of checked steps not yet logged.
   local = first_local
   stopper = preemption.StopOnSignal(sync_every=lengths["log"])
   try:
@@ -277,9 +284,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         is_last = step == total_steps
         do_eval = is_last or _every(step, lengths["eval"])
         do_save = is_last or stop or do_eval or _every(step, lengths["checkpoint"])
-        if do_save or _every(step, lengths["log"]):
-          scalars = _host_metrics(pending)  # Raises on NaN: nothing below runs.
+        do_log = is_last or stop or _every(step, lengths["log"])
+        if do_save or do_log:
+          # Every step's metrics are checked before anything is logged or saved.
+          checked += _fetch_and_check(pending)  # Raises on NaN: nothing below runs.
           pending = []
+        if do_log:
+          scalars = _mean_metrics(checked)
+          checked = []
           scalars.update(progress.measure(step))
           writer.write(step, scalars)
           if is_main:
@@ -307,6 +319,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           break
         if not is_last:
           local = next(train_iter)
+  except NonFiniteLossError as e:
+    last_good = checkpoints.latest_step()
+    where = (f"The last good checkpoint is step {last_good} in {paths['checkpoints']}; "
+             "re-running resumes from it (change e.g. optim.lr first)."
+             if last_good is not None else "No checkpoint had been saved yet.")
+    raise NonFiniteLossError(f"{e} {where}", e.step) from None
   finally:
     # Also on errors (NaN): let pending saves of good states finish, release the files.
     progress.close()

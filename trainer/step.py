@@ -44,8 +44,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     (loss, metrics), grads = grad_fn(state["params"], batch, key)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                   update_norm=optax.global_norm(updates), param_norm=optax.global_norm(params),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                   update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(params),
                    lr=schedule(state["step"]))
     new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                  "rng": state["rng"]}
