@@ -66,7 +66,7 @@ class Progress:
     """
     now = time.perf_counter()
     steps, elapsed = step - self._last_step, now - self._last_time
-    self.restart_clock(step)
+    self._last_step, self._last_time = step, now
     if steps <= 0 or elapsed <= 0:
       return {}
     rate = steps / elapsed
