@@ -1,0 +1,37 @@
+r"""The ViT sweep: every encoding of configs/vit_*.py x seeds (the paper's Table 2 protocol).
+
+  # Locally, one run after another (re-running skips finished runs: each one resumes):
+  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py:smoke --workdir_root=/tmp/sweep
+  # Print the commands for a TPU pod (one run at a time on all hosts):
+  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py --workdir_root=/mnt/bucket/c100 \
+      --mode=print --tpu_name=my-v4-32 --zone=us-central2-b
+  # Then compare the runs across test resolutions:
+  python eval.py --workdirs=$(ls -d /tmp/sweep/*/* | paste -sd,) --output=/tmp/sweep/resolution
+
+Arguments: the mode of every run (smoke | fmnist | imagenet; none = the CIFAR-100 recipe),
+seeds=N (default 3, the paper's), encodings="a+b+c" (default: all of vit_common.ENCODINGS).
+The smoke sweep (14 encodings x 3 seeds) takes ~1 h on 2 CPU cores.
+"""
+from configs import common
+from configs import vit_common
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """The runs: [{"name": "<encoding>/seed<s>", "config": "configs/vit_x.py[:mode]",
+  "overrides": {"seed": s}}], encodings in vit_common.ENCODINGS order."""
+  arg = common.parse_arg(arg, smoke=False, fmnist=False, imagenet=False, seeds=3,
+                         encodings="")
+  modes = [m for m in vit_common.MODES if arg[m]]
+  if len(modes) > 1:
+    raise ValueError(f"sweep arguments {modes} exclude each other.")
+  if arg.seeds < 1:
+    raise ValueError(f"sweep argument seeds={arg.seeds} must be >= 1.")
+  encodings = [e for e in arg.encodings.split("+") if e] or list(vit_common.ENCODINGS)
+  unknown = [e for e in encodings if e not in vit_common.ENCODINGS]
+  if unknown:
+    raise ValueError(f"sweep argument encodings: unknown {unknown}; allowed: "
+                     f"{', '.join(vit_common.ENCODINGS)}.")
+  suffix = f":{modes[0]}" if modes else ""
+  return [{"name": f"{encoding}/seed{seed}", "config": f"configs/vit_{encoding}.py{suffix}",
+           "overrides": {"seed": seed}}
+          for encoding in encodings for seed in range(arg.seeds)]

@@ -1,0 +1,89 @@
+r"""Runs a sweep (a configs/sweep_*.py) locally one run after another, or prints pod commands.
+
+  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py:smoke --workdir_root=/tmp/sweep
+  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py:imagenet --mode=print \
+      --workdir_root=/mnt/bucket/in1k --tpu_name=my-v4-64 --zone=us-central2-b
+
+A sweep module defines `get_sweep(arg) -> [{"name", "config", "overrides"}]`. Each run trains in
+WORKDIR_ROOT/<name>; train.py resumes from there, so re-launching a sweep continues where it
+stopped and finished runs return immediately. --mode=local stops at the first failing run
+unless --keep_going; exit code 1 if any run failed.
+"""
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+flags.DEFINE_string("sweep", None, "Sweep file[:arg], e.g. configs/sweep_vit.py:smoke.")
+flags.DEFINE_string("workdir_root", None, "Each run trains in WORKDIR_ROOT/<run name>.")
+flags.DEFINE_enum("mode", "local", ["local", "print"], "local: run here one after another; "
+                  "print: print one command per run for a TPU pod.")
+flags.DEFINE_string("only", "", "Run only runs whose name contains this substring.")
+flags.DEFINE_bool("keep_going", False, "local: continue after a failed run.")
+flags.DEFINE_bool("dry_run", False, "local: print the commands instead of running them.")
+flags.DEFINE_string("tpu_name", "$TPU_NAME", "print: TPU VM name for gcloud.")
+flags.DEFINE_string("zone", "$ZONE", "print: TPU zone for gcloud.")
+flags.DEFINE_string("repo_dir", "~/rope", "print: the repository's path on the TPU hosts.")
+flags.mark_flags_as_required(["sweep", "workdir_root"])
+FLAGS = flags.FLAGS
+
+
+def load_sweep(spec: str) -> list[dict]:
+  """Imports the sweep file of "path[:arg]" and returns get_sweep(arg)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise app.UsageError(f"--sweep: no file {path!r}.")
+  if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # Sweep files import configs.*.
+  module_spec = importlib.util.spec_from_file_location("sweep_module", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_sweep(arg or None)
+
+
+def train_args(run: dict, workdir_root: str) -> list[str]:
+  """train.py's arguments for one run."""
+  args = [f"--config={run['config']}", f"--workdir={os.path.join(workdir_root, run['name'])}"]
+  args += [f"--config.{k}={v}" for k, v in sorted(run.get("overrides", {}).items())]
+  return args
+
+
+def pod_command(args: list[str]) -> str:
+  """One gcloud command running train.py on every host of a TPU pod slice."""
+  remote = f"cd {FLAGS.repo_dir} && python train.py {shlex.join(args)} --multihost"
+  return (f"gcloud compute tpus tpu-vm ssh {FLAGS.tpu_name} --zone={FLAGS.zone} "
+          f"--worker=all --command={shlex.quote(remote)}")
+
+
+def main(argv) -> int:
+  del argv
+  runs = [r for r in load_sweep(FLAGS.sweep) if FLAGS.only in r["name"]]
+  if FLAGS.mode == "print":
+    for run in runs:
+      print(pod_command(train_args(run, FLAGS.workdir_root)))
+    return 0
+  failed = []
+  for i, run in enumerate(runs, start=1):
+    cmd = [sys.executable, os.path.join(REPO, "train.py")] + train_args(run, FLAGS.workdir_root)
+    print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
+    if FLAGS.dry_run:
+      continue
+    code = subprocess.call(cmd, cwd=REPO)
+    if code:
+      print(f"[{i}/{len(runs)}] {run['name']} failed with exit code {code}.", flush=True)
+      failed.append(run["name"])
+      if not FLAGS.keep_going:
+        break
+  if failed:
+    print(f"Failed runs: {', '.join(failed)}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,139 @@
+"""Configs: every encoding x mode builds and validates; recipes carry the chosen numbers;
+bad options fail at start-up naming the option; the sweep and its launcher."""
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from configs import sweep_vit
+from configs import vit_common
+from models import vit
+from trainer import loop
+
+ENCODINGS = sorted(vit_common.ENCODINGS)
+MODES = (None,) + vit_common.MODES
+
+
+def _config(encoding, mode=None, **overrides):
+  config = vit_common.get_config(encoding, mode)
+  with config.unlocked():
+    for key, value in overrides.items():
+      section, _, name = key.rpartition(".")
+      (config[section] if section else config)[name] = value
+  return config
+
+
+def test_every_encoding_has_a_config_file():
+  for encoding in ENCODINGS:
+    module = importlib.import_module(f"configs.vit_{encoding}")
+    config = module.get_config("smoke")
+    assert config.model.posenc == vit_common.ENCODINGS[encoding]["posenc"]
+    assert f"configs/vit_{encoding}.py:smoke" in module.__doc__  # The command is documented.
+  # The encodings cover every position encoding the model offers.
+  assert {e["posenc"] for e in vit_common.ENCODINGS.values()} == set(
+      vit.vit_posenc.POSENCS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_config_builds_and_validates(encoding, mode):
+  config = vit_common.get_config(encoding, mode)
+  assert config.is_locked
+  setup = loop.build(config)  # Task (model + data validation), mesh, optimizer.
+  lengths = setup.lengths
+  assert 0 < lengths["warmup"] < lengths["total"]
+  assert config.model.train_image_size == config.data.image_size
+
+
+def test_cifar100_recipe_numbers():
+  config = vit_common.get_config("spherical")
+  dims = vit.model_dims(config.model)
+  assert (dims["width"], dims["num_heads"], dims["head_dim"], dims["depth"],
+          dims["patch_size"]) == (360, 6, 60, 12, 4)
+  assert config.data.name == "cifar100" and config.data.image_size == 32
+  assert (config.data.mixup, config.data.cutmix, config.data.three_augment) == (0.8, 1.0, True)
+  assert (config.optim.name, config.optim.lr, config.optim.weight_decay) == ("lamb", 4e-3, 0.05)
+  assert (config.training.batch_size, config.training.total_epochs) == (1024, 400.0)
+  assert (config.model.dropout, config.model.drop_path) == (0.1, 0.1)
+  lengths = loop.build(config).lengths
+  # 50000 images / 1024 per step: 400 epochs = 19532 steps, 5 warm-up epochs = 245 steps.
+  assert (lengths["total"], lengths["warmup"]) == (19532, 245)
+
+
+def test_imagenet_recipe_numbers():
+  config = vit_common.get_config("spherical_learned", "imagenet")
+  assert vit.model_dims(config.model)["head_dim"] == 63  # Triplets (Table 5).
+  assert vit.model_dims(vit_common.get_config("axial", "imagenet").model)["head_dim"] == 64
+  assert (config.data.name, config.data.image_size, config.data.mixup) == (
+      "imagenet2012", 224, 0.0)
+  assert (config.training.batch_size, config.training.total_epochs, config.optim.lr) == (
+      512, 200.0, 4e-3)
+
+
+def test_liere_is_dense_and_follows_head_dim():
+  config = vit_common.get_config("liere", "smoke")
+  assert config.model.block_size == config.model.head_dim == 12
+  config.model.head_dim = 24  # As --config.model.head_dim=24 would.
+  assert config.model.block_size == 24
+
+
+def test_one_key_sets_train_and_model_resolution():
+  config = vit_common.get_config("ape", "smoke")
+  config.data.image_size = 12  # As --config.data.image_size=12 would.
+  assert config.model.train_image_size == 12
+
+
+@pytest.mark.parametrize("overrides, option", [
+    ({"model.posenc": "rope_hyperbolic"}, "model.posenc"),
+    ({"data.name": "mnist3d"}, "mnist3d"),
+    ({"data.image_size": 9}, "data.image_size=9"),
+    ({"eval.image_sizes": (4, 7)}, "eval.image_sizes=7"),
+    ({"model.head_dim": 10}, "model.head_dim"),
+    ({"model.variant": "XL/2"}, "model.variant"),
+    ({"training.batch_size": 30}, "training.batch_size"),
+    ({"optim.warmup_steps": 600}, "warm-up"),
+    ({"loss": "hinge"}, "loss"),
+])
+def test_bad_options_fail_at_startup_naming_the_option(overrides, option):
+  with pytest.raises(ValueError, match=option.replace(".", r"\.")):
+    loop.build(_config("spherical", "smoke", **overrides))
+
+
+def test_bad_config_arguments():
+  with pytest.raises(ValueError, match="encoding='hyperbolic'"):
+    vit_common.get_config("hyperbolic")
+  with pytest.raises(ValueError, match="'tpu' is unknown"):
+    vit_common.get_config("axial", "tpu")
+  with pytest.raises(ValueError, match="exclude each other"):
+    vit_common.get_config("axial", "smoke,imagenet")
+
+
+def test_sweep_lists_every_encoding_and_seed():
+  runs = sweep_vit.get_sweep("smoke")
+  assert len(runs) == 3 * len(vit_common.ENCODINGS)
+  assert {(r["config"], r["overrides"]["seed"]) for r in runs} == {
+      (f"configs/vit_{e}.py:smoke", s) for e in vit_common.ENCODINGS for s in range(3)}
+  assert len({r["name"] for r in runs}) == len(runs)
+  assert [r["config"] for r in sweep_vit.get_sweep("seeds=1,encodings=axial+liere")] == [
+      "configs/vit_axial.py", "configs/vit_liere.py"]
+  with pytest.raises(ValueError, match="encodings: unknown"):
+    sweep_vit.get_sweep("encodings=foo")
+
+
+def test_launcher_prints_local_and_pod_commands(tmp_path):
+  base = [sys.executable, "scripts/launch_sweep.py",
+          "--sweep=configs/sweep_vit.py:smoke,seeds=2,encodings=spherical+ape",
+          f"--workdir_root={tmp_path}"]
+  local = subprocess.run(base + ["--dry_run"], capture_output=True, text=True, check=True)
+  lines = local.stdout.strip().splitlines()
+  assert len(lines) == 4 and lines[0].startswith("[1/4] spherical/seed0: ")
+  assert (f"train.py --config=configs/vit_ape.py:smoke --workdir={tmp_path}/ape/seed1 "
+          "--config.seed=1") in lines[3]
+  pod = subprocess.run(base + ["--mode=print", "--tpu_name=v4-32", "--zone=z"],
+                       capture_output=True, text=True, check=True).stdout.strip().splitlines()
+  assert len(pod) == 4
+  assert all(l.startswith("gcloud compute tpus tpu-vm ssh v4-32 --zone=z --worker=all")
+             and l.endswith("--multihost'") for l in pod)
+  assert not any(tmp_path.iterdir())  # Nothing ran.
+
