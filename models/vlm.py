@@ -400,7 +400,9 @@ class VisionLanguageModel(nn.Module):
 
     The j-th placeholder of a sample (counting from 0) takes visual token j of the sample's
     images flattened in order, so the k-th image fills the k-th run of T placeholders. A
-    cumulative-sum index and a gather: static shapes, no Python loop over samples.
+    cumulative-sum index and a gather: static shapes, no Python loop over samples. Valid images
+    come first (INTERFACES.md §4); placeholders beyond the T * (number of valid images) visual
+    tokens keep their token embedding, exactly as a generated placeholder does when decoding.
     """
     x = self.embed(tokens)
     if images.shape[1] == 0:
@@ -408,10 +410,11 @@ class VisionLanguageModel(nn.Module):
     feats = self.encode_images(images, image_valid)
     b, n, t, w = feats.shape
     feats = feats.reshape(b, n * t, w)
-    is_image = tokens == self.image_token_id
-    index = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, n * t - 1)
-    gathered = jnp.take_along_axis(feats, index[..., None], axis=1)
-    return jnp.where(is_image[..., None], gathered.astype(x.dtype), x)
+    index = jnp.cumsum(tokens == self.image_token_id, axis=1) - 1
+    num_visual = t * jnp.sum(image_valid, axis=1, dtype=jnp.int32)
+    is_visual = (tokens == self.image_token_id) & (index < num_visual[:, None])
+    gathered = jnp.take_along_axis(feats, jnp.clip(index, 0, n * t - 1)[..., None], axis=1)
+    return jnp.where(is_visual[..., None], gathered.astype(x.dtype), x)
 
   # -- decoder -------------------------------------------------------------------------------
 

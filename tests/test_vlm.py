@@ -1,0 +1,388 @@
+"""Tests of models/vlm.py and models/vlm_rotary.py (tiny model, hand-made §4 batches)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rope
+from models import vlm
+from models import vlm_rotary
+
+SCHEMES = vlm_rotary.SCHEMES
+VOCAB = 50
+IMAGE = 3          # placeholder id used by these tests
+IMAGE_SIZE = 12    # patch 2 -> 6x6 patches -> 3x3 merged tokens per image
+MAX_LEN = 40
+
+
+def tiny_config(scheme="vanilla", depth=2, vision_depth=0):
+  """Tiny model; vision_depth 0 (patch embedding alone) keeps the per-scheme compiles fast."""
+  cfg = vlm.default_config()
+  cfg.scheme = scheme
+  cfg.width = 32
+  cfg.depth = depth
+  cfg.num_heads = 6        # grouped-query attention: 2 query heads per KV head
+  cfg.num_kv_heads = 3     # MHRoPE needs >= 3 KV heads (one per axis)
+  cfg.head_dim = 16        # 8 pairs: chunked (2, 3, 3), interleaved (4, 2, 2)
+  cfg.mlp_dim = 64
+  cfg.max_len = MAX_LEN
+  cfg.image_token_id = IMAGE
+  cfg.vision.patch_size = 2
+  cfg.vision.width = 16
+  cfg.vision.depth = vision_depth
+  cfg.vision.num_heads = 2
+  cfg.vision.mlp_dim = 32
+  return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def model_and_forward(scheme, vision_depth=0):
+  model = vlm.model_from_config(tiny_config(scheme, vision_depth=vision_depth), VOCAB)
+  return model, jax.jit(lambda p, inputs: model.apply({"params": p}, **inputs))
+
+
+@functools.lru_cache(maxsize=None)
+def shared_params(vision_depth=0):
+  """One set of weights for every scheme (the scheme adds no parameters)."""
+  model, _ = model_and_forward("vanilla", vision_depth)
+  inputs = vlm.dummy_inputs(tiny_config(), IMAGE_SIZE, batch_size=1, num_images=1, length=8)
+  return jax.jit(model.init)(jax.random.PRNGKey(0), **inputs)["params"]
+
+
+def sample_segments(scheme):
+  """Two prompts of different lengths; the second holds a 2-frame video unless circle."""
+  first = [rope.Text(3), rope.Image(3, 3), rope.Text(2), rope.Image(3, 3), rope.Text(3)]
+  visual = rope.Image(3, 3) if scheme.startswith("circle") else rope.Video(2, 3, 3)
+  return [first, [rope.Text(6), visual, rope.Text(4)]]
+
+
+def make_batch(scheme, segments_per_sample, length=MAX_LEN, num_images=2, seed=0,
+               tokens_after=None):
+  """A right-padded INTERFACES.md §4 batch.
+
+  Text tokens are random ids >= 4, visual segments are IMAGE placeholders, everything after the
+  prompt is random junk (generation must ignore it) unless `tokens_after` gives the tokens.
+  """
+  rng = np.random.default_rng(seed)
+  cfg = tiny_config(scheme)
+  b = len(segments_per_sample)
+  batch = {
+      "tokens": rng.integers(4, VOCAB, (b, length)).astype(np.int32),
+      "images": np.zeros((b, num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32),
+      "image_valid": np.zeros((b, num_images), bool),
+      "positions": np.zeros((b, length, 3), np.float32),
+      "positions_alt": np.zeros((b, length, 3), np.float32),
+      "valid": np.zeros((b, length), bool),
+      "prompt_len": np.zeros((b,), np.int32),
+      "next_position": np.zeros((b,), np.float32),
+      "next_position_alt": np.zeros((b,), np.float32),
+  }
+  for i, segments in enumerate(segments_per_sample):
+    pos, nxt, pos_alt, nxt_alt = vlm.sequence_positions(cfg, segments)
+    n, cur, frame = len(pos), 0, 0
+    for seg in segments:
+      if isinstance(seg, rope.Video):
+        batch["tokens"][i, cur:cur + seg.num_tokens] = IMAGE
+        for _ in range(seg.t):
+          batch["images"][i, frame] = rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+          batch["image_valid"][i, frame] = True
+          frame += 1
+      cur += seg.num_tokens
+    if tokens_after is not None:
+      batch["tokens"][i, n - len(tokens_after[i]):n] = tokens_after[i]
+    batch["positions"][i, :n] = pos
+    batch["positions_alt"][i, :n] = pos_alt
+    batch["valid"][i, :n] = True
+    batch["prompt_len"][i] = n
+    batch["next_position"][i] = nxt
+    batch["next_position_alt"][i] = nxt_alt
+  return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation with a KV cache == full-sequence forward, for every scheme.
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_cached_greedy_decoding_matches_full_forward(scheme):
+  model, forward = model_and_forward(scheme)
+  params = shared_params()
+  prompts = sample_segments(scheme)
+  batch = make_batch(scheme, prompts)
+  new = 6
+  tokens, logits = vlm.generate(model, params, batch, max_new_tokens=new)
+  tokens, logits = np.asarray(tokens), np.asarray(logits)
+  assert tokens.shape == (2, new) and logits.shape == (2, new, VOCAB)
+  np.testing.assert_array_equal(tokens, logits.argmax(-1))
+
+  # Reference: teacher-force prompt + generated tokens through the uncached forward, with the
+  # positions the scheme's position function gives the extended sequence (generated tokens are
+  # text following the prompt). For circle_age positions_alt are the M-RoPE ids of that
+  # sequence, which checks the AGE M-RoPE layers continue with the M-RoPE delta.
+  extended = [segs + [rope.Text(new)] for segs in prompts]
+  prompt_tokens = [batch["tokens"][i, :batch["prompt_len"][i]] for i in range(2)]
+  full = make_batch(scheme, extended,
+                    tokens_after=[np.concatenate([p, t]) for p, t in zip(prompt_tokens, tokens)])
+  full["images"], full["image_valid"] = batch["images"], batch["image_valid"]
+  ref = np.asarray(forward(params, vlm.model_inputs(full)))
+  for i in range(2):
+    start = batch["prompt_len"][i] - 1
+    np.testing.assert_allclose(logits[i], ref[i, start:start + new], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(tokens[i], ref[i, start:start + new].argmax(-1))
+
+
+def test_generation_ignores_tokens_after_the_prompt():
+  model, _ = model_and_forward("mrope")
+  params = shared_params()
+  a = make_batch("mrope", sample_segments("mrope"), seed=0)
+  b = dict(a)
+  b["tokens"] = a["tokens"].copy()
+  for i, n in enumerate(a["prompt_len"]):
+    b["tokens"][i, n:] = (a["tokens"][i, n:] + 7) % VOCAB
+  ta, la = vlm.generate(model, params, a, max_new_tokens=6)
+  tb, lb = vlm.generate(model, params, b, max_new_tokens=6)
+  np.testing.assert_array_equal(ta, tb)
+  np.testing.assert_allclose(la, lb, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The textual prior: text-only input reproduces 1-D RoPE in every scheme.
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_text_only_input_gives_vanilla_logits(scheme):
+  params = shared_params()
+  segments = [[rope.Text(30)], [rope.Text(17)]]
+  batch = make_batch(scheme, segments, num_images=1)
+  _, forward = model_and_forward(scheme)
+  _, vanilla = model_and_forward("vanilla")
+  got = np.asarray(forward(params, vlm.model_inputs(batch)))
+  want = np.asarray(vanilla(params, vlm.model_inputs(make_batch("vanilla", segments,
+                                                                num_images=1))))
+  np.testing.assert_array_equal(batch["positions"][..., 0], batch["positions"][..., 1])
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "vanilla"])
+def test_schemes_differ_from_vanilla_on_images(scheme):
+  """Keeps the text-only test honest: with images the schemes do change the logits."""
+  params = shared_params()
+  segments = [[rope.Text(3), rope.Image(3, 3), rope.Text(8)], [rope.Text(5)]]
+  _, forward = model_and_forward(scheme)
+  _, vanilla = model_and_forward("vanilla")
+  batch = make_batch(scheme, segments)
+  batch_v = make_batch("vanilla", segments)
+  batch_v["images"] = batch["images"]
+  got = np.asarray(forward(params, vlm.model_inputs(batch)))[0, :20]
+  want = np.asarray(vanilla(params, vlm.model_inputs(batch_v)))[0, :20]
+  np.testing.assert_allclose(got[:3], want[:3], rtol=1e-6, atol=1e-6)   # text before the image
+  assert np.abs(got[12:] - want[12:]).max() > 1e-3                    # text after it
+
+
+# ---------------------------------------------------------------------------------------------
+# Circle-RoPE AGE: alternate layers read different ids.
+
+
+def test_circle_age_feeds_alternate_layers_different_ids():
+  params = shared_params()
+  segments = [[rope.Text(3), rope.Image(3, 3), rope.Text(4)], [rope.Text(2)]]
+  batch = make_batch("circle_age", segments)
+  circle_ids, _ = rope.multimodal_positions(segments[0], "circle")
+  mrope_ids, _ = rope.multimodal_positions(segments[0], "mrope")
+  assert np.abs(circle_ids - mrope_ids).max() > 1.0
+  n = len(circle_ids)
+  freqs = rope.freqs_mrope(16, 1e6, sections=(2, 3, 3))
+  want = {True: rope.angles(circle_ids, freqs), False: rope.angles(mrope_ids, freqs)}
+
+  # The angles each layer received: circle ids in layer 0, M-RoPE ids in layer 1 (depth 2).
+  model, _ = model_and_forward("circle_age")
+  out_age, state = jax.jit(functools.partial(model.apply, mutable=["intermediates"]))(
+      {"params": params}, **vlm.model_inputs(batch))
+  for layer in range(2):
+    got = state["intermediates"][f"layers_{layer}"]["attn"]["rotary_angles"][0][0, :n]
+    np.testing.assert_allclose(got, want[layer % 2 == 0], rtol=1e-6, atol=1e-5)
+
+  # And the output really depends on both id sets.
+  _, circle = model_and_forward("circle")
+  out_circle = np.asarray(circle(params, vlm.model_inputs(batch)))
+  assert np.abs(np.asarray(out_age) - out_circle)[0, :n].max() > 1e-3
+  same = dict(batch, positions_alt=batch["positions"])
+  _, age = model_and_forward("circle_age")
+  np.testing.assert_allclose(np.asarray(age(params, vlm.model_inputs(same))), out_circle,
+                             rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy,want", [("alternate", [1, 0, 1, 0]), ("lower", [1, 1, 0, 0]),
+                                           ("upper", [0, 0, 1, 1]), ("all", [1, 1, 1, 1])])
+def test_age_strategies_pick_the_circle_layers(strategy, want):
+  cfg = tiny_config("circle_age", depth=4)
+  cfg.age_strategy = strategy
+  uses_alt = vlm_rotary.layer_uses_alt(vlm.rotary_settings(cfg))
+  assert [int(not a) for a in uses_alt] == want
+
+
+# ---------------------------------------------------------------------------------------------
+# Frequency tables and GQA head pairing against the spec's rules.
+
+
+def test_videorope_table_is_the_original_allocation():
+  # multimodal_rope.md §3: first s_h + s_w pairs alternate h (even j) / w (odd j), last s_t t.
+  d, theta = 32, 1e6
+  table = np.asarray(vlm_rotary.videorope_freqs(d, theta, (4, 6, 6)))
+  inv = theta ** (-np.arange(0, d, 2) / d)
+  axis = [1 if j % 2 == 0 else 2 for j in range(12)] + [0] * 4
+  want = np.zeros((16, 3))
+  want[np.arange(16), axis] = inv
+  np.testing.assert_allclose(table, want, rtol=1e-6)
+
+
+def test_default_sections():
+  assert vlm_rotary.default_sections("mrope", 128) == (16, 24, 24)
+  assert vlm_rotary.default_sections("mrope", 64) == (8, 12, 12)
+  assert vlm_rotary.default_sections("mrope_interleave", 128) == (24, 20, 20)
+  assert vlm_rotary.default_head_sections(8) == (2, 3, 3)
+  assert vlm_rotary.default_head_sections(3) == (1, 1, 1)
+
+
+def test_mhrope_query_heads_repeat_kv_heads():
+  settings = vlm.rotary_settings(tiny_config("mhrope"))
+  pos = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32) * 10
+  ang = vlm_rotary.angles(settings, pos, vlm_rotary.kv_freqs(settings))
+  inv = 1e6 ** (-np.arange(0, 16, 2) / 16)
+  assert ang.k.shape == (2, 5, 3, 8) and ang.q.shape == (2, 5, 6, 8)
+  for g in range(3):          # KV head g reads axis g (head sections (1, 1, 1))
+    np.testing.assert_allclose(ang.k[:, :, g], pos[..., g:g + 1] * inv, rtol=1e-5)
+  for i in range(6):          # query head i uses KV head i // 2
+    np.testing.assert_array_equal(ang.q[:, :, i], ang.k[:, :, i // 2])
+
+
+def test_grouped_query_attention_against_per_head_loop():
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  k = rng.normal(size=(2, 7, 3, 4)).astype(np.float32)
+  v = rng.normal(size=(2, 7, 3, 4)).astype(np.float32)
+  mask = rng.random((2, 5, 7)) < 0.7
+  mask[..., 0] = True
+  got = np.asarray(vlm.attend(q, k, v, mask))
+  for b in range(2):
+    for h in range(6):
+      s = q[b, :, h] @ k[b, :, h // 2].T / 2.0
+      s = np.where(mask[b], s, -np.inf)
+      w = np.exp(s - s.max(-1, keepdims=True))
+      w /= w.sum(-1, keepdims=True)
+      np.testing.assert_allclose(got[b, :, h], w @ v[b, :, h // 2], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Visual tokens: merge order and placement.
+
+
+def test_merge_2x2_order():
+  x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+  got = np.asarray(vlm.merge_2x2(x))
+  assert got.shape == (2, 2, 3, 12)
+  for y in range(2):
+    for xx in range(3):
+      want = np.concatenate([x[:, 2 * y, 2 * xx], x[:, 2 * y, 2 * xx + 1],
+                             x[:, 2 * y + 1, 2 * xx], x[:, 2 * y + 1, 2 * xx + 1]], -1)
+      np.testing.assert_array_equal(got[:, y, xx], want)
+
+
+def test_kth_image_fills_kth_placeholder_run():
+  model, _ = model_and_forward("mrope", vision_depth=1)
+  params = shared_params(vision_depth=1)
+  batch = make_batch("mrope", [[rope.Text(2), rope.Image(3, 3), rope.Text(1), rope.Image(3, 3)],
+                               [rope.Text(5), rope.Image(3, 3), rope.Text(2)]], num_images=2)
+  apply = jax.jit(model.apply, static_argnames="method")
+  feats = np.asarray(apply({"params": params}, batch["images"], batch["image_valid"],
+                           method=model.encode_images))            # [B, N, 9, W]
+  embedded = np.asarray(apply({"params": params}, batch["tokens"], batch["images"],
+                              batch["image_valid"], method=model.embed_inputs))
+  table = np.asarray(params["embed"]["embedding"])
+  for b in range(2):
+    j = 0
+    for t, tok in enumerate(batch["tokens"][b]):
+      if tok == IMAGE:
+        np.testing.assert_allclose(embedded[b, t], feats[b, j // 9, j % 9], rtol=1e-6)
+        j += 1
+      else:
+        np.testing.assert_allclose(embedded[b, t], table[tok], rtol=1e-6)
+    assert j == 9 * batch["image_valid"][b].sum()
+  assert np.abs(feats[1, 1]).max() == 0      # the absent second image of sample 1
+
+
+
+def _reverse_merged_tokens(images):
+  """Moves each 4x4-pixel block (one merged visual token) to the mirrored grid place, so
+  merged token k of the result is merged token 8 - k of `images` (3x3 merged grid)."""
+  blocks = images.reshape(images.shape[:2] + (3, 4, 3, 4, 3)).transpose(0, 1, 2, 4, 3, 5, 6)
+  return blocks[:, :, ::-1, ::-1].transpose(0, 1, 2, 4, 3, 5, 6).reshape(images.shape)
+
+
+@pytest.mark.parametrize("vision_depth", [0, 1])
+def test_vision_encoder_sees_patch_positions(vision_depth):
+  """Patch embedding alone is blind to where patches are: rearranging the merged tokens'
+  pixel blocks rearranges the visual tokens the same way. A ViT layer with 2-D RoPE is not."""
+  model, _ = model_and_forward("mrope", vision_depth=vision_depth)
+  params = shared_params(vision_depth=vision_depth)
+  images = np.random.default_rng(1).normal(size=(1, 1, IMAGE_SIZE, IMAGE_SIZE, 3))
+  valid = np.ones((1, 1), bool)
+  encode = jax.jit(functools.partial(model.apply, method=model.encode_images))
+  f0 = np.asarray(encode({"params": params}, images, valid))[0, 0]
+  f1 = np.asarray(encode({"params": params}, _reverse_merged_tokens(images), valid))[0, 0]
+  if vision_depth == 0:
+    np.testing.assert_allclose(f1[::-1], f0, rtol=1e-5, atol=1e-6)
+  else:
+    assert np.abs(f1[::-1] - f0).max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input fails early with a clear message.
+
+
+def test_sequence_longer_than_max_len():
+  model, _ = model_and_forward("mrope")
+  params = shared_params()
+  inputs = vlm.dummy_inputs(tiny_config(), IMAGE_SIZE, length=MAX_LEN + 1)
+  with pytest.raises(ValueError, match="max_len"):
+    model.apply({"params": params}, **inputs)
+  batch = make_batch("mrope", sample_segments("mrope"))
+  with pytest.raises(ValueError, match="max_new_tokens .* exceeds the model's `max_len`=40"):
+    vlm.generate(model, params, batch, max_new_tokens=MAX_LEN - 20)
+
+
+@pytest.mark.parametrize("scheme", ["circle", "circle_age"])
+def test_video_with_circle_rope_is_rejected(scheme):
+  with pytest.raises(ValueError, match=f"`scheme`='{scheme}' cannot place Video"):
+    vlm.sequence_positions(tiny_config(scheme), [rope.Text(2), rope.Video(2, 3, 3)])
+  # A one-frame video is just an image.
+  vlm.sequence_positions(tiny_config(scheme), [rope.Text(2), rope.Video(1, 3, 3)])
+
+
+def test_unknown_scheme():
+  with pytest.raises(ValueError, match="`scheme`='rope2d'.*allowed: 'vanilla', 'mrope'"):
+    vlm.model_from_config(tiny_config("rope2d"), VOCAB)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"scheme": "mhrope", "num_kv_heads": 2, "num_heads": 4}, "num_kv_heads"),
+    ({"scheme": "mrope", "sections": (2, 2, 2)}, "sections"),
+    ({"scheme": "circle_age", "age_strategy": "strategy_4"}, "age_strategy"),
+    ({"num_heads": 5}, "num_kv_heads"),
+    ({"dtype": "float16"}, "dtype"),
+])
+def test_bad_config(change, match):
+  cfg = tiny_config()
+  for key, value in change.items():
+    cfg[key] = value
+  with pytest.raises(ValueError, match=match):
+    vlm.model_from_config(cfg, VOCAB)
+
+
+def test_bad_image_size():
+  model, _ = model_and_forward("mrope")
+  inputs = vlm.dummy_inputs(tiny_config(), image_size=10)
+  with pytest.raises(ValueError, match="divisible by `vision.patch_size`=2 x 2"):
+    model.init(jax.random.PRNGKey(0), **inputs)
