@@ -13,6 +13,7 @@ from tasks.base import Task
 # Task name -> module defining it. Add a line here when adding a task (e.g. "vlm": "tasks.vlm").
 _TASK_MODULES = {
     "classification": "tasks.classification",
+    "vlm": "tasks.vlm",
 }
 _REGISTRY: dict[str, type[Task]] = {}
 

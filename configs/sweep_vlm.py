@@ -1,0 +1,39 @@
+r"""The VLM sweep: every rotary scheme of configs/vlm_*.py x seeds.
+
+  # Locally, one run after another (re-running skips finished runs: each one resumes):
+  python scripts/launch_sweep.py --sweep=configs/sweep_vlm.py:cpu,seeds=1 --workdir_root=runs/vlm
+  # Evaluate every run on the four conditions, then build the results table + plot:
+  python -m tasks.vlm_eval --workdirs=$(ls -d runs/vlm/*/seed* | paste -sd,) \
+      --out=runs/vlm/eval
+  python scripts/vlm_results.py --eval=runs/vlm/eval.json --out=docs/results/vlm
+  # Print the commands for a TPU pod (one run at a time on all hosts):
+  python scripts/launch_sweep.py --sweep=configs/sweep_vlm.py --workdir_root=/mnt/bucket/vlm \
+      --mode=print --tpu_name=my-v4-8 --zone=us-central2-b
+
+Arguments: the mode of every run (smoke | cpu; none = the accelerator-sized config),
+seeds=N (default 3), schemes="a+b+c" (default: all of vlm_common.SCHEMES).
+Runs are named "<scheme>/seed<s>". On 2 CPU cores: smoke ~1-2 min per run (8 schemes x 3
+seeds ~ 30-45 min), cpu ~8-10 min per run.
+"""
+from configs import common
+from configs import vlm_common
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """The runs: [{"name": "<scheme>/seed<s>", "config": "configs/vlm_x.py[:mode]",
+  "overrides": {"seed": s}}], schemes in vlm_common.SCHEMES order."""
+  arg = common.parse_arg(arg, smoke=False, cpu=False, seeds=3, schemes="")
+  modes = [m for m in vlm_common.MODES if arg[m]]
+  if len(modes) > 1:
+    raise ValueError(f"sweep arguments {modes} exclude each other.")
+  if arg.seeds < 1:
+    raise ValueError(f"sweep argument seeds={arg.seeds} must be >= 1.")
+  schemes = [s for s in arg.schemes.split("+") if s] or list(vlm_common.SCHEMES)
+  unknown = [s for s in schemes if s not in vlm_common.SCHEMES]
+  if unknown:
+    raise ValueError(f"sweep argument schemes: unknown {unknown}; allowed: "
+                     f"{', '.join(vlm_common.SCHEMES)}.")
+  suffix = f":{modes[0]}" if modes else ""
+  return [{"name": f"{scheme}/seed{seed}", "config": f"configs/vlm_{scheme}.py{suffix}",
+           "overrides": {"seed": seed}}
+          for scheme in schemes for seed in range(arg.seeds)]

@@ -1,0 +1,128 @@
+"""A full vision-language config from a rotary scheme name (used by every configs/vlm_*.py).
+
+Task: data/spatial_qa.py's synthetic spatial questions (colour at a cell, left/above, nearest,
+count, which of two images has more, which shape moved between two frames and where to),
+answered by the decoder of models/vlm.py; exact-match accuracy per question type
+(tasks/vlm.py). Only the LLM's position scheme differs between the configs/vlm_*.py files.
+
+Choices made for every scheme (so that the decoder's scheme is what is compared):
+  * model.vision.depth = 0: the image encoder is the patch embedding alone. A 4x4-pixel patch
+    embedding and the 2x2 merge make one visual token per 8x8-pixel scene cell, with no
+    position information of its own; the encoder's own 2-D RoPE layers (depth > 0) would let
+    the vision side solve the geometry and blur the comparison.
+  * Grid: 32x32 images, scene grid 4x4 (cell 8 px) -> 4x4 = 16 visual tokens per image;
+    condition (b) uses 64x64 images (8x8 grid, 64 tokens), the same cell and patch size.
+  * model.theta = 1e4 (not Qwen's 1e6 for 32k contexts): sequences here are <= 152 tokens
+    and image grids 4-8 tokens wide, and with 1e6 the chunked M-RoPE layout leaves the h/w
+    pairs almost unrotated over such distances.
+  * Videos: a two-frame video is one rope.Video(2, h, w) (data.video_as="video") for every
+    scheme that can place it; Circle-RoPE cannot (it maps single images onto its circle), so
+    circle and circle_age use data.video_as="frames" (two Image segments, like two images).
+  * V2PE: model.visual_stride = 4 ids per image (1/4 per token on 4x4 grids, 1/16 on 8x8);
+    the default 16 would make V2PE identical to vanilla on 16-token images.
+  * Circle-RoPE: the released settings (alpha 0.5, radius 10); circle_age alternates circle
+    and M-RoPE layers (rope.age_schedule "alternate").
+
+Modes (after the colon, configs.common.parse_arg):
+  (none)   an accelerator-sized run: the model defaults (width 256, depth 4, 8 heads), batch
+           256, 20k steps. Not run in this repository (no accelerator); sized by analogy.
+  :cpu     a real CPU run: width 96, depth 3, batch 64, 1000 steps (~8-10 min on 2 shared
+           CPU cores; docs/results/vlm.md has the numbers).
+  :smoke   a tiny run that checks everything works: width 64, depth 2, batch 32, 200 steps
+           (~1 min on 2 CPU cores; well above chance on the easy types only).
+"""
+import ml_collections
+
+from configs import common
+from data import spatial_qa
+from models import vlm
+from models import vlm_rotary
+
+SCHEMES = vlm_rotary.SCHEMES  # vanilla mrope mrope_interleave mhrope videorope v2pe circle*
+MODES = ("smoke", "cpu")  # Besides the default (accelerator-sized).
+
+
+def _model(scheme: str, **overrides) -> ml_collections.ConfigDict:
+  m = vlm.default_config()
+  m.scheme = scheme  # models/vlm_rotary.py SCHEMES.
+  m.theta = 1e4  # Rotary base (see the module docstring for why not 1e6).
+  m.max_len = 160  # >= the longest eval sequence (larger_grid: 152 tokens).
+  m.visual_stride = 4.0  # v2pe only: position ids per image (see the module docstring).
+  m.vision.depth = 0  # Patch embedding alone: no vision-side position information.
+  m.vision.patch_size = 4  # 4x4-pixel patches; with the 2x2 merge one token per 8 px cell.
+  m.update(overrides)
+  return m
+
+
+def _data(scheme: str) -> ml_collections.ConfigDict:
+  d = spatial_qa.default_config()
+  d.image_size = 32  # 4x4 scene grid of 8 px cells -> 4x4 visual tokens per image.
+  d.grid_size = 4
+  d.patch_size = 4  # Must equal model.vision.patch_size (the task checks).
+  d.max_len = 64  # Longest training sample: 54 (video) / 56 (frames) tokens.
+  # The position design of the scheme (only for the data checks; ids come from the model).
+  d.scheme = vlm_rotary.POSITION_SCHEME[scheme]
+  d.age = scheme == "circle_age"  # Also emit the M-RoPE ids for AGE's M-RoPE layers.
+  is_circle = scheme.startswith("circle")
+  d.video_as = "frames" if is_circle else "video"  # Circle-RoPE cannot place a video.
+  d.num_eval_examples = 512  # Per eval condition.
+  return d
+
+
+def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full, locked config for `scheme` (one of SCHEMES) and a mode argument."""
+  if scheme not in SCHEMES:
+    raise ValueError(f"scheme={scheme!r} is unknown; allowed: {', '.join(SCHEMES)}.")
+  arg = common.parse_arg(arg, smoke=False, cpu=False)
+  modes = [m for m in MODES if arg[m]]
+  if len(modes) > 1:
+    raise ValueError(f"config arguments {modes} exclude each other; give at most one of "
+                     f"{', '.join(MODES)}.")
+  mode = modes[0] if modes else "full"
+
+  c = common.training_defaults()
+  c.task = "vlm"  # tasks/vlm.py.
+  c.data = _data(scheme)
+  del c.eval["image_sizes"]  # A classification key; the VLM conditions are below.
+  # Eval sets during training (tasks/vlm_eval.py evaluates all four conditions afterwards).
+  c.eval.conditions = ("as_trained",)
+  c.checkpoint.best_metric = "as_trained/accuracy"  # Exact match on the training distribution.
+  c.optim.update(name="adamw", b2=0.98, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0,
+                 schedule="cosine", warmup_init_lr=0.0)
+  if mode == "full":
+    c.model = _model(scheme)  # width 256, depth 4, 8 heads (4 KV) x 32, MLP 768.
+    c.training.batch_size = 256
+    c.training.total_steps = 20_000
+    c.training.log_every_steps = 100
+    c.optim.update(lr=1e-3, warmup_steps=1000, end_lr=1e-5)
+    c.eval.every_steps = 2000
+    c.eval.batch_size = 512
+    c.checkpoint.every_steps = 2000
+  elif mode == "cpu":
+    # 3 heads = 3 KV heads of 32: chunked sections (4, 6, 6), interleaved (6, 5, 5), MHRoPE
+    # one KV head per axis (1, 1, 1). Sized for ~8 min on 2 shared CPU cores (~0.5 s/step).
+    c.model = _model(scheme, width=96, depth=3, num_heads=3, num_kv_heads=3, head_dim=32,
+                     mlp_dim=256)
+    c.model.vision.width = 64  # Patch embedding width (48 input values per patch).
+    c.training.batch_size = 64
+    c.training.total_steps = 1000
+    c.training.log_every_steps = 50
+    c.optim.update(lr=2e-3, warmup_steps=100, end_lr=2e-5)
+    c.eval.every_steps = None  # Only at the end (tasks/vlm_eval.py does the full evaluation).
+    c.eval.batch_size = 128
+    c.checkpoint.every_steps = 250
+  else:  # smoke
+    # 4 heads = 4 KV heads of 16: chunked (2, 3, 3), interleaved (4, 2, 2), MHRoPE (2, 1, 1).
+    c.model = _model(scheme, width=64, depth=2, num_heads=4, num_kv_heads=4, head_dim=16,
+                     mlp_dim=192)
+    c.model.vision.width = 32  # Patch embedding width.
+    c.data.num_eval_examples = 128  # Per eval condition.
+    c.training.batch_size = 32
+    c.training.total_steps = 200
+    c.training.log_every_steps = 25
+    c.optim.update(lr=2e-3, warmup_steps=20, end_lr=2e-5)
+    c.eval.every_steps = None  # Only at the end.
+    c.eval.batch_size = 64
+    c.checkpoint.every_steps = 100
+  c.lock()
+  return c
