@@ -1,0 +1,500 @@
+"""ViT model: sizes, every position encoding against a NumPy re-derivation of the references,
+class token untouched, shift (in)variance, resolution changes, config validation, jit + grad.
+
+Tiny models (depth 2, 3 heads of 24 channels, 4-pixel patches on 16-pixel images = 4x4 grid)
+except the parameter counts, which use `jax.eval_shape` (no compute) on full ViT-S/16 and B/16.
+Tiny models run eagerly (op by op, compiled ops are cached across tests): far cheaper on CPU
+than compiling a whole program per test; one test checks `jax.jit`.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from models import vit
+from models import vit_posenc
+
+ROPES = tuple(vit_posenc.ROPE_KINDS)
+RELATIVE = ("rope_axial", "rope_mixed", "axial_pi", "axial_learned", "mixed_pi", "uniform")
+NOT_RELATIVE = ("spherical", "spherical_learned", "liere")
+HEADS, HEAD_DIM, TRAIN = 3, 24, 16      # 24 splits into pairs, quarters, triplets and 8-blocks.
+
+# timm `vit_small_patch16_224` (1000 classes) has 22,050,664 parameters, of which the
+# pos_embed is 197 x 384 (196 patches + a cls slot).
+TIMM_VIT_S16 = 22_050_664
+TIMM_POS_EMBED_S16 = 197 * 384
+
+
+def tiny_config(posenc, **overrides):
+  c = vit.default_config()
+  c.variant = "Ti/4"
+  c.head_dim = HEAD_DIM
+  c.depth = 2
+  c.posenc = posenc
+  c.train_image_size = TRAIN
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def images(size, batch=2, seed=0):
+  if isinstance(size, int):
+    size = (size, size)
+  return jax.random.normal(jax.random.PRNGKey(seed), (batch, *size, 3))
+
+
+def init(model, size=TRAIN, seed=0):
+  return model.init(jax.random.PRNGKey(seed), images(size), train=False)["params"]
+
+
+def count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def param_shapes(config, num_classes=1000, size=224):
+  model = vit.model_from_config(config, num_classes)
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)["params"]
+
+
+def without_posenc(tree):
+  """The parameter tree of the same model with posenc='none' (drops every 'posenc' entry)."""
+  return {k: without_posenc(v) if isinstance(v, dict) else v
+          for k, v in tree.items() if k != "posenc"}
+
+
+def layer0_qk(model, params, x):
+  """Layer-0 queries and keys after the rotation, `[B, L, H, D]` each (sown by Attention)."""
+  _, state = model.apply({"params": params}, x, train=False, mutable=["intermediates"])
+  att = state["intermediates"]["encoderblock_0"]["attention"]
+  return np.asarray(att["q"][0], np.float64), np.asarray(att["k"][0], np.float64)
+
+
+# --------------------------------------------------------------------------- parameter counts
+
+
+def test_vit_s16_rope_mixed_parameter_count():
+  shapes = param_shapes(vit.default_config())   # default: S/16, rope_mixed, cls, 224
+  # rope-vit: freqs [2, depth, heads * hd / 2] = depth * embed_dim, and no pos_embed.
+  assert count(shapes) == TIMM_VIT_S16 - TIMM_POS_EMBED_S16 + 12 * 384
+  for i in range(12):
+    assert shapes[f"encoderblock_{i}"]["attention"]["posenc"]["freqs"].shape == (6, 32, 2)
+
+
+def test_vit_s16_ape_parameter_count():
+  c = vit.default_config()
+  c.posenc = "ape_learned"
+  # Same as timm except the APE has no cls slot (rope-vit / DeiT-III convention).
+  assert count(param_shapes(c)) == TIMM_VIT_S16 - 384
+
+
+@pytest.mark.parametrize("block_size, paper_count", [(2, 9_216), (8, 64_512), (64, 580_608)])
+def test_liere_vit_b_generator_counts_match_paper(block_size, paper_count):
+  c = vit.default_config()
+  c.variant, c.posenc, c.block_size = "B/16", "liere", block_size
+  shapes = param_shapes(c)
+  gens = [shapes[f"encoderblock_{i}"]["attention"]["posenc"]["generators"] for i in range(12)]
+  g = block_size
+  for gen in gens:  # per layer: 2 axes x 12 heads x 64/g blocks of g x g raw parameters.
+    assert gen.shape == (2, 12, 64 // g, g, g)
+  # LieRE Table 10 counts the free (strict upper triangle) entries, per layer and head.
+  free = sum(int(np.prod(gen.shape[:-2])) * g * (g - 1) // 2 for gen in gens)
+  assert free == paper_count
+
+
+def test_liere_vit_s16_parameter_count():
+  c = vit.default_config()
+  c.posenc = "liere"
+  shapes = param_shapes(c)
+  assert count(shapes) == TIMM_VIT_S16 - TIMM_POS_EMBED_S16 + 12 * 2 * 6 * 8 * 64
+  # Half the heads of ViT-B: half of Table 10's 64,512 free parameters.
+  gens = [shapes[f"encoderblock_{i}"]["attention"]["posenc"]["generators"] for i in range(12)]
+  assert sum(int(np.prod(x.shape[:-2])) * 28 for x in gens) == 64_512 // 2
+
+
+def test_variant_sizes_and_head_dim_override():
+  for variant, (width, heads, mlp) in {"Ti/16": (192, 3, 768), "S/16": (384, 6, 1536),
+                                       "B/16": (768, 12, 3072)}.items():
+    c = vit.default_config()
+    c.variant = variant
+    dims = vit.model_dims(c)
+    assert (dims["width"], dims["num_heads"], dims["mlp_dim"], dims["depth"]) == (
+        width, heads, mlp, 12)
+  c = vit.default_config()
+  c.head_dim, c.posenc = 63, "spherical"
+  shapes = param_shapes(c)
+  assert shapes["encoderblock_0"]["attention"]["qkv"]["kernel"].shape == (378, 3, 6, 63)
+  assert shapes["encoderblock_0"]["mlp"]["fc1"]["kernel"].shape == (378, 4 * 378)
+
+
+def test_no_decay_names():
+  c = tiny_config("rope_mixed", ape=True, layerscale_init=1e-4)
+  params = param_shapes(c, num_classes=10, size=TRAIN)
+  paths = ["/".join(str(getattr(k, "key", k)) for k in path)
+           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  assert "posenc/ape" in paths and "cls" in paths
+  assert "encoderblock_1/attention/posenc/freqs" in paths
+  assert "encoderblock_0/layerscale_attn/ls" in paths
+  assert "encoderblock_0/norm_attn/scale" in paths and "norm_final/bias" in paths
+
+
+# ------------------------------------------------------------------ every encoding, any size
+
+
+def _all_configs():
+  yield from ((p, {}) for p in vit_posenc.POSENCS)
+  yield "rope_mixed", {"ape": True}
+
+
+@pytest.mark.parametrize("posenc, overrides", list(_all_configs()))
+def test_builds_and_runs_at_other_resolutions(posenc, overrides):
+  model = vit.model_from_config(tiny_config(posenc, **overrides), 10)
+  params = init(model)
+  for size in (TRAIN, 24, (8, 12)):   # training grid, larger, smaller and non-square
+    logits = model.apply({"params": params}, images(size), train=False)
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    assert np.isfinite(np.asarray(logits)).all(), size
+
+
+def test_average_pooling_has_no_class_token():
+  model = vit.model_from_config(tiny_config("rope_mixed", pool="gap"), 10)
+
+  # New token counts: one compiled program is cheaper than op-by-op compilation here.
+  @jax.jit
+  def run(key):
+    params = model.init(key, images(TRAIN), train=False)["params"]
+    return params, [model.apply({"params": params}, images(s), train=False) for s in (8, 24)]
+
+  params, outputs = run(jax.random.PRNGKey(0))
+  assert "cls" not in params
+  for logits in outputs:
+    assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
+
+
+# --------------------------------------------- rotations against a NumPy re-derivation (spec)
+
+
+def _axis(n, n_train, scale):
+  if scale == "index":
+    return np.arange(n, dtype=np.float64)
+  s = n / n_train
+  if scale == "unit":
+    return np.linspace(0.0, s, n)
+  return np.linspace(-s * np.pi, s * np.pi, n)
+
+
+def _rotate_pairs(x, ang):
+  """x [B, N, H, D]; ang [N, H|1, D/2]; adjacent channels (2p, 2p+1) form pair p."""
+  a, b = x[..., 0::2], x[..., 1::2]
+  out = np.empty_like(x)
+  out[..., 0::2] = a * np.cos(ang) - b * np.sin(ang)
+  out[..., 1::2] = a * np.sin(ang) + b * np.cos(ang)
+  return out
+
+
+def _spherical(x, row, col, w_row, w_col):
+  """vision_rope.md §5.1 pseudocode; x [B, N, H, D]; w_* [H|1, D/3]."""
+  b, n, h, d = x.shape
+  z = x.reshape(b, n, h, d // 3, 3)
+  u, v, w = z[..., 0], z[..., 1], z[..., 2]
+  al = row[:, None, None] * w_row[None]
+  be = col[:, None, None] * w_col[None]
+  u1, w1 = u * np.cos(al) - w * np.sin(al), u * np.sin(al) + w * np.cos(al)
+  v2, w2 = v * np.cos(be) - w1 * np.sin(be), v * np.sin(be) + w1 * np.cos(be)
+  return np.stack([u1, v2, w2], -1).reshape(x.shape)
+
+
+def _liere(x, row, col, raw):
+  """LieRE: R = expm(row * S_row + col * S_col) per head and block; x_b' = R x_b."""
+  raw = np.asarray(raw, np.float64)
+  upper = np.triu(raw, 1)
+  gen = upper - np.swapaxes(upper, -1, -2)                     # [2, H, G, g, g]
+  b, n, h, d = x.shape
+  g = gen.shape[-1]
+  xb = x.reshape(b, n, h, d // g, g)
+  out = np.empty_like(xb)
+  for t in range(n):
+    for hh in range(h):
+      for blk in range(d // g):
+        r = scipy.linalg.expm(row[t] * gen[0, hh, blk] + col[t] * gen[1, hh, blk])
+        out[:, t, hh, blk] = xb[:, t, hh, blk] @ r.T
+  return out.reshape(x.shape)
+
+
+def _expected_patch_rotation(posenc, x, grid, p0):
+  """Rotated patch queries per the references (spec §2-§6), x [B, N, H, D] float64."""
+  kind = vit_posenc.ROPE_KINDS[posenc]
+  row = np.repeat(_axis(grid, TRAIN // 4, kind.scale), grid)   # row-major tokens
+  col = np.tile(_axis(grid, TRAIN // 4, kind.scale), grid)
+  d = x.shape[-1]
+  t = np.arange(d // 4)
+  if posenc in ("rope_axial", "axial_pi", "uniform"):
+    f = {"rope_axial": 100.0 ** (-4.0 * t / d),      # rope-vit, theta 100
+         "axial_pi": 100.0 ** (-2.0 * t / d),        # Spherical paper App. G
+         "uniform": np.full(d // 4, 1 / np.pi)}[posenc]
+    ang = np.concatenate([np.outer(col, f), np.outer(row, f)], -1)[:, None]   # x half first
+    return _rotate_pairs(x, ang)
+  if posenc in ("rope_mixed", "mixed_pi"):
+    f = np.asarray(p0["freqs"], np.float64)                                   # [H, D/2, 2]
+    return _rotate_pairs(x, row[:, None, None] * f[..., 0] + col[:, None, None] * f[..., 1])
+  if posenc == "axial_learned":
+    f = np.asarray(p0["freqs"], np.float64)                                   # [H, D/4, 2]
+    ang = np.concatenate([col[:, None, None] * f[..., 1], row[:, None, None] * f[..., 0]], -1)
+    return _rotate_pairs(x, ang)
+  if posenc == "spherical":
+    w = 100.0 ** (-2.0 * np.arange(d // 3) / d)[None]
+    return _spherical(x, row, col, w, w)
+  if posenc == "spherical_learned":
+    f = np.asarray(p0["freqs"], np.float64)                                   # [H, D/3, 2]
+    return _spherical(x, row, col, f[..., 0], f[..., 1])
+  if posenc == "liere":
+    return _liere(x, row, col, p0["generators"])
+  raise AssertionError(posenc)
+
+
+@pytest.mark.parametrize("posenc", ROPES)
+@pytest.mark.parametrize("size", [TRAIN, 24])    # training grid 4x4 and extrapolation to 6x6
+def test_rotation_matches_reference_and_spares_cls(posenc, size):
+  model = vit.model_from_config(tiny_config(posenc), 10)
+  plain = vit.model_from_config(tiny_config("none"), 10)
+  params = init(model)
+  x = images(size, seed=1)
+  q, k = layer0_qk(model, params, x)
+  q0, k0 = layer0_qk(plain, without_posenc(params), x)   # same weights, no rotation
+  # The class token is never rotated (bitwise: the rotation is exactly the identity at 0).
+  np.testing.assert_array_equal(q[:, 0], q0[:, 0])
+  np.testing.assert_array_equal(k[:, 0], k0[:, 0])
+  p0 = params["encoderblock_0"]["attention"].get("posenc", {})
+  tol = 5e-5 if posenc == "liere" else 1e-5
+  for got, raw in ((q, q0), (k, k0)):
+    want = _expected_patch_rotation(posenc, raw[:, 1:], size // 4, p0)
+    np.testing.assert_allclose(got[:, 1:], want, atol=tol, rtol=0)
+    assert np.abs(got[:, 1:] - raw[:, 1:]).max() > 1e-2   # the patches did rotate
+
+
+def test_cls_logits_independent_of_rope_frequencies():
+  model = vit.model_from_config(tiny_config("rope_mixed"), 10)
+  params = init(model)
+  other = jax.tree_util.tree_map_with_path(
+      lambda path, v: v * 3.0 + 1.0 if "posenc" in jax.tree_util.keystr(path) else v, params)
+  x = images(TRAIN)
+  q, k = layer0_qk(model, params, x)
+  q2, k2 = layer0_qk(model, other, x)
+  cls_cls = lambda q, k: np.einsum("bhd,bhd->bh", q[:, 0], k[:, 0])
+  np.testing.assert_array_equal(cls_cls(q, k), cls_cls(q2, k2))
+  assert np.abs(q[:, 1:] - q2[:, 1:]).max() > 1e-2
+
+
+def test_learned_rotations_are_per_layer():
+  for posenc in ("rope_mixed", "liere", "spherical_learned", "mixed_pi", "axial_learned"):
+    params = init(vit.model_from_config(tiny_config(posenc), 10))
+    p = [jax.tree.leaves(params[f"encoderblock_{i}"]["attention"]["posenc"])[0]
+         for i in range(2)]
+    assert p[0].shape == p[1].shape and p[0].shape[1 if posenc == "liere" else 0] == HEADS
+    assert not np.allclose(p[0], p[1]), posenc
+
+
+def test_rope_mixed_init_is_rope_vit():
+  # rope-vit: per head one direction a, |F_j| = 10^(-4j/D) on both halves, halves orthogonal.
+  params = init(vit.model_from_config(tiny_config("rope_mixed"), 10))
+  f = np.asarray(params["encoderblock_0"]["attention"]["posenc"]["freqs"], np.float64)
+  m = 10.0 ** (-4.0 * np.arange(HEAD_DIM // 4) / HEAD_DIM)
+  np.testing.assert_allclose(np.linalg.norm(f, axis=-1), np.tile(m, 2)[None].repeat(HEADS, 0),
+                             rtol=1e-5)
+  first, second = f[:, : HEAD_DIM // 4], f[:, HEAD_DIM // 4:]
+  np.testing.assert_allclose(np.sum(first * second, -1), 0.0, atol=1e-6)
+
+
+# ------------------------------------------------------------------- shift (in)variance
+
+
+def _shift_gap(posenc):
+  """Layer-0 patch<->patch logits of the same patches seen one patch further down-right.
+
+  Crop A is the top-left 4x4 patches of a 5x5-patch image, crop B the bottom-right ones; the
+  3x3 patches they share have identical pre-rotation q / k (no APE) but positions shifted by
+  one patch. Returns max |logit_A - logit_B| relative to max |logit|.
+  """
+  model = vit.model_from_config(tiny_config(posenc), 10)
+  params = init(model)
+  big = np.asarray(images(20, seed=3))
+  logits = []
+  for crop, first in ((big[:, :16, :16], 1), (big[:, 4:, 4:], 0)):
+    q, k = layer0_qk(model, params, jnp.asarray(crop))
+    idx = [1 + (first + r) * 4 + (first + c) for r in range(3) for c in range(3)]
+    logits.append(np.einsum("bihd,bjhd->bhij", q[:, idx], k[:, idx]))
+  return np.abs(logits[0] - logits[1]).max() / np.abs(logits[0]).max()
+
+
+@pytest.mark.parametrize("posenc", RELATIVE)
+def test_commuting_encodings_are_shift_invariant(posenc):
+  assert _shift_gap(posenc) < 1e-5
+
+
+@pytest.mark.parametrize("posenc", NOT_RELATIVE)
+def test_non_commuting_encodings_are_not(posenc):
+  assert _shift_gap(posenc) > 1e-2
+
+
+# -------------------------------------------------- rotations computed once, not per layer
+
+
+def _cos_shapes(jaxpr):
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "cos":
+      shapes.append(tuple(eqn.outvars[0].aval.shape))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          shapes += _cos_shapes(sub)
+  return shapes
+
+
+@pytest.mark.parametrize("posenc, per_model, per_layer", [
+    ("rope_axial", [(17, 1, 12)], []),
+    ("uniform", [(17, 1, 12)], []),
+    ("spherical", [(17, 1, 8)] * 2, []),       # alpha and beta
+    ("rope_mixed", [], [(17, HEADS, 12)]),
+    ("spherical_learned", [], [(17, HEADS, 8)] * 2),
+])
+def test_rotations_computed_once_without_batch_axis(posenc, per_model, per_layer):
+  depth, batch = 3, 5
+  model = vit.model_from_config(tiny_config(posenc, depth=depth), 10)
+  params = init(model)
+  jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x, train=False))(
+      params, images(TRAIN, batch=batch))
+  assert sorted(_cos_shapes(jaxpr.jaxpr)) == sorted(per_model + per_layer * depth)
+
+
+# ------------------------------------------------------------------ APE interpolation
+
+
+def test_ape_resize_is_identity_on_training_grid():
+  table = jax.random.normal(jax.random.PRNGKey(0), (4, 5, 8))
+  np.testing.assert_allclose(vit_posenc.resize_ape(table, (4, 5)), table, atol=1e-6)
+
+
+def test_ape_resize_is_bicubic_and_centre_aligned():
+  # A linear ramp is reproduced exactly by cubic convolution away from the borders; output
+  # pixel i samples the source at (i + 0.5) * n / m - 0.5 (align_corners=False, as timm).
+  n, m = 6, 12
+  rows = np.arange(n, dtype=np.float32)
+  table = np.broadcast_to(rows[:, None, None] * 2.0 + 1.0, (n, n, 3)).astype(np.float32)
+  out = np.asarray(vit_posenc.resize_ape(jnp.asarray(table), (m, m)))
+  src = (np.arange(m) + 0.5) * n / m - 0.5
+  inner = slice(4, m - 4)
+  np.testing.assert_allclose(out[inner, inner, 0], (src[inner, None] * 2 + 1).repeat(4, 1),
+                             atol=1e-5)
+
+
+def test_learned_ape_used_as_stored_at_training_resolution():
+  model = vit.model_from_config(tiny_config("ape_learned"), 10)
+  params = init(model)
+  table = params["posenc"]["ape"]
+  assert table.shape == (4, 4, HEADS * HEAD_DIM)
+  module = vit_posenc.AbsolutePosenc("learned", (4, 4), HEADS * HEAD_DIM)
+  out = module.apply({"params": {"ape": table}}, (4, 4))
+  np.testing.assert_allclose(out, table.reshape(16, -1), atol=1e-6)
+
+
+def test_sincos_table():
+  pe = vit_posenc.sincos_2d(3, 5, 16)
+  w = 10_000.0 ** (-np.arange(4) / 3)
+  np.testing.assert_allclose(pe[2, 4, :4], np.sin(4 * w), atol=1e-6)
+  np.testing.assert_allclose(pe[2, 4, 12:], np.cos(2 * w), atol=1e-6)
+
+
+# ------------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize("overrides, image_size, option", [
+    ({"posenc": "rope_foo"}, 224, "posenc"),
+    ({}, 30, "image_size"),
+    ({"train_image_size": 100}, 224, "train_image_size"),
+    ({"head_dim": 64, "posenc": "spherical"}, 224, "head_dim"),
+    ({"posenc": "liere", "block_size": 6}, 224, "block_size"),
+    ({"posenc": "liere", "block_size": 1}, 224, "block_size"),
+    ({"head_dim": 62, "posenc": "rope_axial"}, 224, "head_dim"),
+    ({"variant": "XL/16"}, 224, "variant"),
+    ({"variant": "S16"}, 224, "variant"),
+    ({"pool": "max"}, 224, "pool"),
+    ({"dtype": "float16"}, 224, "dtype"),
+    ({"posenc": "liere", "theta": 10.0}, 224, "theta"),
+    ({"posenc": "rope_axial", "omega": 1.0}, 224, "omega"),
+    ({"posenc": "ape_learned", "ape": True}, 224, "ape"),
+    ({"posenc": "none", "position_scale": "pi"}, 224, "position_scale"),
+    ({"position_scale": "degrees"}, 224, "position_scale"),
+    ({"dropout": 1.5}, 224, "dropout"),
+    ({"layerscale_init": -1.0}, 224, "layerscale_init"),
+])
+def test_invalid_config_raises_naming_the_option(overrides, image_size, option):
+  c = vit.default_config()
+  for key, value in overrides.items():
+    c[key] = value
+  with pytest.raises(ValueError, match=option):
+    vit.validate_config(c, image_size)
+  if image_size == 224:   # model_from_config validates at train_image_size
+    with pytest.raises(ValueError, match=option):
+      vit.model_from_config(c, 10)
+
+
+def test_image_not_divisible_by_patch_raises():
+  model = vit.model_from_config(tiny_config("rope_axial"), 10)
+  params = init(model)
+  with pytest.raises(ValueError, match="patch"):
+    model.apply({"params": params}, images(18), train=False)
+
+
+def test_default_config_is_valid_and_complete():
+  c = vit.default_config()
+  assert set(c.keys()) == {
+      "name", "variant", "depth", "head_dim", "pool", "posenc", "theta", "position_scale",
+      "block_size", "omega", "ape", "train_image_size", "dropout", "drop_path",
+      "layerscale_init", "dtype"}
+  vit.validate_config(c, 384)   # any size divisible by the patch
+
+
+# ------------------------------------------------------------------------- jit and grad
+
+
+def _loss_fn(model, batch=2):
+  labels = jax.nn.one_hot(jnp.arange(batch) % 10, 10)
+
+  def loss_fn(p, x, key):
+    logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
+    return -jnp.mean(jnp.sum(labels * jax.nn.log_softmax(logits), -1))
+  return loss_fn
+
+
+def test_jit_value_and_grad_with_dropout_droppath_layerscale():
+  c = tiny_config("liere", ape=True, dropout=0.1, drop_path=0.1, layerscale_init=0.1)
+  model = vit.model_from_config(c, 10)
+  params = init(model)
+  step = jax.jit(jax.value_and_grad(_loss_fn(model)))
+  x = images(TRAIN)
+  (a, grads), (b, _) = step(params, x, jax.random.PRNGKey(1)), step(params, x, jax.random.PRNGKey(2))
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert np.abs(grads["posenc"]["ape"]).max() > 0
+  # LieRE with true per-layer generators: every layer's generators get a gradient (upstream
+  # reuses layer 0's rotations, vision_rope.md §4.6).
+  for i in range(2):
+    g = grads[f"encoderblock_{i}"]["attention"]["posenc"]["generators"]
+    assert np.abs(g).max() > 0, i
+  assert a != b    # dropout / drop-path draw from the "dropout" rng
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = vit.model_from_config(tiny_config("spherical", dtype="bfloat16"), 10)
+  reference = vit.model_from_config(tiny_config("spherical"), 10)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), images(8))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
+  params = init(reference)   # same tree; the float32 model's ops are already compiled
+  logits = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(params, images(TRAIN))
+  assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
+  ref = reference.apply({"params": params}, images(TRAIN), train=False)
+  np.testing.assert_allclose(logits, ref, atol=0.05 * float(np.abs(ref).max()) + 1e-3)
