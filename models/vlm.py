@@ -273,7 +273,8 @@ class Attention(nn.Module):
 
     Args:
       x: `[B, L, W]` (L = 1 when decoding).
-      angles: the layer's rotary angles (`Angles`, q `[B, L, 1|Hq, D/2]`, k `[B, L, 1|Hkv, D/2]`).
+      angles: the layer's rotary tables (`vlm_rotary.Angles`: cos/sin for q `[B, L, 1|Hq, D/2]`
+        and k `[B, L, 1|Hkv, D/2]`).
       mask: bool `[B, L, Lk]`; Lk = L without a cache, the cache length with one.
       cache: None, or `(keys, values)` each `[B, C, Hkv, D]` (already rotated).
       slots: int `[B]`, the cache slot this step's token goes to (per sample).
@@ -287,9 +288,9 @@ class Attention(nn.Module):
     k = dense((self.num_kv_heads, self.head_dim), name="key")(x)
     v = dense((self.num_kv_heads, self.head_dim), name="value")(x)
     # Lets tests check which ids each layer really received (free unless made mutable).
-    self.sow("intermediates", "rotary_angles", angles.k)
-    q = rope.apply(q, angles.q, layout="half")
-    k = rope.apply(k, angles.k, layout="half")
+    self.sow("intermediates", "rotary_angles", angles.angles)
+    q = rope.apply_cos_sin(q, angles.cos_q, angles.sin_q, layout="half")
+    k = rope.apply_cos_sin(k, angles.cos_k, angles.sin_k, layout="half")
     if cache is not None:
       rows = jnp.arange(x.shape[0])
       k = cache[0].at[rows, slots].set(k[:, 0])

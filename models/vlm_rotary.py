@@ -194,13 +194,22 @@ def layer_uses_alt(settings: RotarySettings) -> tuple:
 
 
 class Angles(NamedTuple):
-  """Rotary angles of one id set: queries `[B, L, 1|H_q, D/2]`, keys `[B, L, 1|H_kv, D/2]`."""
-  q: jax.Array
-  k: jax.Array
+  """Rotary tables of one id set, computed once per forward pass.
+
+  `angles`: the key angles `[B, L, 1|H_kv, D/2]` (kept for inspection); `cos_k`, `sin_k` their
+  cosines and sines; `cos_q`, `sin_q` the query tables `[B, L, 1|H_q, D/2]` (for MHRoPE each
+  KV head's tables repeated `H_q / H_kv` times: query head i <-> KV head i // n_rep, as HF's
+  `repeat_kv`; otherwise the key tables themselves).
+  """
+  angles: jax.Array
+  cos_q: jax.Array
+  sin_q: jax.Array
+  cos_k: jax.Array
+  sin_k: jax.Array
 
 
 def angles(settings: RotarySettings, positions: jax.Array, freqs: jax.Array) -> Angles:
-  """Angles of one id set.
+  """Rotary tables of one id set.
 
   Args:
     settings: the scheme.
@@ -208,15 +217,19 @@ def angles(settings: RotarySettings, positions: jax.Array, freqs: jax.Array) -> 
     freqs: `kv_freqs(settings)`.
 
   Returns:
-    `Angles`; for MHRoPE the query angles repeat each KV head's angles `H_q / H_kv` times
-    consecutively (query head i <-> KV head i // n_rep, as HF's `repeat_kv`).
+    `Angles`. cos/sin are taken once here so that no layer (and no query head group) computes
+    them again: every scheme then costs the same per layer as 1-D RoPE.
   """
   if freqs.ndim == 2 and freqs.shape[-1] == 1:
     positions = positions[..., :1]     # 1-D schemes: the three columns are equal for text
   k = rope.angles(positions.astype(jnp.float32), freqs)
+  cos_k, sin_k = jnp.cos(k), jnp.sin(k)
   n_rep = settings.num_heads // settings.num_kv_heads
-  q = jnp.repeat(k, n_rep, axis=-2) if k.shape[-2] > 1 and n_rep > 1 else k
-  return Angles(q, k)
+  if k.shape[-2] > 1 and n_rep > 1:
+    cos_q, sin_q = jnp.repeat(cos_k, n_rep, axis=-2), jnp.repeat(sin_k, n_rep, axis=-2)
+  else:
+    cos_q, sin_q = cos_k, sin_k
+  return Angles(k, cos_q, sin_q, cos_k, sin_k)
 
 
 def layer_angles(settings: RotarySettings, positions: jax.Array,

@@ -251,11 +251,14 @@ def test_mhrope_query_heads_repeat_kv_heads():
   pos = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32) * 10
   ang = vlm_rotary.angles(settings, pos, vlm_rotary.kv_freqs(settings))
   inv = 1e6 ** (-np.arange(0, 16, 2) / 16)
-  assert ang.k.shape == (2, 5, 3, 8) and ang.q.shape == (2, 5, 6, 8)
+  assert ang.cos_k.shape == (2, 5, 3, 8) and ang.cos_q.shape == (2, 5, 6, 8)
   for g in range(3):          # KV head g reads axis g (head sections (1, 1, 1))
-    np.testing.assert_allclose(ang.k[:, :, g], pos[..., g:g + 1] * inv, rtol=1e-5)
+    np.testing.assert_allclose(ang.angles[:, :, g], pos[..., g:g + 1] * inv, rtol=1e-5)
+    np.testing.assert_allclose(ang.cos_k[:, :, g], np.cos(pos[..., g:g + 1] * inv), atol=1e-5)
+    np.testing.assert_allclose(ang.sin_k[:, :, g], np.sin(pos[..., g:g + 1] * inv), atol=1e-5)
   for i in range(6):          # query head i uses KV head i // 2
-    np.testing.assert_array_equal(ang.q[:, :, i], ang.k[:, :, i // 2])
+    np.testing.assert_array_equal(ang.cos_q[:, :, i], ang.cos_k[:, :, i // 2])
+    np.testing.assert_array_equal(ang.sin_q[:, :, i], ang.sin_k[:, :, i // 2])
 
 
 def test_grouped_query_attention_against_per_head_loop():
