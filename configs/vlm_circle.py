@@ -9,7 +9,7 @@ and the modes). Every key is documented in configs/common.py (training loop), mo
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
   python train.py --config=configs/vlm_circle.py:smoke --workdir=/tmp/runs/vlm_circle_smoke
   python -m tasks.vlm_eval --workdir=/tmp/runs/vlm_circle_smoke --out=/tmp/runs/vlm_circle_smoke/eval
-  # ~8-10 min on 2 CPU cores (width 96, depth 3, 1000 steps of 64; docs/results/vlm.md):
+  # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
   python train.py --config=configs/vlm_circle.py:cpu --workdir=runs/vlm/circle
   # Accelerator-sized (width 256, 20k steps of 256; not run here):
   python train.py --config=configs/vlm_circle.py --workdir=/mnt/bucket/vlm_circle

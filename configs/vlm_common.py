@@ -26,7 +26,7 @@ Choices made for every scheme (so that the decoder's scheme is what is compared)
 Modes (after the colon, configs.common.parse_arg):
   (none)   an accelerator-sized run: the model defaults (width 256, depth 4, 8 heads), batch
            256, 20k steps. Not run in this repository (no accelerator); sized by analogy.
-  :cpu     a real CPU run: width 96, depth 3, batch 64, 1000 steps (~8-10 min on 2 shared
+  :cpu     a real CPU run: width 96, depth 3, batch 64, 600 steps (~5-10 min on 2 shared
            CPU cores; docs/results/vlm.md has the numbers).
   :smoke   a tiny run that checks everything works: width 64, depth 2, batch 32, 200 steps
            (~1 min on 2 CPU cores; well above chance on the easy types only).
@@ -100,17 +100,17 @@ def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict
     c.checkpoint.every_steps = 2000
   elif mode == "cpu":
     # 3 heads = 3 KV heads of 32: chunked sections (4, 6, 6), interleaved (6, 5, 5), MHRoPE
-    # one KV head per axis (1, 1, 1). Sized for ~8 min on 2 shared CPU cores (~0.5 s/step).
+    # one KV head per axis (1, 1, 1). ~0.5 s/step on 2 idle CPU cores, ~1 s/step shared.
     c.model = _model(scheme, width=96, depth=3, num_heads=3, num_kv_heads=3, head_dim=32,
                      mlp_dim=256)
     c.model.vision.width = 64  # Patch embedding width (48 input values per patch).
     c.training.batch_size = 64
-    c.training.total_steps = 1000
+    c.training.total_steps = 600
     c.training.log_every_steps = 50
     c.optim.update(lr=2e-3, warmup_steps=100, end_lr=2e-5)
     c.eval.every_steps = None  # Only at the end (tasks/vlm_eval.py does the full evaluation).
     c.eval.batch_size = 128
-    c.checkpoint.every_steps = 250
+    c.checkpoint.every_steps = 200
   else:  # smoke
     # 4 heads = 4 KV heads of 16: chunked (2, 3, 3), interleaved (4, 2, 2), MHRoPE (2, 1, 1).
     c.model = _model(scheme, width=64, depth=2, num_heads=4, num_kv_heads=4, head_dim=16,
