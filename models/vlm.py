@@ -548,16 +548,31 @@ def generate(model: VisionLanguageModel, params: Any, batch: Mapping[str, Any],
     being the distribution token k was chosen from.
   """
   _check_generation(model, batch, max_new_tokens)
-  return _generate(model, params, model_inputs(batch), jnp.asarray(batch["prompt_len"]),
-                   jnp.asarray(batch["next_position"]), jnp.asarray(batch["next_position_alt"]),
-                   max_new_tokens=max_new_tokens)
+  return greedy_decode(model, params, model_inputs(batch), jnp.asarray(batch["prompt_len"]),
+                       jnp.asarray(batch["next_position"]),
+                       jnp.asarray(batch["next_position_alt"]), max_new_tokens=max_new_tokens)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
-def _generate(model, params, inputs, prompt_len, next_position, next_position_alt, *,
-              max_new_tokens):
+def greedy_decode(model: VisionLanguageModel, params: Any, inputs: Mapping[str, jax.Array],
+                  prompt_len: jax.Array, next_position: jax.Array,
+                  next_position_alt: jax.Array, *,
+                  max_new_tokens: int) -> Tuple[jax.Array, jax.Array]:
+  """The traceable core of `generate` (usable inside a jitted eval step).
+
+  Args:
+    model, params: as for `generate`.
+    inputs: `model_inputs(batch)`.
+    prompt_len: int `[B]`; rows with 0 (batch padding) are decoded as if 1 (garbage, no NaN).
+    next_position, next_position_alt: float `[B]`.
+    max_new_tokens: static.
+
+  Returns:
+    as `generate`. Unlike `generate` nothing is checked: the caller guarantees
+    prompt_len + max_new_tokens <= model.max_len (slots past the cache are dropped).
+  """
   variables = {"params": params}
-  prompt_len = prompt_len.astype(jnp.int32)
+  prompt_len = jnp.maximum(prompt_len.astype(jnp.int32), 1)
   b = prompt_len.shape[0]
   logits, caches = model.apply(variables, **inputs, cache_len=model.max_len,
                                method=VisionLanguageModel.prefill)
@@ -577,3 +592,6 @@ def _generate(model, params, inputs, prompt_len, next_position, next_position_al
   tokens = jnp.concatenate([tokens.T, jnp.argmax(last, -1).astype(jnp.int32)[:, None]], 1)
   logits = jnp.concatenate([logits.transpose(1, 0, 2), last[:, None]], 1)
   return tokens, logits
+
+
+_generate = greedy_decode  # the name tasks/vlm.py used first; prefer greedy_decode

@@ -364,6 +364,13 @@ def test_video_with_circle_rope_is_rejected(scheme):
   vlm.sequence_positions(tiny_config(scheme), [rope.Text(2), rope.Video(1, 3, 3)])
 
 
+def test_image_token_defaults_to_the_tokenizer():
+  from data import tokenizer  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config()
+  cfg.image_token_id = None
+  assert vlm.model_from_config(cfg, 300).image_token_id == tokenizer.IMAGE
+
+
 def test_unknown_scheme():
   with pytest.raises(ValueError, match="`scheme`='rope2d'.*allowed: 'vanilla', 'mrope'"):
     vlm.model_from_config(tiny_config("rope2d"), VOCAB)
