@@ -1,18 +1,18 @@
-r"""VLM with the 'mhrope' rotary scheme: Multi-head RoPE: spatial-reset ids, whole key/value heads
+r"""VLM with the "mhrope" rotary scheme: Multi-head RoPE: spatial-reset ids, whole key/value heads
 given to t, h or w.
 
-Scheme: rope 'spatial_reset' ids, freqs_multi_head (models/vlm_rotary.py).
-Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices
-and the modes). Every key is documented in configs/common.py (training loop), models/vlm.py
-(model.*), data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+Scheme: rope 'spatial_reset' ids, freqs_multi_head (models/vlm_rotary.py). Everything else is
+shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes).
+Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
+data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
-  python train.py --config=configs/vlm_mhrope.py:smoke --workdir=/tmp/runs/vlm_mhrope_smoke
-  python -m tasks.vlm_eval --workdir=/tmp/runs/vlm_mhrope_smoke --out=/tmp/runs/vlm_mhrope_smoke/eval
+  python train.py --config=configs/vlm_mhrope.py:smoke --workdir=/tmp/vlm_mhrope
+  python -m tasks.vlm_eval --workdir=/tmp/vlm_mhrope --out=/tmp/vlm_mhrope/eval
   # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
-  python train.py --config=configs/vlm_mhrope.py:cpu --workdir=runs/vlm/mhrope
+  python train.py --config=configs/vlm_mhrope.py:cpu --workdir=runs/vlm/mhrope/seed0
   # Accelerator-sized (width 256, 20k steps of 256; not run here):
-  python train.py --config=configs/vlm_mhrope.py --workdir=/mnt/bucket/vlm_mhrope
+  python train.py --config=configs/vlm_mhrope.py --workdir=/mnt/runs/vlm_mhrope
 """
 from configs import vlm_common
 

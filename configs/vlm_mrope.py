@@ -1,18 +1,18 @@
-r"""VLM with the 'mrope' rotary scheme: Qwen2-VL M-RoPE: (t, h, w) ids, text continues after max(h,
+r"""VLM with the "mrope" rotary scheme: Qwen2-VL M-RoPE: (t, h, w) ids, text continues after max(h,
 w); chunked 16:24:24 frequency split.
 
-Scheme: rope 'mrope' ids, freqs_mrope (chunked) (models/vlm_rotary.py).
-Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices
-and the modes). Every key is documented in configs/common.py (training loop), models/vlm.py
-(model.*), data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+Scheme: rope 'mrope' ids, freqs_mrope (chunked) (models/vlm_rotary.py). Everything else is
+shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes).
+Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
+data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
-  python train.py --config=configs/vlm_mrope.py:smoke --workdir=/tmp/runs/vlm_mrope_smoke
-  python -m tasks.vlm_eval --workdir=/tmp/runs/vlm_mrope_smoke --out=/tmp/runs/vlm_mrope_smoke/eval
+  python train.py --config=configs/vlm_mrope.py:smoke --workdir=/tmp/vlm_mrope
+  python -m tasks.vlm_eval --workdir=/tmp/vlm_mrope --out=/tmp/vlm_mrope/eval
   # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
-  python train.py --config=configs/vlm_mrope.py:cpu --workdir=runs/vlm/mrope
+  python train.py --config=configs/vlm_mrope.py:cpu --workdir=runs/vlm/mrope/seed0
   # Accelerator-sized (width 256, 20k steps of 256; not run here):
-  python train.py --config=configs/vlm_mrope.py --workdir=/mnt/bucket/vlm_mrope
+  python train.py --config=configs/vlm_mrope.py --workdir=/mnt/runs/vlm_mrope
 """
 from configs import vlm_common
 

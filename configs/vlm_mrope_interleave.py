@@ -1,18 +1,19 @@
-r"""VLM with the 'mrope_interleave' rotary scheme: MRoPE-I (Qwen3-VL style): spatial-reset ids (h, w
+r"""VLM with the "mrope_interleave" rotary scheme: MRoPE-I (Qwen3-VL style): spatial-reset ids (h, w
 restart at 0 per image), interleaved t/h/w frequencies.
 
-Scheme: rope 'spatial_reset' ids, freqs_mrope_interleaved (models/vlm_rotary.py).
-Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices
-and the modes). Every key is documented in configs/common.py (training loop), models/vlm.py
-(model.*), data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+Scheme: rope 'spatial_reset' ids, freqs_mrope_interleaved (models/vlm_rotary.py). Everything
+else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the
+modes). Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
+data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
-  python train.py --config=configs/vlm_mrope_interleave.py:smoke --workdir=/tmp/runs/vlm_mrope_interleave_smoke
-  python -m tasks.vlm_eval --workdir=/tmp/runs/vlm_mrope_interleave_smoke --out=/tmp/runs/vlm_mrope_interleave_smoke/eval
+  python train.py --config=configs/vlm_mrope_interleave.py:smoke --workdir=/tmp/vlm_mrope_interleave
+  python -m tasks.vlm_eval --workdir=/tmp/vlm_mrope_interleave --out=/tmp/vlm_mrope_interleave/eval
   # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
-  python train.py --config=configs/vlm_mrope_interleave.py:cpu --workdir=runs/vlm/mrope_interleave
+  python train.py --config=configs/vlm_mrope_interleave.py:cpu \
+      --workdir=runs/vlm/mrope_interleave/seed0
   # Accelerator-sized (width 256, 20k steps of 256; not run here):
-  python train.py --config=configs/vlm_mrope_interleave.py --workdir=/mnt/bucket/vlm_mrope_interleave
+  python train.py --config=configs/vlm_mrope_interleave.py --workdir=/mnt/runs/vlm_mrope_interleave
 """
 from configs import vlm_common
 

@@ -1,18 +1,18 @@
-r"""VLM with the 'v2pe' rotary scheme: V2PE: 1-D ids with a fractional step inside images
+r"""VLM with the "v2pe" rotary scheme: V2PE: 1-D ids with a fractional step inside images
 (model.visual_stride = 4 ids per image).
 
-Scheme: rope 'v2pe' ids, freqs_1d (models/vlm_rotary.py).
-Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices
-and the modes). Every key is documented in configs/common.py (training loop), models/vlm.py
-(model.*), data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+Scheme: rope 'v2pe' ids, freqs_1d (models/vlm_rotary.py). Everything else is shared by all
+configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes). Every key is
+documented in configs/common.py (training loop), models/vlm.py (model.*), data/spatial_qa.py
+(data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
-  python train.py --config=configs/vlm_v2pe.py:smoke --workdir=/tmp/runs/vlm_v2pe_smoke
-  python -m tasks.vlm_eval --workdir=/tmp/runs/vlm_v2pe_smoke --out=/tmp/runs/vlm_v2pe_smoke/eval
+  python train.py --config=configs/vlm_v2pe.py:smoke --workdir=/tmp/vlm_v2pe
+  python -m tasks.vlm_eval --workdir=/tmp/vlm_v2pe --out=/tmp/vlm_v2pe/eval
   # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
-  python train.py --config=configs/vlm_v2pe.py:cpu --workdir=runs/vlm/v2pe
+  python train.py --config=configs/vlm_v2pe.py:cpu --workdir=runs/vlm/v2pe/seed0
   # Accelerator-sized (width 256, 20k steps of 256; not run here):
-  python train.py --config=configs/vlm_v2pe.py --workdir=/mnt/bucket/vlm_v2pe
+  python train.py --config=configs/vlm_v2pe.py --workdir=/mnt/runs/vlm_v2pe
 """
 from configs import vlm_common
 
