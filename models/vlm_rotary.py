@@ -291,10 +291,10 @@ def sequence_positions(scheme: str, segments: Sequence[Any], **options):
   positions, nxt = rope.multimodal_positions(segments, pos_scheme,
                                              **position_options(scheme, **options))
   if scheme in ALT_POSITION_SCHEME:
-    alt, nxt_alt = rope.multimodal_positions(segments, ALT_POSITION_SCHEME[scheme],
-                                             **position_options("mrope", **{
-                                                 k: v for k, v in options.items()
-                                                 if k == "temporal_stride"}))
+    alt_scheme = ALT_POSITION_SCHEME[scheme]
+    alt, nxt_alt = rope.multimodal_positions(
+        segments, POSITION_SCHEME[alt_scheme],
+        **position_options(alt_scheme, temporal_stride=options.get("temporal_stride")))
   else:
     alt, nxt_alt = positions, nxt
   return positions, nxt, alt, nxt_alt
