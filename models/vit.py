@@ -207,22 +207,29 @@ class Attention(nn.Module):
                deterministic: bool) -> jax.Array:
     """Args: x `[B, L, width]`; positions `[L, 2]`; fixed: the shared rotation (or None)."""
     h, d = self.num_heads, self.head_dim
-    qkv = nn.DenseGeneral((3, h, d), dtype=self.dtype, kernel_init=_TRUNC_NORMAL,
-                          name="qkv")(x)                           # [B, L, 3, H, D]
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    width = x.shape[-1]
+    # Heads before tokens throughout ([B, H, L, D]): the projection writes that layout directly
+    # and both attention einsums batch over (B, H) without transposes (measured ~5% faster
+    # training steps on CPU than [B, L, H, D] + jax.nn.dot_product_attention).
+    qkv = nn.Einsum((width, 3, h, d), "bld,dkhe->kbhle", dtype=self.dtype,
+                    kernel_init=_TRUNC_NORMAL, name="qkv")(x)      # [3, B, H, L, D]
+    q, k, v = qkv[0], qkv[1], qkv[2]
     if self.posenc in vit_posenc.ROPE_KINDS:
       rotation = vit_posenc.LayerRotation(self.posenc, h, d, theta=self.theta,
                                           block_size=self.block_size, name="posenc")(
                                               positions, fixed)
+      rotation = vit_posenc.heads_first(rotation, h)             # once for q and k
       q = vit_posenc.rotate(q, rotation)
       k = vit_posenc.rotate(k, rotation)
-    # For analysis and tests (attention logits = q . k / sqrt(D)); a no-op unless the
-    # "intermediates" collection is mutable.
-    self.sow("intermediates", "q", q)
-    self.sow("intermediates", "k", k)
-    out = jax.nn.dot_product_attention(q, k, v)                   # [B, L, H, D]
-    out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype,
-                          kernel_init=_TRUNC_NORMAL, name="out")(out)
+    if self.is_mutable_collection("intermediates"):
+      # For analysis and tests: rotated q, k as [B, L, H, D] (logits = q . k / sqrt(D)).
+      self.sow("intermediates", "q", jnp.swapaxes(q, 1, 2))
+      self.sow("intermediates", "k", jnp.swapaxes(k, 1, 2))
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(d ** -0.5, q.dtype), k)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+    out = nn.Einsum((h, d, width), "bhld,hde->ble", dtype=self.dtype,
+                    kernel_init=_TRUNC_NORMAL, name="out")(out)   # [B, L, width]
     return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 

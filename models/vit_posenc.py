@@ -217,17 +217,30 @@ def _from_angles(angles: jax.Array) -> dict:
   return {"cos": jnp.cos(angles), "sin": jnp.sin(angles)}
 
 
+def heads_first(rotation: dict, num_heads: int) -> dict:
+  """A rotation `[L, H|1, ...]` re-laid out as `[H, L, ...]` for heads-first q / k.
+
+  The rope functions act elementwise over the (token, head) axes and only ask that the
+  rotation's two axes before the channel axes match those of `x`, so rotating `[B, H, L, D]`
+  with the swapped (and head-broadcast) rotation is exactly the `[B, L, H, D]` computation.
+  """
+  def swap(r):
+    r = jnp.swapaxes(r, 0, 1)
+    return jnp.broadcast_to(r, (num_heads,) + r.shape[1:])
+  return {name: swap(r) for name, r in rotation.items()}
+
+
 def rotate(x: jax.Array, rotation: dict) -> jax.Array:
   """Rotates queries or keys.
 
   Args:
-    x: `[B, L, H, D]`.
+    x: `[B, L, H, D]`, or heads-first `[B, H, L, D]` with a `heads_first` rotation.
     rotation: `{"cos", "sin": [L, H|1, D/2]}` (commuting 2x2 rotations of adjacent channel
       pairs, by the angles whose cos / sin these are) or `{"blocks": [L, H|1, D/g, g, g]}`
       (block rotations of contiguous channels).
 
   Returns:
-    `[B, L, H, D]`, same dtype as `x`.
+    Same shape and dtype as `x`.
   """
   if "blocks" in rotation:
     return rope.apply_blocks(x, rotation["blocks"])
