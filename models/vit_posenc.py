@@ -93,7 +93,8 @@ def head_dim_error(posenc: str, head_dim: int, block_size: int) -> Optional[str]
     return None
   multiple = ROPE_KINDS[posenc].head_dim_multiple
   if head_dim % multiple:
-    why = {3: "channel triplets", 4: "a quarter of the pairs per axis", 2: "channel pairs"}
+    why = {2: "channel pairs", 3: "channel triplets",
+           4: "channel pairs, split into two halves (x / y, or two directions)"}
     return (f"head_dim={head_dim} cannot be split by posenc={posenc!r}: it needs "
             f"head_dim % {multiple} == 0 ({why[multiple]})")
   return None
