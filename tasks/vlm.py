@@ -228,10 +228,12 @@ class VisionLanguage(base.Task):
   def greedy_answers(self, params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
     """int32 [B, max_new_tokens]: greedy continuation of each prompt (KV cache); traceable.
 
-    Uses the jit-able core of `models.vlm.generate` (its host-side argument checks cannot run
-    on traced arrays; the task checked lengths against model.max_len at start-up).
+    `models.vlm.greedy_decode` is the jit-able core of `models.vlm.generate` (whose host-side
+    argument checks cannot run on traced arrays; the task checked every sequence length
+    against model.max_len at start-up). A decoded token can only fall past the cache after
+    the reference EOS (answers + EOS fit in the sequence), where nothing is compared.
     """
-    tokens, _ = vlm._generate(  # pylint: disable=protected-access
+    tokens, _ = vlm.greedy_decode(
         self.model, params, vlm.model_inputs(batch), batch["prompt_len"],
         batch["next_position"], batch["next_position_alt"],
         max_new_tokens=self.max_new_tokens)
