@@ -73,7 +73,7 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
 def training_defaults() -> ml_collections.ConfigDict:
   """Every key of the training loop with a generic default (a recipe overrides them).
 
-  Durations come in pairs `<name>_steps` / `<name>_epochs`: set exactly one, the other None.
+  Durations come in pairs `<name>_steps` / `<name>_epochs`; `_steps` wins when both are set.
   """
   c = ml_collections.ConfigDict()
   c.task = "classification"  # Registry key of tasks.get_task ("classification", later "vlm").
@@ -82,7 +82,7 @@ def training_defaults() -> ml_collections.ConfigDict:
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 256  # GLOBAL batch (all devices / processes); divisible by both.
   c.training.total_epochs = config_dict.placeholder(float)  # Run length in epochs, or
-  c.training.total_steps = config_dict.placeholder(int)  # ... in optimizer steps.
+  c.training.total_steps = config_dict.placeholder(int)  # ... in optimizer steps (wins).
   c.training.log_every_steps = 50  # Train-metric / throughput log period (also the NaN check
   #   and, with several processes, the SIGTERM agreement period).
   c.training.tensorboard = True  # Also write TensorBoard event files (workdir/tensorboard).

@@ -147,9 +147,11 @@ def test_durations_steps_or_epochs():
   assert durations.to_steps(c, "training", "total", steps_per_epoch=spe) == 19532
   c = ml_collections.ConfigDict({"total_steps": 7, "total_epochs": None})
   assert durations.to_steps(c, "training", "total", steps_per_epoch=None) == 7
-  both = ml_collections.ConfigDict({"every_steps": 1, "every_epochs": 1.0})
-  with pytest.raises(ValueError, match=r"eval\.every_steps.*eval\.every_epochs"):
-    durations.to_steps(both, "eval", "every", steps_per_epoch=1.0)
+  both = ml_collections.ConfigDict({"every_steps": 3, "every_epochs": 1.0})
+  assert durations.to_steps(both, "eval", "every", steps_per_epoch=10.0) == 3  # Steps win.
+  with pytest.raises(ValueError, match="eval.every_epochs=-1"):
+    durations.to_steps(ml_collections.ConfigDict({"every_steps": None, "every_epochs": -1.0}),
+                       "eval", "every", steps_per_epoch=1.0)
   neither = ml_collections.ConfigDict({"every_steps": None, "every_epochs": None})
   assert durations.to_steps(neither, "eval", "every", steps_per_epoch=1.0,
                             allow_none=True) is None

@@ -1,8 +1,9 @@
 """Durations given in steps or in epochs (big_vision's `{name}_steps` / `{name}_epochs`).
 
-A config section says e.g. `total_epochs=400` or `total_steps=20000`; exactly one of them is set
-(the other is None). Epochs are converted with the task's number of training examples, so a
-changed batch size keeps the recipe's length in epochs.
+A config section says e.g. `total_epochs=400` or `total_steps=20000`. When both are set the
+step count wins, so `--config.training.total_steps=100` shortens an epoch-based recipe without
+also having to clear `total_epochs`. Epochs are converted with the task's number of training
+examples, so a changed batch size keeps the recipe's length in epochs.
 """
 import math
 
@@ -18,7 +19,7 @@ def steps_per_epoch(num_train_examples: int | None, global_batch_size: int) -> f
 
 def to_steps(section: ml_collections.ConfigDict, section_name: str, name: str, *,
              steps_per_epoch: float | None, allow_none: bool = False) -> int | None:
-  """Reads `section.{name}_steps` or `section.{name}_epochs` as a number of steps.
+  """Reads `section.{name}_steps` (if set) or else `section.{name}_epochs` as a step count.
 
   Args:
     section: the config section holding the two keys.
@@ -31,14 +32,12 @@ def to_steps(section: ml_collections.ConfigDict, section_name: str, name: str, *
     A non-negative int (epochs are rounded up to whole steps), or None.
 
   Raises:
-    ValueError naming the keys if both or (unless allowed) neither are set, if a value is
-    negative, or if epochs are given for a task without an epoch length.
+    ValueError naming the keys if (unless allowed) neither is set, if a value is negative, or
+    if epochs are given for a task without an epoch length.
   """
   steps = section.get(f"{name}_steps")
   epochs = section.get(f"{name}_epochs")
   key_s, key_e = f"{section_name}.{name}_steps", f"{section_name}.{name}_epochs"
-  if steps is not None and epochs is not None:
-    raise ValueError(f"Set only one of {key_s}={steps} and {key_e}={epochs}.")
   if steps is None and epochs is None:
     if allow_none:
       return None

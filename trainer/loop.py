@@ -196,6 +196,14 @@ def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, *,
       async_save=config.checkpoint.async_save, read_only=read_only)
 
 
+def jit_train_step(setup: Setup) -> Any:
+  """The jit-ted train step: replicated state (donated) and batch-sharded input."""
+  replicated = mesh_lib.replicated(setup.mesh)
+  return jax.jit(step_lib.make_train_step(setup.task, setup.tx, setup.schedule),
+                 in_shardings=(replicated, mesh_lib.batch_sharding(setup.mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices: Sequence[jax.Device] | None = None) -> RunResult:
   """Trains `config.task` in `workdir`, resuming from its newest checkpoint if there is one.
@@ -213,6 +221,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ValueError: bad config (naming the option), before anything is compiled.
     NonFiniteLossError: the loss (or another train metric) became NaN/inf.
   """
+  # SIGTERM is caught from the very start: one arriving during set-up or compilation stops
+  # the run after its first step, with a checkpoint.
+  with preemption.StopOnSignal() as stopper:
+    return _train(config, workdir, devices, stopper)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           devices: Sequence[jax.Device] | None,
+           stopper: preemption.StopOnSignal) -> RunResult:
+  """`train_and_evaluate`'s body, with the signal handler installed."""
   # --- Set-up: everything that can reject the config runs before any compilation. ---
   workdir = _absolute(workdir)
   paths = workdir_paths(workdir)
@@ -256,10 +274,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return result
   first_local = next(train_iter)
   t0 = time.perf_counter()
-  train_step = jax.jit(step_lib.make_train_step(task, setup.tx, setup.schedule),
-                       in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
-  train_step = train_step.lower(state, mesh_lib.global_batch(first_local, mesh)).compile()
+  train_step = jit_train_step(setup).lower(
+      state, mesh_lib.global_batch(first_local, mesh)).compile()
   flops = cost.flops_per_device(train_step)
   writer.write(start_step, {"perf/compile_sec": time.perf_counter() - t0,
                             "perf/num_params": num_params,
@@ -273,52 +289,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   pending = []  # (step, on-device metrics) not yet checked on the host.
   checked = []  # Host metrics of checked steps not yet logged.
   local = first_local
-  stopper = preemption.StopOnSignal(sync_every=lengths["log"])
+  # Several processes agree on stopping (a collective) at every log step.
+  stopper.sync_every = lengths["log"]
   try:
-    with stopper:
-      for step in range(start_step + 1, total_steps + 1):
-        state, step_metrics = train_step(state, mesh_lib.global_batch(local, mesh))
-        pending.append((step, step_metrics))
-        progress.update(step)
-        stop = stopper.should_stop(step)
-        is_last = step == total_steps
-        do_eval = is_last or _every(step, lengths["eval"])
-        do_save = is_last or stop or do_eval or _every(step, lengths["checkpoint"])
-        do_log = is_last or stop or _every(step, lengths["log"])
-        if do_save or do_log:
-          # Every step's metrics are checked before anything is logged or saved.
-          checked += _fetch_and_check(pending)  # Raises on NaN: nothing below runs.
-          pending = []
-        if do_log:
-          scalars = _mean_metrics(checked)
-          checked = []
-          scalars.update(progress.measure(step))
-          writer.write(step, scalars)
-          if is_main:
-            progress.set_postfix(loss=f"{scalars['train/loss']:.4g}")
-            logging.info("%s", progress.line(step, scalars))
-        eval_metrics = None
-        if do_eval:
-          eval_metrics = evaluate(task, state["params"], eval_step, mesh)
-          result.eval_metrics = eval_metrics
-          writer.write(step, eval_metrics)
-          if is_main:
-            logging.info("step %d eval: %s", step,
-                         ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-        if do_save:
-          checkpoints.save(step, state, eval_metrics)
-        if do_eval or do_save:
-          writer.flush()
-          progress.restart_clock(step)
-        result.step = step
-        if stop:
-          result.status = "preempted"
-          logging.warning("%s received: saved the checkpoint of step %d in %s; stopping. "
-                          "Run the same command again to resume.", stopper.signal_name, step,
-                          paths["checkpoints"])
-          break
-        if not is_last:
-          local = next(train_iter)
+    for step in range(start_step + 1, total_steps + 1):
+      state, step_metrics = train_step(state, mesh_lib.global_batch(local, mesh))
+      pending.append((step, step_metrics))
+      progress.update(step)
+      stop = stopper.should_stop(step)
+      is_last = step == total_steps
+      do_eval = is_last or _every(step, lengths["eval"])
+      do_save = is_last or stop or do_eval or _every(step, lengths["checkpoint"])
+      do_log = is_last or stop or _every(step, lengths["log"])
+      if do_save or do_log:
+        # Every step's metrics are checked before anything is logged or saved.
+        checked += _fetch_and_check(pending)  # Raises on NaN: nothing below runs.
+        pending = []
+      if do_log:
+        scalars = _mean_metrics(checked)
+        checked = []
+        scalars.update(progress.measure(step))
+        writer.write(step, scalars)
+        if is_main:
+          progress.set_postfix(loss=f"{scalars['train/loss']:.4g}")
+          logging.info("%s", progress.line(step, scalars))
+      eval_metrics = None
+      if do_eval:
+        eval_metrics = evaluate(task, state["params"], eval_step, mesh)
+        result.eval_metrics = eval_metrics
+        writer.write(step, eval_metrics)
+        if is_main:
+          logging.info("step %d eval: %s", step,
+                       ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+      if do_save:
+        checkpoints.save(step, state, eval_metrics)
+      if do_eval or do_save:
+        writer.flush()
+        progress.restart_clock(step)
+      result.step = step
+      if stop and not is_last:
+        result.status = "preempted"
+        logging.warning("%s received: saved the checkpoint of step %d in %s; stopping. "
+                        "Run the same command again to resume.", stopper.signal_name, step,
+                        paths["checkpoints"])
+        break
+      if not is_last:
+        local = next(train_iter)
   except NonFiniteLossError as e:
     last_good = checkpoints.latest_step()
     where = (f"The last good checkpoint is step {last_good} in {paths['checkpoints']}; "

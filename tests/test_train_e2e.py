@@ -1,0 +1,113 @@
+"""End to end: train.py / eval.py on the command line, every encoding through the loop.
+
+Command-line runs are subprocesses on 4 fake CPU devices; they share a persistent compilation
+cache (a cached executable is the same program, so results do not change, only start-up time).
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import vit_common
+from trainer import loop
+from trainer import mesh as mesh_lib
+from trainer import metrics as metrics_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# A smaller smoke run: one layer, a few steps, extrapolation to smaller and larger grids.
+TINY = ["--config.model.depth=1", "--config.eval.image_sizes=(4, 12)",
+        "--config.optim.warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  e = dict(os.environ)
+  e.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return e
+
+
+def run(script, args, env, check=True):
+  proc = subprocess.run([sys.executable, script] + args, cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  if check and proc.returncode:
+    raise AssertionError(f"{script} exited with {proc.returncode}:\n{proc.stderr[-4000:]}")
+  return proc
+
+
+def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
+  runs = {"spherical": tmp_path / "spherical", "ape": tmp_path / "ape"}
+  for encoding, workdir in runs.items():
+    proc = run("train.py", [f"--config=configs/vit_{encoding}.py:smoke",
+                            f"--workdir={workdir}", "--config.training.total_steps=12",
+                            "--config.eval.every_steps=6"] + TINY, env)
+    assert "finished at step 12" in proc.stdout
+  out = tmp_path / "cmp" / "resolution"
+  proc = run("eval.py", [f"--workdirs={runs['spherical']},{runs['ape']}",
+                         "--resolutions=4,8,12", f"--output={out}", "--labels=sph,ape"], env)
+  assert "sph" in proc.stdout and "ape" in proc.stdout  # The printed table.
+  result = json.loads(pathlib.Path(f"{out}.json").read_text())
+  assert [r["label"] for r in result["runs"]] == ["sph", "ape"]
+  for r, workdir in zip(result["runs"], runs.values()):
+    assert r["resolutions"] == [4, 8, 12] and r["train_image_size"] == 8
+    assert all(0.0 <= a <= 1.0 for a in r["accuracy"].values())
+    # eval.py restores the best checkpoint and must reproduce the training loop's own
+    # evaluation of it, at the training resolution and at the extrapolated ones.
+    records = metrics_lib.read_jsonl(str(workdir / "metrics.jsonl"))
+    logged = next(x for x in records if x["step"] == r["step"] and "eval/accuracy" in x)
+    assert r["accuracy"]["8"] == pytest.approx(logged["eval/accuracy"], abs=1e-6)
+    assert r["accuracy"]["12"] == pytest.approx(logged["eval_12px/accuracy"], abs=1e-6)
+    assert r["loss"]["4"] == pytest.approx(logged["eval_4px/loss"], rel=1e-5)
+  png = pathlib.Path(f"{out}.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize("encoding", sorted(vit_common.ENCODINGS))
+def test_every_encoding_lowers_train_and_eval_steps(encoding):
+  # Compiling 14 models would take minutes on CI's CPUs; lowering runs everything up to XLA
+  # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of
+  # the 4-device mesh, eval at smaller/larger grids). Full runs: the test above (Spherical,
+  # APE), tests/test_trainer_processes.py (Spherical) and the model's own tests.
+  config = vit_common.get_config(encoding, "smoke")
+  with config.unlocked():
+    config.eval.image_sizes = (4, 12)
+  setup = loop.build(config)
+  state = loop.abstract_state(setup, config.seed)
+  local = setup.task.init_inputs()
+  b = config.training.batch_size
+  batch = {k: jax.ShapeDtypeStruct((b,) + v.shape[1:], v.dtype,
+                                   sharding=mesh_lib.batch_sharding(setup.mesh))
+           for k, v in local.items()}
+  lowered = loop.jit_train_step(setup).lower(state, batch)
+  out_state, metrics = lowered.out_info
+  assert jax.tree.structure(out_state) == jax.tree.structure(state)
+  assert {"loss", "accuracy", "grad_norm", "lr"} <= set(metrics)
+  eval_step = loop.make_eval_step(setup.task, setup.mesh)
+  for size in (4, 8, 12):
+    shape = (config.eval.batch_size, size, size, 1)
+    eval_batch = {"image": jax.ShapeDtypeStruct(shape, np.float32),
+                  "label": jax.ShapeDtypeStruct(shape[:1], np.int32),
+                  "mask": jax.ShapeDtypeStruct(shape[:1], np.bool_)}
+    sums = eval_step.lower(state["params"], eval_batch).out_info
+    assert set(sums) == {"accuracy", "loss", "count"}
+
+
+def test_bad_options_fail_at_startup_on_the_command_line(tmp_path, env):
+  # (More bad options, in-process: tests/test_trainer_configs.py.)
+  cases = [("--config.model.posenc=hyperbolic", "model.posenc"),
+           ("--config.data.image_size=9", "data.image_size=9")]
+  for flag, option in cases:
+    proc = run("train.py", ["--config=configs/vit_axial.py:smoke", f"--workdir={tmp_path}",
+                            flag], env, check=False)
+    assert proc.returncode == 1 and option in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "checkpoints").exists()
+  proc = run("train.py", ["--config=configs/vit_axial.py:turbo", f"--workdir={tmp_path}"],
+             env, check=False)
+  assert proc.returncode != 0 and "'turbo' is unknown" in proc.stderr
+
