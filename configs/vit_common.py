@@ -114,13 +114,13 @@ def get_config(encoding: str, arg: str | None = None) -> ml_collections.ConfigDi
   elif mode == "fmnist":
     c.data = vision.default_config("none")
     c.data.update(name="fashion_mnist", image_size=28, crop="pad", crop_padding=2, flip=True)
-    # head_dim 36 (3 heads, width 108): divisible by 3 and 4, so every encoding splits it.
-    c.model = _model(encoding, variant="Ti/4", head_dim=36, depth=6, dropout=0.0,
+    # head_dim 24 (3 heads, width 72): divisible by 3 and 4, so every encoding splits it.
+    c.model = _model(encoding, variant="Ti/4", head_dim=24, depth=4, dropout=0.0,
                      drop_path=0.0, layerscale_init=None)
-    c.training.batch_size = 256
-    c.training.total_epochs = 15.0
-    c.optim.update(name="lamb", lr=4e-3, weight_decay=0.05, warmup_epochs=1.0)
-    c.eval.every_epochs = 1.0
+    c.training.batch_size = 128
+    c.training.total_epochs = 10.0
+    c.optim.update(name="lamb", lr=1e-2, weight_decay=0.05, warmup_epochs=1.0)
+    c.eval.every_epochs = 2.0
     c.eval.batch_size = 1000
     c.eval.image_sizes = (20, 36, 44)
     c.checkpoint.every_epochs = 1.0

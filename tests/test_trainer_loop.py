@@ -174,7 +174,7 @@ def test_run_logs_metrics_and_keeps_last_n_and_best(tmp_path):
   assert saved.to_dict() == json.loads(config.to_json_best_effort())
 
 
-def test_sigterm_saves_current_step_and_resume_is_bitwise(tmp_path):
+def test_sigterm_saves_current_step_and_resume_is_bitwise(tmp_path, caplog):
   # Logging every step makes each metrics record one step's values, comparable across runs.
   reference = toy_config(**{"training.total_steps": 10, "checkpoint.every_steps": 4,
                             "training.log_every_steps": 1})
@@ -191,6 +191,8 @@ def test_sigterm_saves_current_step_and_resume_is_bitwise(tmp_path):
 
   resumed = trainer.train_and_evaluate(reference, str(tmp_path / "run"))
   assert (resumed.status, resumed.step) == ("finished", 10)
+  # The resumed run's config differs in one key (no more SIGTERM): named in a warning.
+  assert "started with, in: toy.sigterm_at_step." in caplog.text
   assert_trees_equal(final_state(reference, str(tmp_path / "run")),
                      final_state(reference, str(tmp_path / "ref")))
   # The metrics file reads like one uninterrupted run, with the same numbers.

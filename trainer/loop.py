@@ -139,10 +139,29 @@ def make_eval_step(task: tasks.Task, mesh: jax.sharding.Mesh) -> Any:
                  out_shardings=mesh_lib.replicated(mesh))
 
 
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def _write_config(config: ml_collections.ConfigDict, path: str) -> None:
+  """Writes config.json; warns (naming the keys) if a resumed run's config changed."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  if os.path.exists(path):
+    with open(path) as f:
+      old, new = _flatten(json.load(f)), _flatten(json.loads(text))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+      logging.warning("The config differs from the one this workdir was started with, in: %s. "
+                      "config.json now holds the new one.", ", ".join(changed))
   with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    f.write(text)
   os.replace(path + ".tmp", path)
 
 
