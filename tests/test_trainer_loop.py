@@ -173,6 +173,11 @@ def test_run_logs_metrics_and_keeps_last_n_and_best(tmp_path):
   saved = loop.read_config(str(tmp_path))
   assert saved.to_dict() == json.loads(config.to_json_best_effort())
 
+  # Re-running a finished run restores its last checkpoint and returns without training.
+  again = trainer.train_and_evaluate(config, str(tmp_path))
+  assert (again.status, again.step, again.eval_metrics) == ("finished", 8, {})
+  assert metrics_lib.read_jsonl(str(tmp_path / "metrics.jsonl")) == records
+
 
 def test_sigterm_saves_current_step_and_resume_is_bitwise(tmp_path, caplog):
   # Logging every step makes each metrics record one step's values, comparable across runs.

@@ -282,15 +282,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                                     tensorboard=config.training.tensorboard)
   writer.drop_after(start_step)
 
-  # --- Compile the train step once, ahead of time, to know its cost. ---
-  train_iter = task.train_iterator(start_step, process_index, process_count)
-  eval_step = make_eval_step(task, mesh)
   result = RunResult(status="finished", step=start_step, eval_metrics={})
   if start_step >= total_steps:
     logging.info("Nothing to do: the checkpoint is at step %d of %d.", start_step, total_steps)
     checkpoints.close()
     writer.close()
     return result
+
+  # --- Compile the train step once, ahead of time, to know its cost. ---
+  train_iter = task.train_iterator(start_step, process_index, process_count)
+  eval_step = make_eval_step(task, mesh)
   first_local = next(train_iter)
   t0 = time.perf_counter()
   train_step = jit_train_step(setup).lower(
