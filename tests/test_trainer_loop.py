@@ -21,6 +21,7 @@ import pytest
 import tasks
 import trainer
 from configs import common
+from configs import vit_common
 from tasks import base
 from trainer import loop
 from trainer import metrics as metrics_lib
@@ -224,23 +225,42 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert max(r["step"] for r in records) < 5
 
 
-def test_one_step_on_four_devices_matches_one_device(tmp_path):
+def _vit_config():
+  """The smoke ViT (Spherical RoPE) with dropout and stochastic depth on, one layer."""
+  config = vit_common.get_config("spherical", "smoke")
+  with config.unlocked():
+    config.model.update(depth=1, dropout=0.1, drop_path=0.1)
+    config.training.total_steps = 1
+    config.optim.warmup_steps = 0
+    config.eval.image_sizes = ()
+    config.data.max_eval_examples = 32
+  return config
+
+
+@pytest.mark.parametrize("make_config", [
+    lambda: toy_config(**{"training.total_steps": 1, "optim.warmup_steps": 0,
+                          "eval.every_steps": None}),
+    _vit_config,
+], ids=["toy", "vit"])
+def test_one_step_on_four_devices_matches_one_device(tmp_path, make_config):
   assert jax.device_count() == 4
-  config = toy_config(**{"training.total_steps": 1, "optim.warmup_steps": 0,
-                         "eval.every_steps": None})
+  config = make_config()
   one = trainer.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
   four = trainer.train_and_evaluate(config, str(tmp_path / "four"))
   state_1 = final_state(config, str(tmp_path / "one"))
   state_4 = final_state(config, str(tmp_path / "four"))
-  init = jax.device_get(jax.jit(loop.step_lib.make_init_fn(
-      tasks.get_task(config), loop.build(config).tx))(jax.random.key(config.seed)))
+  setup = loop.build(config)
+  init = jax.device_get(jax.jit(loop.step_lib.make_init_fn(setup.task, setup.tx))(
+      jax.random.key(config.seed)))
+  changed = 0
   for a, b, c in zip(jax.tree.leaves(state_1["params"]), jax.tree.leaves(state_4["params"]),
                      jax.tree.leaves(init["params"])):
-    assert not np.array_equal(a, c)  # The step changed every parameter ...
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # ... identically.
+    changed += not np.array_equal(a, c)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # The same update on 1 and 4.
+  assert changed == len(jax.tree.leaves(init["params"]))  # The step moved every parameter.
   assert one.eval_metrics["eval/accuracy"] == four.eval_metrics["eval/accuracy"]
   np.testing.assert_allclose(one.eval_metrics["eval/loss"], four.eval_metrics["eval/loss"],
-                             rtol=1e-6)
+                             rtol=1e-5)
 
 
 def test_eval_metrics_are_exact_means_over_valid_examples(tmp_path):
