@@ -12,6 +12,7 @@ files are pooled as seeds) and writes:
                  only the text between them is replaced (hand-written reading around it stays).
   OUT_accuracy.png  accuracy per scheme, one panel per condition (+ the baseline).
   OUT_types.png     accuracy per scheme x question type, one heat map per condition.
+  OUT_runs.json     the pooled runs (a tasks.vlm_eval report: --eval accepts it again).
 """
 import argparse
 import json
@@ -157,12 +158,16 @@ def main(argv: list[str]) -> int:
     print(f"vlm_results: {e}", file=sys.stderr)
     return 1
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out + "_runs.json", "w") as f:
+    json.dump({"conditions": list(vlm_eval.CONDITIONS), "runs": runs,
+               "summary": vlm_eval.summarize(runs)}, f, indent=1)
   vlm_eval.plot_accuracy(runs, args.out + "_accuracy.png")
   vlm_eval.plot_types(runs, args.out + "_types.png")
   text = markdown(runs, os.path.basename(args.out))
   write_markdown(text, args.out + ".md")
   print(text)
-  print(f"vlm_results: wrote {args.out}.md, {args.out}_accuracy.png, {args.out}_types.png")
+  print(f"vlm_results: wrote {args.out}.md, {args.out}_accuracy.png, {args.out}_types.png, "
+        f"{args.out}_runs.json")
   return 0
 
 
