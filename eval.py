@@ -1,4 +1,4 @@
-r"""Top-1 accuracy of trained runs at several test resolutions (resolution extrapolation).
+r"""Evaluates trained runs: top-1 at several test resolutions (ViT) or the VLM conditions.
 
   python eval.py --workdirs=/tmp/runs/spherical_smoke
   python eval.py --workdirs=/tmp/runs/axial,/tmp/runs/spherical --resolutions=16,24,32,48,64 \
@@ -10,6 +10,9 @@ resolution (the papers' protocol: the model is NOT fine-tuned; rotary positions 
 APEs are interpolated). Writes OUTPUT.json (every number) and OUTPUT.png (accuracy against
 resolution, one line per run, a dotted line at each training resolution) and prints a table.
 OUTPUT defaults to WORKDIR/resolution for a single workdir; give --output for several.
+
+Workdirs of the vision-language task (config.task == "vlm") are handed to tasks/vlm_eval.py:
+exact match per question type under four conditions, PTD, a JSON report and PNG plots.
 """
 import json
 import os
@@ -26,6 +29,8 @@ flags.DEFINE_list("labels", None, "Legend labels, one per workdir (default: dire
 flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 flags.DEFINE_string("output", None, "Output path without extension (writes .json and .png).")
 flags.DEFINE_integer("batch_size", None, "Global eval batch size (default: the run's).")
+flags.DEFINE_integer("num_examples", None, "VLM runs only: questions per condition (default: "
+                     "the run's data.num_eval_examples).")
 flags.mark_flags_as_required(["workdirs"])
 FLAGS = flags.FLAGS
 
@@ -119,9 +124,19 @@ def plot(runs: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def _task_of(workdir: str) -> str:
+  from trainer import loop  # pylint: disable=g-import-not-at-top
+  return loop.read_config(workdir).task
+
+
 def main(argv) -> int:
-  del argv
   workdirs = FLAGS.workdirs
+  # Vision-language runs have their own protocol (four conditions, exact match, PTD): hand the
+  # whole command line (same flag names) to it.
+  if _task_of(workdirs[0]) == "vlm":
+    from tasks import vlm_eval  # pylint: disable=g-import-not-at-top
+    return vlm_eval.main(sys.argv)
+  del argv
   if FLAGS.labels and len(FLAGS.labels) != len(workdirs):
     raise app.UsageError(f"--labels has {len(FLAGS.labels)} entries for {len(workdirs)} workdirs.")
   if FLAGS.output is None and len(workdirs) > 1:

@@ -257,3 +257,20 @@ def test_unknown_scheme_in_the_config_file():
     vlm_common.get_config("rope3d", "smoke")
   with pytest.raises(ValueError, match="exclude each other"):
     vlm_common.get_config("mrope", "smoke,cpu")
+
+
+def test_eval_py_hands_vlm_workdirs_to_the_vlm_evaluation(trained, tmp_path, monkeypatch):
+  """`python eval.py --workdirs=<a vlm run>` writes the VLM report (not the ViT resolution one)."""
+  import eval as eval_cli  # the repository's eval.py
+  workdir = trained["circle_age"][0]
+  out = tmp_path / "via_eval_py"
+  argv = ["eval.py", f"--workdirs={workdir}", f"--output={out}", "--num_examples=8"]
+  eval_cli.FLAGS(argv)
+  monkeypatch.setattr("sys.argv", argv)
+  try:
+    assert eval_cli.main(argv) == 0
+  finally:
+    eval_cli.FLAGS.unparse_flags()
+  report = json.loads((tmp_path / "via_eval_py.json").read_text())
+  assert report["runs"][0]["scheme"] == "circle_age"
+  assert (tmp_path / "via_eval_py.png").stat().st_size > 0
