@@ -133,7 +133,12 @@ def main(argv) -> int:
   workdirs = FLAGS.workdirs
   # Vision-language runs have their own protocol (four conditions, exact match, PTD): hand the
   # whole command line (same flag names) to it.
-  if _task_of(workdirs[0]) == "vlm":
+  try:
+    task = _task_of(workdirs[0])
+  except ValueError as e:  # Not a training workdir.
+    print(f"eval.py: {e}", file=sys.stderr)
+    return 1
+  if task == "vlm":
     from tasks import vlm_eval  # pylint: disable=g-import-not-at-top
     return vlm_eval.main(sys.argv)
   del argv
