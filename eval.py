@@ -109,10 +109,12 @@ def plot(runs: list[dict], path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for r in runs:
+  colors = plt.get_cmap("tab20").colors  # 20 distinct colours: one per encoding of a sweep.
+  for i, r in enumerate(runs):
     sizes = sorted(int(s) for s in r["accuracy"])
     line, = ax.plot(sizes, [100 * r["accuracy"][str(s)] for s in sizes], marker="o",
-                    label=r["label"])
+                    label=r["label"], color=colors[i % len(colors)],
+                    linestyle="-" if i < len(colors) else "--")
     ax.axvline(r["train_image_size"], color=line.get_color(), linestyle=":", alpha=0.6)
   ax.set_xlabel("test resolution (pixels); dotted: training resolution")
   ax.set_ylabel("top-1 accuracy (%)")
