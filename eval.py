@@ -53,6 +53,7 @@ def evaluate_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
   """Restores one run and evaluates it at every resolution; returns a JSON-able dict."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from tasks import classification  # pylint: disable=g-import-not-at-top
+  from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
 
   config = loop.read_config(workdir)
@@ -67,16 +68,7 @@ def evaluate_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
   config.lock()
   setup = loop.build(config)  # Validates every size against the model (patch multiple, ...).
   checkpoints = loop.open_checkpoints(config, workdir, read_only=True)
-  if checkpoint == "best":
-    step = checkpoints.best_step() or checkpoints.latest_step()
-  elif checkpoint == "latest":
-    step = checkpoints.latest_step()
-  else:
-    step = int(checkpoint)
-    if step not in checkpoints.all_steps():
-      raise ValueError(f"--checkpoint={step}: {workdir} has checkpoints {checkpoints.all_steps()}.")
-  if step is None:
-    raise ValueError(f"{workdir} has no checkpoint.")
+  step = checkpoint_lib.select_step(checkpoints, checkpoint, workdir)
   state = checkpoints.restore(step, loop.abstract_state(setup, config.seed))
   checkpoints.close()
   metrics = loop.evaluate(setup.task, state["params"], loop.make_eval_step(setup.task, setup.mesh),

@@ -121,21 +121,6 @@ class MajorityBaseline:
 # One run.
 
 
-def _restore_step(checkpoints, checkpoint: str, workdir: str) -> int:
-  if checkpoint == "best":
-    step = checkpoints.best_step() or checkpoints.latest_step()
-  elif checkpoint == "latest":
-    step = checkpoints.latest_step()
-  else:
-    step = int(checkpoint)
-    if step not in checkpoints.all_steps():
-      raise ValueError(f"--checkpoint={step}: {workdir} has checkpoints "
-                       f"{checkpoints.all_steps()}.")
-  if step is None:
-    raise ValueError(f"{workdir} has no checkpoint.")
-  return step
-
-
 def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence[str] = CONDITIONS,
                  num_examples: int | None = None, batch_size: int | None = None) -> dict:
   """Restores one VLM run and evaluates it on `conditions`; returns a JSON-able dict."""
@@ -144,6 +129,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   from data import spatial_qa  # pylint: disable=g-import-not-at-top
   from data import tokenizer  # pylint: disable=g-import-not-at-top
   from tasks import vlm as vlm_task  # pylint: disable=g-import-not-at-top
+  from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
   from trainer import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 
@@ -161,7 +147,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   setup = loop.build(config)  # Validates the model against every condition (max_len, ...).
   task = setup.task
   checkpoints = loop.open_checkpoints(config, workdir, read_only=True)
-  step = _restore_step(checkpoints, checkpoint, workdir)
+  step = checkpoint_lib.select_step(checkpoints, checkpoint, workdir)
   state = checkpoints.restore(step, loop.abstract_state(setup, config.seed))
   checkpoints.close()
   params = state["params"]

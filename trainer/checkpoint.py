@@ -115,3 +115,22 @@ def abstract_like(state: Any, sharding: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         state, sharding)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
+def select_step(checkpoints: Any, which: str, workdir: str) -> int:
+  """The step to restore for `which` = "best" (falling back to the latest), "latest" or a step.
+
+  Raises ValueError naming the workdir when it has no such checkpoint.
+  """
+  if which == "best":
+    step = checkpoints.best_step() or checkpoints.latest_step()
+  elif which == "latest":
+    step = checkpoints.latest_step()
+  else:
+    step = int(which)
+    if step not in checkpoints.all_steps():
+      raise ValueError(f"--checkpoint={step}: {workdir} has checkpoints "
+                       f"{checkpoints.all_steps()}.")
+  if step is None:
+    raise ValueError(f"{workdir} has no checkpoint.")
+  return step
