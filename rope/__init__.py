@@ -33,9 +33,11 @@ from rope.multimodal import multimodal_positions
 from rope.multimodal import SCHEMES
 from rope.multimodal import Text
 from rope.multimodal import Video
+from rope.positions import grid_axes
 from rope.positions import grid_positions
 from rope.rotary import angles
 from rope.rotary import apply
 from rope.rotary import apply_cos_sin
+from rope.rotary import grid_cos_sin
 
 __version__ = "0.1.0"

@@ -232,6 +232,35 @@ def test_grid_positions_conventions():
   np.testing.assert_allclose(p[-1], [np.pi / 2, np.pi / 2], atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", ["index", "unit", "pi"])
+def test_grid_axes_are_the_grid_positions(scale):
+  rows, cols = rope.grid_axes(3, 5, scale=scale, train_size=(2, 4))
+  grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+  np.testing.assert_array_equal(grid, rope.grid_positions(3, 5, scale=scale, train_size=(2, 4)))
+
+
+@pytest.mark.parametrize("heads", [None, 4])
+def test_grid_cos_sin_equals_trig_of_grid_angles(heads):
+  # Image grid (2 axes) and a video grid (3 axes, t x h x w), shared and per-head freqs.
+  key = jax.random.PRNGKey(3)
+  for axes in (rope.grid_axes(7, 9, scale="index"),
+               (jnp.arange(3.0), jnp.arange(4.0) + 5.0, jnp.linspace(-3.0, 3.0, 6))):
+    p = len(axes)
+    shape = (D // 2, p) if heads is None else (heads, D // 2, p)
+    freqs = jax.random.uniform(key, shape) * 2.0
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, p)
+    ang = rope.angles(grid, freqs)
+    cos, sin = rope.grid_cos_sin(axes, freqs)
+    assert cos.shape == sin.shape == ang.shape
+    np.testing.assert_allclose(cos, jnp.cos(ang), atol=2e-6)
+    np.testing.assert_allclose(sin, jnp.sin(ang), atol=2e-6)
+
+
+def test_grid_cos_sin_rejects_wrong_axes():
+  with pytest.raises(ValueError, match="`axes` must be 2 1-D"):
+    rope.grid_cos_sin([jnp.arange(3.0)], rope.freqs_axial(D))
+
+
 def test_layouts_are_a_channel_permutation_of_each_other():
   ang = rope.angles(rope.grid_positions(3, 4), rope.freqs_axial(D))
   x = jax.random.normal(KEY, (12, 1, D))
