@@ -1,0 +1,286 @@
+"""Training-step cost of every ViT position encoding, and the PyTorch reference (issue 5).
+
+  python -m benchmarks.bench_vit_step                   # ViT-S/16, batch 32, 112 and 224 px
+  python -m benchmarks.bench_vit_step --image_size 112 --repeats 2 --posencs none,rope_mixed
+  python -m benchmarks.bench_vit_step --dtype bfloat16 --torch
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_vit_step
+
+What is timed: the repository's own training step, `trainer.step.make_train_step` (forward,
+backward, optax AdamW from `trainer.optim.make_optimizer` with its weight-decay mask, constant
+learning rate, no gradient clipping as in the torch reference, plus the step's norm metrics),
+jitted with the state donated as `trainer/loop.py` does, on one fixed synthetic batch
+(`batch_size` random images, one-hot labels over 1000 classes, softmax cross-entropy as
+`tasks.classification`). The model is `models.vit` at `--variant` with `--dtype` compute
+(parameters stay float32), no dropout, class-token pooling.
+
+Per encoding it prints the median ms/step, images/s, the overhead over `none` measured in the
+same process, and GFLOP/step and achieved GFLOP/s from XLA's cost analysis of the compiled step
+(`trainer.cost`; transcendentals are not counted). Spherical variants need head_dim % 3 == 0:
+they run at head_dim 63 (width 378, mlp 1512) as in the Spherical-RoPE paper, and their
+overhead is against a `none` row at the same head_dim 63, which is added automatically; every
+other row (head_dim 64) is against `none` at 64 (always timed, added if not listed).
+
+Noise: all steps of one image size are compiled first, then timed round-robin: repeat r runs
+one step of every encoding in turn before repeat r+1, so a load spike from another process
+hits all encodings alike rather than one of them; each encoding first gets `--warmup` untimed
+steps. Medians over `--repeats`.
+
+`--torch` also runs `benchmarks.torch_vit` (rope-vit's ViT RoPE-Mixed, eager, AdamW) for
+rope_mixed and none, in a subprocess with this process's environment (so the same LD_PRELOAD
+allocator), after the JAX rows of each image size, and prints its images/s and the JAX/torch
+ratio next to the JAX row of the same encoding (head_dim 64). Before timing it checks, once,
+that the two are the same model: Flax params are copied into the torch model
+(`torch_vit.flax_to_torch_state`) and the logits compared at 32 px, depth 2, float32.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from benchmarks import common
+from models import vit
+from models import vit_posenc
+from trainer import cost
+from trainer import optim as optim_lib
+from trainer import step as step_lib
+
+DEFAULT_POSENCS = ("none", "rope_mixed", "rope_axial", "uniform", "axial_pi", "mixed_pi",
+                   "axial_learned", "spherical", "spherical_learned", "liere")
+NUM_CLASSES = 1000
+TORCH_POSENCS = ("none", "rope_mixed")
+
+
+class SyntheticClassification:
+  """The two `tasks.base.Task` methods `trainer.step` calls, for a synthetic batch.
+
+  The loss is `tasks.classification`'s (softmax cross-entropy of one-hot labels, accuracy).
+  """
+
+  def __init__(self, model, image_size: int):
+    self.model = model
+    self.image_size = image_size
+
+  def init_params(self, rng: jax.Array) -> Any:
+    images = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
+    return self.model.init({"params": rng}, images, train=False)["params"]
+
+  def loss_fn(self, params, batch, rng):
+    logits = self.model.apply({"params": params}, batch["image"], train=True,
+                              rngs={"dropout": rng})
+    loss = optax.softmax_cross_entropy(logits, batch["label"]).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1))
+    return loss, {"accuracy": accuracy}
+
+
+def adamw_config() -> ml_collections.ConfigDict:
+  """`config.optim` for AdamW at a constant learning rate, no clipping (torch reference)."""
+  c = ml_collections.ConfigDict()
+  c.name, c.lr, c.b1, c.b2, c.eps = "adamw", 1e-3, 0.9, 0.999, 1e-8
+  c.weight_decay, c.grad_clip_norm = 0.05, 0.0
+  c.schedule, c.warmup_init_lr, c.end_lr = "constant", 1e-6, 1e-5
+  return c
+
+
+def model_config(posenc: str, *, variant: str, head_dim, image_size: int, dtype: str,
+                 layerscale) -> ml_collections.ConfigDict:
+  c = vit.default_config()
+  c.variant, c.posenc, c.head_dim, c.dtype = variant, posenc, head_dim, dtype
+  c.train_image_size = image_size
+  c.layerscale_init = layerscale
+  return c
+
+
+def rows(posencs: list[str], variant: str) -> list[tuple[str, str, Any]]:
+  """(label, posenc, head_dim or None) to time; adds the `none` baselines the overheads need."""
+  needs_63 = [p for p in posencs if vit_posenc.ROPE_KINDS.get(p) and
+              vit_posenc.ROPE_KINDS[p].head_dim_multiple == 3]
+  size, _ = vit.parse_variant(variant)
+  width, _, heads, _ = vit.VARIANTS[size]
+  base_head_dim = width // heads
+  out = [("none", "none", None)]
+  if needs_63 and base_head_dim % 3:
+    out.append(("none@63", "none", 63))
+  for p in posencs:
+    if p == "none":
+      continue
+    if p in needs_63 and base_head_dim % 3:
+      out.append((f"{p}@63", p, 63))
+    else:
+      out.append((p, p, None))
+  return out
+
+
+def build(label_posenc_hd, args, image_size: int, batch) -> dict:
+  """Compiles one encoding's donated train step and creates its state."""
+  label, posenc, head_dim = label_posenc_hd
+  config = model_config(posenc, variant=args.variant, head_dim=head_dim, image_size=image_size,
+                        dtype=args.dtype, layerscale=args.layerscale)
+  model = vit.model_from_config(config, NUM_CLASSES)
+  task = SyntheticClassification(model, image_size)
+  tx, schedule = optim_lib.make_optimizer(adamw_config(), total_steps=10**9, warmup_steps=0)
+  state = jax.jit(step_lib.make_init_fn(task, tx))(jax.random.key(0))
+  t0 = time.perf_counter()
+  compiled = jax.jit(step_lib.make_train_step(task, tx, schedule), donate_argnums=0).lower(
+      state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  return {"label": label, "posenc": posenc, "head_dim": vit.model_dims(config)["head_dim"],
+          "step": compiled, "state": state, "flops": cost.flops_per_device(compiled),
+          "compile_s": compile_s, "times": []}
+
+
+def time_round_robin(entries: list[dict], batch, *, repeats: int, warmup: int) -> None:
+  """Fills entry["times"] with `repeats` step times, interleaved across entries."""
+  def one(e):
+    t0 = time.perf_counter()
+    e["state"], metrics = e["step"](e["state"], batch)
+    jax.block_until_ready((e["state"], metrics))
+    return time.perf_counter() - t0
+
+  for e in entries:
+    for _ in range(warmup):
+      one(e)
+  for r in range(repeats):
+    for e in entries:
+      e["times"].append(one(e))
+    print(f"  repeat {r + 1}/{repeats} done", file=sys.stderr, flush=True)
+
+
+def run_torch(args, posenc: str, image_size: int) -> dict | None:
+  """benchmarks.torch_vit in a subprocess with this environment; its JSON or None on failure."""
+  cmd = [sys.executable, "-m", "benchmarks.torch_vit", "--json", "--posenc", posenc,
+         "--variant", args.variant, "--image_size", str(image_size),
+         "--batch_size", str(args.batch_size), "--repeats", str(args.repeats),
+         "--warmup", str(args.warmup), "--dtype", args.torch_dtype, "--adamw", args.torch_adamw]
+  if args.layerscale is not None:
+    cmd += ["--layerscale", str(args.layerscale)]
+  return _json_subprocess(cmd)
+
+
+def _json_subprocess(cmd: list[str]) -> dict | None:
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  if proc.returncode or not lines:
+    print(f"torch run failed ({' '.join(cmd[2:])}):\n{proc.stdout}{proc.stderr}",
+          file=sys.stderr)
+    return None
+  return json.loads(lines[-1])
+
+
+def print_parity() -> bool:
+  """Runs the Flax -> torch logits comparison once; False if torch is unusable."""
+  result = _json_subprocess([sys.executable, "-m", "benchmarks.torch_vit", "--parity", "--json"])
+  if result is None:
+    return False
+  for posenc in TORCH_POSENCS:
+    print(f"parity Flax vs torch ({posenc}, 32 px, depth 2, float32): max |dlogits| = "
+          f"{result[posenc]:.2e} (max |logit| {result[posenc + '_max_abs_logit']:.2f})")
+  return True
+
+
+def print_table(entries: list[dict], image_size: int, batch_size: int, torch_results: dict):
+  base = {e["head_dim"]: statistics.median(e["times"]) for e in entries if e["posenc"] == "none"}
+  header = (f"{'encoding':<22}{'ms/step':>10}{'img/s':>8}{'vs none':>9}{'GFLOP':>8}"
+            f"{'GFLOP/s':>9}{'compile s':>10}")
+  if torch_results:
+    header += f"{'torch ms':>10}{'torch img/s':>12}{'JAX/torch':>10}"
+  print(header)
+  for e in entries:
+    t = statistics.median(e["times"])
+    over = f"{100 * (t / base[e['head_dim']] - 1):+8.1f}%"
+    flops = e["flops"]
+    line = (f"{e['label']:<22}{t * 1e3:10.1f}{batch_size / t:8.2f}{over:>9}"
+            f"{flops / 1e9 if flops else float('nan'):8.1f}"
+            f"{flops / t / 1e9 if flops else float('nan'):9.1f}{e['compile_s']:10.1f}")
+    tr = torch_results.get(e["label"])
+    if tr:
+      line += (f"{tr['ms_per_step']:10.1f}{tr['images_per_s']:12.2f}"
+               f"{tr['ms_per_step'] / 1e3 / t:10.2f}")
+    print(line, flush=True)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--image_size", type=int, action="append",
+                      help="repeatable; default 112 and 224")
+  parser.add_argument("--posencs", default=",".join(DEFAULT_POSENCS),
+                      help=f"comma-separated, from {vit_posenc.POSENCS}")
+  parser.add_argument("--variant", default="S/16")
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--dtype", default="float32", choices=sorted(vit.DTYPES),
+                      help="compute dtype (bfloat16: parameters stay float32)")
+  parser.add_argument("--layerscale", type=float, default=None,
+                      help="LayerScale init for every model (rope-vit _LS: 1e-4); default none")
+  parser.add_argument("--torch", action="store_true",
+                      help="also time benchmarks.torch_vit (rope_mixed, none) and check parity")
+  parser.add_argument("--torch_dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--torch_adamw", default="default", choices=["default", "foreach", "fused"])
+  args = parser.parse_args(argv)
+
+  # Bad input -> ValueError before any compilation.
+  sizes = args.image_size or [112, 224]
+  posencs = [p for p in args.posencs.split(",") if p]
+  for p in posencs:
+    if p not in vit_posenc.POSENCS:
+      raise ValueError(f"--posencs: {p!r} is unknown; allowed: {vit_posenc.POSENCS}.")
+  for name in ("batch_size", "repeats"):
+    if getattr(args, name) < 1:
+      raise ValueError(f"--{name}={getattr(args, name)} must be >= 1.")
+  if args.warmup < 0:
+    raise ValueError(f"--warmup={args.warmup} must be >= 0.")
+  plan = rows(posencs, args.variant)
+  for size in sizes:
+    for _, posenc, head_dim in plan:
+      vit.validate_config(model_config(posenc, variant=args.variant, head_dim=head_dim,
+                                       image_size=size, dtype=args.dtype,
+                                       layerscale=args.layerscale), size)
+
+  print(common.header())
+  print(f"ViT {args.variant}, batch {args.batch_size}, {args.dtype} compute, AdamW, state "
+        f"donated; medians of {args.repeats} round-robin repeats after {args.warmup} warm-up")
+  use_torch = args.torch and print_parity()
+  for size in sizes:
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.standard_normal((args.batch_size, size, size, 3), np.float32)),
+        "label": jax.nn.one_hot(rng.integers(0, NUM_CLASSES, args.batch_size), NUM_CLASSES),
+    }
+    entries = []
+    for row in plan:
+      print(f"  compiling {row[0]} @ {size}px", file=sys.stderr, flush=True)
+      entries.append(build(row, args, size, batch))
+    time_round_robin(entries, batch, repeats=args.repeats, warmup=args.warmup)
+    torch_results = {}
+    if use_torch:
+      for posenc in TORCH_POSENCS:
+        if any(e["label"] == posenc for e in entries):
+          print(f"  torch {posenc} @ {size}px", file=sys.stderr, flush=True)
+          result = run_torch(args, posenc, size)
+          if result:
+            torch_results[posenc] = result
+    print(f"\n{size}x{size} px ({(size // vit.parse_variant(args.variant)[1]) ** 2} patches)")
+    print_table(entries, size, args.batch_size, torch_results)
+    for e in entries:  # Free this size's states and executables before the next size.
+      e.clear()
+  print("\n'vs none': step time over the `none` row of the same head_dim (none@63 for @63 "
+        "rows), same process. GFLOP/s: XLA cost-analysis FLOPs / median time.")
+  if use_torch:
+    print("JAX/torch = torch ms/step / JAX ms/step (> 1: JAX faster); torch: "
+          f"{args.torch_dtype}, AdamW {args.torch_adamw}, run after the JAX rows.")
+
+
+if __name__ == "__main__":
+  main()
