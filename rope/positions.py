@@ -34,8 +34,8 @@ def grid_positions(height: int, width: int, *, scale: str = "index",
   Returns:
     float32 `[height * width, 2]`; token `r * width + c` is `(row_r, col_c)`.
   """
-  rows, cols = grid_axes(height, width, scale=scale, train_size=train_size)
-  grid = np.stack(np.meshgrid(np.asarray(rows), np.asarray(cols), indexing="ij"), axis=-1)
+  rows, cols = _grid_axes(height, width, scale, train_size)
+  grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)
   return jnp.asarray(grid.reshape(height * width, 2))
 
 
@@ -46,6 +46,12 @@ def grid_axes(height: int, width: int, *, scale: str = "index",
   `grid_positions(h, w, ...)[r * w + c] == (rows[r], cols[c])`; feed them to
   `rope.grid_cos_sin` to compute a grid's tables from per-axis trig.
   """
+  rows, cols = _grid_axes(height, width, scale, train_size)
+  return jnp.asarray(rows), jnp.asarray(cols)
+
+
+def _grid_axes(height, width, scale, train_size) -> Tuple[np.ndarray, np.ndarray]:
+  """Checked host (NumPy) coordinates: usable under jit with static sizes."""
   height = _checks.positive_int("height", height)
   width = _checks.positive_int("width", width)
   _checks.one_of("scale", scale, SCALES)
@@ -55,4 +61,4 @@ def grid_axes(height: int, width: int, *, scale: str = "index",
     raise ValueError(f"`train_size` must be (h_train, w_train), got {train_size!r}.")
   h_train = _checks.positive_int("train_size[0]", train_size[0])
   w_train = _checks.positive_int("train_size[1]", train_size[1])
-  return (jnp.asarray(_axis(height, h_train, scale)), jnp.asarray(_axis(width, w_train, scale)))
+  return _axis(height, h_train, scale), _axis(width, w_train, scale)
