@@ -16,12 +16,12 @@ of the "train" split, as the trainer's step 1 sees them) this measures, in one p
   * collate cold / warm: the whole `Collator.__call__` (tokens, images, masks, positions).
   * step: the median wall time of one training step built exactly as train.py builds it
     (`trainer.loop.build` + `jit_train_step`: forward, backward and AdamW, state donated), on
-    that batch already on device. Repeats are interleaved across schemes (round-robin) so
-    load spikes hit every scheme alike; "vs 1-D" = median step / vanilla's median step and
-    "paired" = median over rounds of (step / vanilla's step in the same round), the steadier
-    of the two on a shared machine.
-  * flops, transc., bytes: XLA's cost analysis of the compiled step relative to vanilla's (exact,
-    noise-free: a scheme doing more work per step shows up here first).
+    that batch already on device. Repeats are interleaved across schemes (round-robin, each
+    round starting at the next scheme) so load spikes hit every scheme alike; "vs 1-D" =
+    median step / vanilla's median step and "paired" = median over rounds of (step /
+    vanilla's step in the same round), the steadier of the two on a shared machine.
+  * flops, transc., bytes: XLA's cost analysis of the compiled step relative to vanilla's
+    (exact, noise-free: a scheme doing more work per step shows up here first).
   * rotary: the rotary part alone, forward + backward, at the model's shapes:
     `vlm_rotary.layer_angles` from the batch's ids and `rope.apply_cos_sin` on a distinct
     q [B, L, Hq, D] and k [B, L, Hkv, D] per decoder layer, as the model does it; with its
@@ -197,7 +197,8 @@ def main(argv=None):
     runs.append(SchemeStep(s, args.config_arg, args.host_repeats))
     print(f"  {s}: built and compiled in {time.perf_counter() - t0:.1f} s", flush=True)
   for r in range(args.warmup + args.repeats):   # round-robin: one step of each scheme in turn
-    for run in runs:
+    shift = r % len(runs)   # a different scheme first each round (no fixed-position bias)
+    for run in runs[shift:] + runs[:shift]:
       run.run(record=r >= args.warmup)
   for run in runs:   # small (< 1% of a step): its own medians, after the steps
     run.rotary_seconds = common.median_seconds(run.rotary[0], run.rotary[1],
