@@ -220,7 +220,8 @@ def main(argv=None):
     paired = statistics.median(a / b for a, b in zip(run.times, ref.times))
     rel = {k: run.cost[k] / ref.cost[k] if ref.cost[k] else float("nan") for k in run.cost}
     print(f"{run.scheme:<18}{t * 1e3:9.1f}{min(run.times) * 1e3:8.1f}{t / base:8.3f}"
-          f"{paired:8.3f}{rel['flops']:8.3f}{rel['transcendentals']:9.3f}{rel['bytes accessed']:8.3f}"
+          f"{paired:8.3f}{rel['flops']:8.3f}{rel['transcendentals']:9.3f}"
+          f"{rel['bytes accessed']:8.3f}"
           f"{run.rotary_seconds * 1e3:11.3f}{100 * run.rotary_seconds / t:9.2f}%", flush=True)
     if min(t / base, paired) > 1.03:
       slow.append(run.scheme)
@@ -236,7 +237,8 @@ def main(argv=None):
           f"{h['collate_warm'] * 1e3:11.2f}{pct(h['pos_cold']):8.2f}%{pct(h['pos_warm']):8.3f}%"
           f"{pct(h['collate_cold']):8.2f}%{pct(h['collate_warm']):8.2f}%")
   print("\n'vs 1-D' = median step / vanilla's; 'paired' = median over rounds of step / vanilla's "
-        "step in the same round; flops, transc., bytes = XLA cost analysis of the step / vanilla's. "
+        "step in the same round; flops, transc., bytes = XLA cost analysis of the step / "
+        "vanilla's. "
         "rotary = angles + q/k rotation of every layer, forward+backward, alone. "
         "layouts = distinct layouts in the batch; pos = the collator's position ids (cold: "
         "empty layout cache, warm: steady state); collate = the whole batch.")
