@@ -9,7 +9,9 @@ positions (and the learned parameters, where the variant has them) and applies i
 effective bandwidth 2 * q.nbytes / time (q read once, written once), and the ratio to two
 baselines measured in the same process: a jitted copy of q and a jitted elementwise pass
 `q * c`. Positions are those of a square grid with as many tokens as the shape's L (1-D variants
-use 0..L-1; multimodal ones a text prefix + one image).
+use 0..L-1; multimodal ones a text prefix + one image). Rows marked "(grid)" build the tables
+with `rope.grid_cos_sin` from the grid's row and column coordinates (trig per axis, as the ViT
+does) instead of `rope.angles` on all L positions.
 """
 import argparse
 import math
@@ -38,8 +40,8 @@ def variants(shape, key):
   pos_unit = rope.grid_positions(side, side, scale="unit")
   pos_pi = rope.grid_positions(side, side, scale="pi")
   pos_1d = jnp.arange(l, dtype=jnp.float32)[:, None]
-  text = 16
-  segs = [rope.Text(text), rope.Image(side, side - 1), rope.Text(l - text - side * (side - 1))]
+  text = side // 2   # L = text + side * (side - 1) + (side - text) tokens.
+  segs = [rope.Text(text), rope.Image(side, side - 1), rope.Text(side - text)]
   mm = {s: jnp.asarray(rope.multimodal_positions(segs, s)[0])
         for s in ("mrope", "spatial_reset", "videorope", "circle")}
   half = d // 2
@@ -49,10 +51,17 @@ def variants(shape, key):
   def commuting(pos, layout):
     return lambda x, f: rope.apply(x, rope.angles(pos, f), layout=layout)
 
+  axes_idx = rope.grid_axes(side, side)
+
+  def grid(layout):  # the grid fast path: trig per axis (rope.grid_cos_sin), then apply.
+    return lambda x, f: rope.apply_cos_sin(x, *rope.grid_cos_sin(axes_idx, f), layout=layout)
+
   out = {
       "1d": (commuting(pos_1d, "half"), rope.freqs_1d(d)),
       "axial": (commuting(pos_idx, "interleaved"), rope.freqs_axial(d)),
+      "axial (grid)": (grid("interleaved"), rope.freqs_axial(d)),
       "mixed": (commuting(pos_idx, "interleaved"), rope.init_mixed_freqs(key, h, d)),
+      "mixed (grid)": (grid("interleaved"), rope.init_mixed_freqs(key, h, d)),
       "mrope": (commuting(mm["mrope"], "half"), rope.freqs_mrope(d, sections=sections)),
       "mrope_interleave": (commuting(mm["spatial_reset"], "half"),
                            rope.freqs_mrope_interleaved(d, sections=inter)),

@@ -203,9 +203,10 @@ class Attention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, positions: Optional[jax.Array], fixed: Optional[dict], *,
+  def __call__(self, x: jax.Array, positions: Optional[dict], fixed: Optional[dict], *,
                deterministic: bool) -> jax.Array:
-    """Args: x `[B, L, width]`; positions `[L, 2]`; fixed: the shared rotation (or None)."""
+    """Args: x `[B, L, width]`; positions: `vit_posenc.token_positions(...)` (or None); fixed:
+    the shared rotation (or None)."""
     h, d = self.num_heads, self.head_dim
     width = x.shape[-1]
     # Heads before tokens throughout ([B, H, L, D]): the projection writes that layout directly

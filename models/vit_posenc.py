@@ -101,7 +101,7 @@ def head_dim_error(posenc: str, head_dim: int, block_size: int) -> Optional[str]
 
 
 def token_positions(grid: tuple[int, int], train_grid: tuple[int, int], scale: str,
-                    num_prefix: int) -> jax.Array:
+                    num_prefix: int) -> dict:
   """Positions of all tokens: `num_prefix` class tokens at (0, 0), then the patch grid.
 
   Args:
@@ -111,11 +111,13 @@ def token_positions(grid: tuple[int, int], train_grid: tuple[int, int], scale: s
     num_prefix: number of class tokens in front of the patches (0 or 1).
 
   Returns:
-    float32 `[num_prefix + gh*gw, 2]` (row, col), row-major over the grid.
+    `{"positions": float32 [num_prefix + gh*gw, 2] (row, col), row-major over the grid;
+    "axes": (rows [gh], cols [gw]), the grid's coordinates (for per-axis trig)}`.
   """
+  axes = rope.grid_axes(grid[0], grid[1], scale=scale, train_size=train_grid)
   patches = rope.grid_positions(grid[0], grid[1], scale=scale, train_size=train_grid)
   prefix = jnp.zeros((num_prefix, 2), jnp.float32)
-  return jnp.concatenate([prefix, patches], axis=0)
+  return {"positions": jnp.concatenate([prefix, patches], axis=0), "axes": axes}
 
 
 def _uniform_freqs(head_dim: int, omega: float) -> jax.Array:
@@ -123,13 +125,13 @@ def _uniform_freqs(head_dim: int, omega: float) -> jax.Array:
   return omega * rope.freqs_axial(head_dim, theta=1.0)
 
 
-def fixed_rotation(posenc: str, positions: jax.Array, head_dim: int, theta: Optional[float],
+def fixed_rotation(posenc: str, tokens: dict, head_dim: int, theta: Optional[float],
                    omega: Optional[float]) -> Optional[dict]:
   """The rotation of an encoding whose frequencies are fixed (shared by all layers).
 
   Args:
     posenc: one of POSENCS.
-    positions: float32 `[L, 2]` from `token_positions`.
+    tokens: `token_positions(...)`.
     head_dim: D.
     theta: frequency base (already resolved to the default if unset).
     omega: Uniform RoPE's frequency.
@@ -141,12 +143,12 @@ def fixed_rotation(posenc: str, positions: jax.Array, head_dim: int, theta: Opti
   if posenc not in ROPE_KINDS or ROPE_KINDS[posenc].learned:
     return None
   if posenc in ("rope_axial", "axial_pi"):
-    return _from_angles(rope.angles(positions, rope.freqs_axial(head_dim, theta=theta)))
+    return _commuting(tokens, rope.freqs_axial(head_dim, theta=theta))
   if posenc == "uniform":
-    return _from_angles(rope.angles(positions, _uniform_freqs(head_dim, omega)))
+    return _commuting(tokens, _uniform_freqs(head_dim, omega))
   if posenc == "spherical":
     freqs = rope.spherical_freqs(head_dim, theta=theta)
-    return {"blocks": rope.spherical_rotations(positions, freqs)}
+    return {"blocks": rope.spherical_rotations(tokens["positions"], freqs)}
   raise AssertionError(f"unhandled fixed posenc {posenc!r}")
 
 
@@ -187,35 +189,41 @@ class LayerRotation(nn.Module):
   block_size: int = DEFAULT_BLOCK_SIZE
 
   @nn.compact
-  def __call__(self, positions: jax.Array, fixed: Optional[dict]) -> dict:
-    """Args: positions `[L, 2]`; fixed: `fixed_rotation(...)`. Returns a rotation dict."""
+  def __call__(self, tokens: dict, fixed: Optional[dict]) -> dict:
+    """Args: tokens: `token_positions(...)`; fixed: `fixed_rotation(...)`. Returns a rotation."""
     if not ROPE_KINDS[self.posenc].learned:
       return fixed
     h, d = self.num_heads, self.head_dim
     if self.posenc == "rope_mixed":
       freqs = self.param("freqs", lambda key: rope.init_mixed_freqs(key, h, d, theta=self.theta))
-      return _from_angles(rope.angles(positions, freqs))
+      return _commuting(tokens, freqs)
     if self.posenc == "mixed_pi":
       freqs = self.param("freqs", _uniform_init, (h, d // 2, 2))
-      return _from_angles(rope.angles(positions, freqs))
+      return _commuting(tokens, freqs)
     if self.posenc == "axial_learned":
       freqs = self.param("freqs", _uniform_init, (h, d // 4, 2))
-      return _from_angles(rope.angles(positions, _axial_table(freqs)))
+      return _commuting(tokens, _axial_table(freqs))
     if self.posenc == "spherical_learned":
       freqs = self.param("freqs", _uniform_init, (h, d // 3, 2))
-      return {"blocks": rope.spherical_rotations(positions, freqs)}
+      return {"blocks": rope.spherical_rotations(tokens["positions"], freqs)}
     if self.posenc == "liere":
       generators = self.param(
           "generators",
           lambda key: rope.init_liere(key, num_axes=2, num_heads=h, head_dim=d,
                                       block_size=self.block_size))
-      return {"blocks": rope.liere_rotations(positions, generators)}
+      return {"blocks": rope.liere_rotations(tokens["positions"], generators)}
     raise AssertionError(f"unhandled learned posenc {self.posenc!r}")
 
 
-def _from_angles(angles: jax.Array) -> dict:
-  # cos / sin once per rotation, reused for q and k (and every layer when shared).
-  return {"cos": jnp.cos(angles), "sin": jnp.sin(angles)}
+def _commuting(tokens: dict, freqs: jax.Array) -> dict:
+  """`{"cos", "sin": [L, 1|H, D/2]}` of the tokens' angles, once per rotation (reused for q
+  and k, and by every layer when shared). Trig runs per grid axis (`rope.grid_cos_sin`); the
+  class tokens at (0, 0) get cos 1, sin 0 exactly."""
+  cos, sin = rope.grid_cos_sin(tokens["axes"], freqs)                 # [gh*gw, 1|H, D/2]
+  num_prefix = tokens["positions"].shape[0] - cos.shape[0]
+  prefix = (num_prefix,) + cos.shape[1:]
+  return {"cos": jnp.concatenate([jnp.ones(prefix, cos.dtype), cos], axis=0),
+          "sin": jnp.concatenate([jnp.zeros(prefix, sin.dtype), sin], axis=0)}
 
 
 def heads_first(rotation: dict, num_heads: int) -> dict:

@@ -35,7 +35,15 @@ def angles(positions: jax.Array, freqs: jax.Array) -> jax.Array:
   if freqs.ndim == 2:
     freqs = freqs[None]                                              # [1, D/2, P]
   pos = positions.astype(jnp.float32)[..., None, None, :]           # [..., L, 1, 1, P]
-  return jnp.sum(pos * freqs.astype(jnp.float32), axis=-1)         # [..., L, 1|H, D/2]
+  freqs = freqs.astype(jnp.float32)
+  # Unrolled over the (static, small) P rather than `jnp.sum(pos * freqs, -1)`: XLA:CPU may turn
+  # the broadcast product into a separate [..., L, H, D/2, P] array and reduce it with a slow
+  # minor-axis kernel (measured 40x slower with two position sets in one step). Same sum order,
+  # bit-identical.
+  out = pos[..., 0] * freqs[..., 0]
+  for p in range(1, freqs.shape[-1]):
+    out = out + pos[..., p] * freqs[..., p]
+  return out                                                       # [..., L, 1|H, D/2]
 
 
 def grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tuple[jax.Array, jax.Array]:
