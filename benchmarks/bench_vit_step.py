@@ -244,9 +244,12 @@ def main(argv=None):
   plan = rows(posencs, args.variant)
   for size in sizes:
     for _, posenc, head_dim in plan:
-      vit.validate_config(model_config(posenc, variant=args.variant, head_dim=head_dim,
-                                       image_size=size, dtype=args.dtype,
-                                       layerscale=args.layerscale), size)
+      try:
+        vit.validate_config(model_config(posenc, variant=args.variant, head_dim=head_dim,
+                                         image_size=size, dtype=args.dtype,
+                                         layerscale=args.layerscale), size)
+      except ValueError as e:
+        raise ValueError(f"--image_size={size} / --variant / --posencs={posenc}: {e}") from e
 
   print(common.header())
   print(f"ViT {args.variant}, batch {args.batch_size}, {args.dtype} compute, AdamW, state "
