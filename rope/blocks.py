@@ -153,13 +153,48 @@ def apply_blocks(x: jax.Array, rotations: jax.Array) -> jax.Array:
   xb = x.astype(jnp.float32).reshape(x.shape[:-1] + (nb, g))          # [..., L, H, G, g]
   rotations = _fusion.materialize(rotations.astype(jnp.float32))
   if g <= _UNROLL_MAX_BLOCK:
-    # y_i = sum_j R_ij x_j as g broadcast multiply-adds over whole blocks: XLA:CPU vectorises
-    # these, while a reduction over a minor axis of size g (or a batched g x g dot) is ~10x
-    # slower for g = 3 or 8. Exact float32 on every backend (the dot below asks for HIGHEST
-    # precision for the same reason).
-    y = rotations[..., :, 0] * xb[..., 0:1]
-    for j in range(1, g):
-      y = y + rotations[..., :, j] * xb[..., j:j + 1]
+    y = _rotate_blocks(xb, rotations)
   else:
     y = jnp.einsum("...ij,...j->...i", rotations, xb, precision=_HIGHEST)
   return y.reshape(y.shape[:-2] + (d,)).astype(x.dtype)
+
+
+def _unrolled(xb, rotations):
+  # y_i = sum_j R_ij x_j as g broadcast multiply-adds over whole blocks: XLA:CPU vectorises
+  # these, while a reduction over a minor axis of size g (or a batched g x g dot) is ~10x
+  # slower for g = 3 or 8. Exact float32 on every backend (the einsum in apply_blocks asks for
+  # HIGHEST precision for the same reason).
+  y = rotations[..., :, 0] * xb[..., 0:1]
+  for j in range(1, xb.shape[-1]):
+    y = y + rotations[..., :, j] * xb[..., j:j + 1]
+  return y
+
+
+@jax.custom_vjp
+def _rotate_blocks(xb, rotations):
+  """`R @ x` per block: xb `[..., G, g]`, rotations `[..., G, g, g]` (broadcasting)."""
+  return _unrolled(xb, rotations)
+
+
+def _rotate_blocks_fwd(xb, rotations):
+  return _unrolled(xb, rotations), (xb, rotations)
+
+
+def _rotate_blocks_bwd(res, dy):
+  # Hand-written because autodiff of `_unrolled` differentiates g slices of `xb`, i.e. a sum of
+  # g zero-padded cotangents and g minor-axis reductions: ~40x the forward on CPU.
+  xb, rotations = res
+  dx = _unrolled(dy, _fusion.materialize(jnp.swapaxes(rotations, -1, -2)))   # R^T dy
+  outer = dy[..., :, None] * xb[..., None, :]                      # [..., G, g, g]
+  return _sum_to_shape(dx, xb.shape), _sum_to_shape(outer, rotations.shape)
+
+
+_rotate_blocks.defvjp(_rotate_blocks_fwd, _rotate_blocks_bwd)
+
+
+def _sum_to_shape(a: jax.Array, shape: tuple) -> jax.Array:
+  """Sums `a` over the axes that broadcasting added to an array of `shape`."""
+  lead = a.ndim - len(shape)
+  a = jnp.sum(a, axis=tuple(range(lead))) if lead else a
+  axes = tuple(i for i, (n, m) in enumerate(zip(shape, a.shape)) if n == 1 and m != 1)
+  return jnp.sum(a, axis=axes, keepdims=True) if axes else a
