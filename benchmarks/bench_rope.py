@@ -1,6 +1,6 @@
 """Cost of every rope variant (rotation from positions + application to q) vs a plain pass.
 
-  python -m benchmarks.bench_rope                       # [8, 1024, 6, 64] and [8, 4096, 6, 64]
+  python -m benchmarks.bench_rope                       # [8, 1024, 6, 64] and [32, 196, 6, 64]
   python -m benchmarks.bench_rope --shape 32,196,6,64 --backward
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_rope
 
@@ -89,7 +89,7 @@ def variants(shape, key):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--shape", action="append",
-                      help="B,L,H,D of q (repeatable); default 8,1024,6,64 and 8,4096,6,64")
+                      help="B,L,H,D of q (repeatable); default 8,1024,6,64 and 32,196,6,64 (ViT-S/16 at 224)")
   parser.add_argument("--only", default="", help="comma-separated variant names")
   parser.add_argument("--backward", action="store_true",
                       help="also time forward+backward (grad w.r.t. q and the parameters)")
@@ -97,7 +97,7 @@ def main(argv=None):
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args(argv)
   shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or
-                                                          ["8,1024,6,64", "8,4096,6,64"])]
+                                                          ["8,1024,6,64", "32,196,6,64"])]
   print(common.header())
   key = jax.random.PRNGKey(0)
   for shape in shapes:

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rope import _broadcast
 from rope import _checks
 from rope import _expm
 from rope import _fusion
@@ -66,11 +67,12 @@ def liere_rotations(positions: jax.Array, params: jax.Array) -> jax.Array:
     raise ValueError(f"`positions` must be [..., L, A] with A={params.shape[0]} (the axes of "
                      f"`params` {params.shape}), got {positions.shape}.")
   gens = liere_generators(params)                                       # [A, H, G, g, g]
-  pos = positions.astype(jnp.float32)
-  pos = pos.reshape(pos.shape + (1, 1, 1, 1))                           # [..., L, A, 1,1,1,1]
-  # Broadcast multiply + sum: exact float32, unlike a default-precision einsum on TPU.
-  gen = jnp.sum(pos * gens, axis=-5)                                    # [..., L, H, G, g, g]
-  return _expm.expm(gen)
+  pos = positions.astype(jnp.float32)                                   # [..., L, A]
+  # A matmul over the A axes at HIGHEST precision (float32-exact on every backend): its
+  # gradient w.r.t. the generators is another matmul, where a broadcast multiply + sum would
+  # differentiate into XLA:CPU's slow reduction over the token axis.
+  gen = jnp.matmul(pos, gens.reshape(gens.shape[0], -1), precision=_HIGHEST)
+  return _expm.expm(gen.reshape(pos.shape[:-1] + gens.shape[1:]))       # [..., L, H, G, g, g]
 
 
 def spherical_freqs(head_dim: int, theta: float = 100.0) -> jax.Array:
@@ -186,15 +188,7 @@ def _rotate_blocks_bwd(res, dy):
   xb, rotations = res
   dx = _unrolled(dy, _fusion.materialize(jnp.swapaxes(rotations, -1, -2)))   # R^T dy
   outer = dy[..., :, None] * xb[..., None, :]                      # [..., G, g, g]
-  return _sum_to_shape(dx, xb.shape), _sum_to_shape(outer, rotations.shape)
+  return _broadcast.sum_to_shape(dx, xb.shape), _broadcast.sum_to_shape(outer, rotations.shape)
 
 
 _rotate_blocks.defvjp(_rotate_blocks_fwd, _rotate_blocks_bwd)
-
-
-def _sum_to_shape(a: jax.Array, shape: tuple) -> jax.Array:
-  """Sums `a` over the axes that broadcasting added to an array of `shape`."""
-  lead = a.ndim - len(shape)
-  a = jnp.sum(a, axis=tuple(range(lead))) if lead else a
-  axes = tuple(i for i, (n, m) in enumerate(zip(shape, a.shape)) if n == 1 and m != 1)
-  return jnp.sum(a, axis=axes, keepdims=True) if axes else a
