@@ -1,0 +1,24 @@
+#!/bin/bash
+# Runs every benchmark behind benchmarks/RESULTS.md, each in fresh processes, with tcmalloc.
+#
+#   bash benchmarks/run_all.sh [OUT_DIR]        # default benchmarks/results; ~40 min on 2 cores
+#
+# Needs a quiet machine (nothing else running), `apt-get install libtcmalloc-minimal4` and, for
+# the PyTorch reference, `pip install -r benchmarks/requirements.txt`. bench_rope runs in three
+# fresh processes (allocator page-fault behaviour differs between processes); the others once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results}
+mkdir -p "$out"
+export LD_PRELOAD=${LD_PRELOAD:-/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4}
+export TF_CPP_MIN_LOG_LEVEL=2
+run() {  # run NAME ARGS...: python -m benchmarks.NAME ARGS > OUT/NAME[.tag].txt
+  local file=$1; shift
+  echo "== python -m $* > $out/$file" >&2
+  python -m "$@" > "$out/$file" 2> "$out/$file.log"
+}
+for i in 1 2 3; do run "bench_rope.$i.txt" benchmarks.bench_rope --backward; done
+run bench_scaling.txt benchmarks.bench_scaling
+run bench_vlm.txt benchmarks.bench_vlm
+run bench_vit_step.txt benchmarks.bench_vit_step --torch --repeats 3
+echo "done: $out" >&2
