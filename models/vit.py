@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from models import matmul
 from models import vit_posenc
 
 # width, depth, heads, mlp_dim (timm / DeiT).
@@ -174,13 +175,30 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=_TRUNC_NORMAL, name=name)
+    dense = lambda n, name: matmul.Dense(n, kernel_init=_TRUNC_NORMAL, dtype=self.dtype,
+                                         name=name)
     width = x.shape[-1]
     x = dense(self.mlp_dim, "fc1")(x)
     x = nn.gelu(x, approximate=False)  # timm / torch GELU is the exact (erf) one.
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     x = dense(width, "fc2")(x)
     return nn.Dropout(self.dropout)(x, deterministic=deterministic)
+
+
+def pairs_to_halves(a: jax.Array) -> jax.Array:
+  """qkv kernel `[..., 3, H, D]` or bias `[3, H, D]`: q and k channels reordered from
+  (0, 1, 2, ..., D-1) to (0, 2, ..., D-2, 1, 3, ..., D-1), so that the interleaved pair (2j,
+  2j+1) becomes the rotate-half pair (j, j + D/2); v is unchanged."""
+  qk, v = a[..., :2, :, :], a[..., 2:, :, :]
+  d = qk.shape[-1]
+  qk = jnp.swapaxes(qk.reshape(qk.shape[:-1] + (d // 2, 2)), -1, -2).reshape(qk.shape)
+  return jnp.concatenate([qk, v], axis=-3)
+
+
+def halves_to_pairs(x: jax.Array) -> jax.Array:
+  """The inverse channel order of `pairs_to_halves` on q or k `[..., D]`."""
+  d = x.shape[-1]
+  return jnp.swapaxes(x.reshape(x.shape[:-1] + (2, d // 2)), -1, -2).reshape(x.shape)
 
 
 class Attention(nn.Module):
@@ -212,25 +230,36 @@ class Attention(nn.Module):
     # Heads before tokens throughout ([B, H, L, D]): the projection writes that layout directly
     # and both attention einsums batch over (B, H) without transposes (measured ~5% faster
     # training steps on CPU than [B, L, H, D] + jax.nn.dot_product_attention).
-    qkv = nn.Einsum((width, 3, h, d), "bld,dkhe->kbhle", dtype=self.dtype,
-                    kernel_init=_TRUNC_NORMAL, name="qkv")(x)      # [3, B, H, L, D]
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    # Pair rotations (every rotary encoding but the block ones) turn adjacent channels (2j,
+    # 2j+1), the reference layout. q . k is unchanged when q and k list their channels in the
+    # same other order, so the projection emits them as (evens, odds) and the rotation runs as
+    # the cheaper rotate-half ("half" layout: ~2.5x faster on CPU than strided pairs). The
+    # parameters stay in the reference layout (checkpoints port unchanged).
+    pair_major = self.posenc in vit_posenc.PAIR_ROTATIONS
+    qkv = matmul.Einsum((width, 3, h, d), "bld,dkhe->kbhle", kernel_init=_TRUNC_NORMAL,
+                        reorder=pairs_to_halves if pair_major else None, dtype=self.dtype,
+                        name="qkv")(x)      # [3, B, H, L, D]
+    q, k, v = matmul.unstack(qkv)
     if self.posenc in vit_posenc.ROPE_KINDS:
       rotation = vit_posenc.LayerRotation(self.posenc, h, d, theta=self.theta,
                                           block_size=self.block_size, name="posenc")(
                                               positions, fixed)
       rotation = vit_posenc.heads_first(rotation, h)             # once for q and k
-      q = vit_posenc.rotate(q, rotation)
-      k = vit_posenc.rotate(k, rotation)
+      layout = "half" if pair_major else "interleaved"
+      q = vit_posenc.rotate(q, rotation, layout=layout)
+      k = vit_posenc.rotate(k, rotation, layout=layout)
     if self.is_mutable_collection("intermediates"):
-      # For analysis and tests: rotated q, k as [B, L, H, D] (logits = q . k / sqrt(D)).
-      self.sow("intermediates", "q", jnp.swapaxes(q, 1, 2))
-      self.sow("intermediates", "k", jnp.swapaxes(k, 1, 2))
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(d ** -0.5, q.dtype), k)
+      # For analysis and tests: rotated q, k as [B, L, H, D] in the reference channel order
+      # (logits = q . k / sqrt(D)).
+      restore = halves_to_pairs if pair_major else (lambda a: a)
+      self.sow("intermediates", "q", restore(jnp.swapaxes(q, 1, 2)))
+      self.sow("intermediates", "k", restore(jnp.swapaxes(k, 1, 2)))
+    logits = matmul.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(d ** -0.5, q.dtype), k,
+                           self.dtype)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
-    out = nn.Einsum((h, d, width), "bhld,hde->ble", dtype=self.dtype,
-                    kernel_init=_TRUNC_NORMAL, name="out")(out)   # [B, L, width]
+    out = matmul.einsum("bhqk,bhkd->bhqd", probs, v, self.dtype)
+    out = matmul.Einsum((h, d, width), "bhld,hde->ble", kernel_init=_TRUNC_NORMAL,
+                        dtype=self.dtype, name="out")(out)   # [B, L, width]
     return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 
@@ -326,8 +355,7 @@ class ViT(nn.Module):
     grid = (height // p, width // p)
     head_dim = self.width // self.num_heads
 
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                name="embedding")(images.astype(self.dtype))
+    x = matmul.PatchEmbed(self.width, p, dtype=self.dtype, name="embedding")(images)
     x = x.reshape(b, grid[0] * grid[1], self.width)
     if self.posenc in vit_posenc.APE_KINDS or self.ape:
       kind = "sincos" if self.posenc == "ape_sincos" else "learned"
@@ -358,8 +386,8 @@ class ViT(nn.Module):
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm_final")(x)
     x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_TRUNC_NORMAL,
-                      name="head")(x)
+    logits = matmul.Dense(self.num_classes, kernel_init=_TRUNC_NORMAL, dtype=self.dtype,
+                          name="head")(x)
     return logits.astype(jnp.float32)
 
 

@@ -75,6 +75,9 @@ ROPE_KINDS = {
     "mixed_pi": RopeKind("pi", 2, None, learned=True),
     "uniform": RopeKind("pi", 4, None, learned=False, uses_omega=True),
 }
+# Encodings whose rotation is independent 2x2 turns of channel pairs (`{"cos", "sin"}`); the
+# others (LieRE, Spherical) rotate larger blocks (`{"blocks"}`).
+PAIR_ROTATIONS = ("rope_axial", "rope_mixed", "axial_pi", "axial_learned", "mixed_pi", "uniform")
 APE_KINDS = ("ape_learned", "ape_sincos")
 POSENCS = ("none",) + APE_KINDS + tuple(ROPE_KINDS)
 POSITION_SCALES = ("index", "unit", "pi")
@@ -239,21 +242,24 @@ def heads_first(rotation: dict, num_heads: int) -> dict:
   return {name: swap(r) for name, r in rotation.items()}
 
 
-def rotate(x: jax.Array, rotation: dict) -> jax.Array:
+def rotate(x: jax.Array, rotation: dict, layout: str = "interleaved") -> jax.Array:
   """Rotates queries or keys.
 
   Args:
     x: `[B, L, H, D]`, or heads-first `[B, H, L, D]` with a `heads_first` rotation.
-    rotation: `{"cos", "sin": [L, H|1, D/2]}` (commuting 2x2 rotations of adjacent channel
-      pairs, by the angles whose cos / sin these are) or `{"blocks": [L, H|1, D/g, g, g]}`
-      (block rotations of contiguous channels).
+    rotation: `{"cos", "sin": [L, H|1, D/2]}` (commuting 2x2 rotations of channel pairs, by
+      the angles whose cos / sin these are) or `{"blocks": [L, H|1, D/g, g, g]}` (block
+      rotations of contiguous channels).
+    layout: the channel pairs of a `{"cos", "sin"}` rotation: "interleaved" (2j, 2j+1), the
+      reference layout, or "half" (j, j + D/2) for channels reordered by
+      `models.vit.pairs_to_halves`.
 
   Returns:
     Same shape and dtype as `x`.
   """
   if "blocks" in rotation:
     return rope.apply_blocks(x, rotation["blocks"])
-  return rope.apply_cos_sin(x, rotation["cos"], rotation["sin"], layout="interleaved")
+  return rope.apply_cos_sin(x, rotation["cos"], rotation["sin"], layout=layout)
 
 
 def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:

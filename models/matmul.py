@@ -1,0 +1,209 @@
+"""Matmuls of the models: float32, or bfloat16 inputs with float32 accumulation both ways.
+
+Why this module exists (no library does it): with `dtype=bfloat16`, Flax's `Dense` / `Einsum`
+/ `Conv` run their dots with bfloat16 outputs, and the transpose rules of `lax.dot_general`
+differentiate a `preferred_element_type=float32` dot with a float32 cotangent, so XLA runs the
+backward dots in float32. On XLA:CPU only bf16 x bf16 -> f32 dots reach the fast bf16 kernels
+(AMX / AVX-512-BF16: measured here 1.0-1.4 TFLOP/s against ~0.3 for float32 and for bf16 ->
+bf16). `einsum` below makes all three dots of a layer (forward, both gradients) bf16 x bf16 ->
+f32, then rounds the result to bf16: the usual mixed-precision recipe (bf16 compute, float32
+parameters and accumulation, float32 gradients of float32 parameters).
+
+The modules keep Flax's parameter names and shapes (`kernel`, `bias`), so float32 and bfloat16
+models share checkpoints, and the float32 path is the plain `jnp.einsum` of Flax.
+"""
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _parse(spec: str) -> tuple[str, str, str]:
+  """"ab,bc->ac" -> ("ab", "bc", "ac"); ValueError unless every operand index has a partner."""
+  inputs, arrow, out = spec.replace(" ", "").partition("->")
+  lhs, comma, rhs = inputs.partition(",")
+  if not arrow or not comma or "." in spec or "," in rhs:
+    raise ValueError(f"einsum spec={spec!r}: need an explicit two-operand 'lhs,rhs->out' "
+                     f"without ellipsis.")
+  for name, own, others in (("lhs", lhs, rhs + out), ("rhs", rhs, lhs + out)):
+    lonely = [c for c in own if c not in others]
+    if lonely:  # Its gradient would need a broadcast, not an einsum.
+      raise ValueError(f"einsum spec={spec!r}: {name} index {lonely} appears nowhere else.")
+  return lhs, rhs, out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bf16_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  return _bf16_fwd(spec, a, b)[0]
+
+
+def _mm(spec, a, b):
+  return jnp.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                    preferred_element_type=jnp.float32)
+
+
+def _bf16_fwd(spec, a, b):
+  return _mm(spec, a, b).astype(jnp.bfloat16), (a, b)
+
+
+def _bf16_bwd(spec, residuals, g):
+  a, b = residuals
+  lhs, rhs, out = _parse(spec)
+  da = _mm(f"{out},{rhs}->{lhs}", g, b).astype(a.dtype)
+  db = _mm(f"{lhs},{out}->{rhs}", a, g).astype(b.dtype)
+  return da, db
+
+
+_bf16_einsum.defvjp(_bf16_fwd, _bf16_bwd)
+
+
+def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+  """`jnp.einsum(spec, a, b)` computed in `dtype`.
+
+  Args:
+    spec: explicit two-operand spec such as "bld,dkhe->kbhle" (every index of an operand
+      appears in the other operand or the output).
+    a, b: operands of any float dtype.
+    dtype: float32 (plain einsum of float32 operands) or bfloat16 (bf16 x bf16 -> float32
+      accumulation -> bf16 result, and the same for both gradients, which come back in the
+      operands' own dtypes).
+
+  Returns:
+    The product in `dtype`.
+  """
+  _parse(spec)
+  if jnp.dtype(dtype) == jnp.bfloat16:
+    return _bf16_einsum(spec, a, b)
+  if jnp.dtype(dtype) != jnp.float32:
+    raise ValueError(f"dtype={jnp.dtype(dtype)}; allowed: float32, bfloat16.")
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype))
+
+
+def _sum_by_dot(g: jax.Array, spec: str, out_dtype) -> jax.Array:
+  """`jnp.einsum(spec, g)` for a spec that only sums axes away ("kbhle->khe"), as a dot with a
+  ones array: XLA:CPU lowers a reduction over leading axes to a slow reduce-window, while a
+  matrix-vector product runs in the dot library at memory speed."""
+  src, _, dst = spec.partition("->")
+  summed = "".join(c for c in src if c not in dst)
+  ones = jnp.ones(tuple(g.shape[src.index(c)] for c in summed), g.dtype)
+  return jnp.einsum(f"{src},{summed}->{dst}", g, ones,
+                    preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def add_bias(y: jax.Array, bias: jax.Array, spec: str) -> jax.Array:
+  """`y + bias` broadcast by `spec` ("kbhle->khe": bias axes k, h, e of y), in y's dtype.
+
+  The same sum as `y + bias.reshape(...)`; only its gradient differs in how it is computed
+  (`_sum_by_dot`)."""
+  src, _, dst = spec.partition("->")
+  broadcast = tuple(y.shape[i] if c in dst else 1 for i, c in enumerate(src))
+  return y + bias.reshape(broadcast).astype(y.dtype)
+
+
+def _add_bias_fwd(y, bias, spec):
+  return add_bias(y, bias, spec), bias   # a live parameter: saving it costs nothing
+
+
+def _add_bias_bwd(spec, bias, g):
+  return g, _sum_by_dot(g, spec, bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+@jax.custom_vjp
+def unstack(x: jax.Array) -> tuple[jax.Array, ...]:
+  """`tuple(x[i] for i in range(x.shape[0]))` whose gradient is one `jnp.stack`.
+
+  Differentiating plain indexing gives a sum of zero-padded cotangents, which XLA:CPU fuses
+  into one slow loop (~6 ms for the [3, 32, 6, 50, 64] qkv of a ViT-S layer); a stack is a
+  copy."""
+  return tuple(x[i] for i in range(x.shape[0]))
+
+
+def _unstack_fwd(x):
+  return unstack(x), None
+
+
+def _unstack_bwd(_, gs):
+  return (jnp.stack(gs),)
+
+
+unstack.defvjp(_unstack_fwd, _unstack_bwd)
+
+
+class Einsum(nn.Module):
+  """`einsum(spec, x, kernel) + bias`: Flax `nn.Einsum` with this module's mixed precision.
+
+  Attributes:
+    shape: kernel shape.
+    spec: einsum spec "x,kernel->out"; the bias has the kernel's axes that reach the output.
+    use_bias: add a zero-initialised bias.
+    kernel_init: kernel initializer.
+    dtype: compute dtype (parameters are float32).
+  """
+  shape: Sequence[int]
+  spec: str
+  use_bias: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  reorder: Optional[Callable] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Attributes beyond Flax's: `reorder`, a function applied to the stored kernel and bias
+    before use (a fixed re-indexing of output channels that keeps the parameters in the
+    reference layout, e.g. `models.vit.pairs_to_halves`)."""
+    _, rhs, out = _parse(self.spec)
+    reorder = self.reorder or (lambda a: a)
+    kernel = self.param("kernel", self.kernel_init, tuple(self.shape), jnp.float32)
+    y = einsum(self.spec, x, reorder(kernel), self.dtype)
+    if not self.use_bias:
+      return y
+    kept = "".join(c for c in out if c in rhs)
+    bias = self.param("bias", nn.initializers.zeros,
+                      tuple(self.shape[rhs.index(c)] for c in kept), jnp.float32)
+    return add_bias(y, reorder(bias), f"{out}->{kept}")
+
+
+class Dense(nn.Module):
+  """Flax `nn.Dense` (`kernel [in, out]`, `bias [out]`) with this module's mixed precision."""
+  features: int
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x `[..., in]` -> `[..., features]`."""
+    lead = x.shape[:-1]
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    y = einsum("mi,io->mo", x.reshape(-1, x.shape[-1]), kernel, self.dtype)
+    return add_bias(y, bias, "mo->o").reshape(lead + (self.features,))
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping patch embedding: Flax `nn.Conv(width, (p, p), strides=p, "VALID")` as one
+  matmul over patchified pixels (same `kernel [p, p, C, width]`, `bias [width]`).
+
+  A strided convolution with kernel = stride is a reshape and a matmul; writing it so lets the
+  bfloat16 path use `einsum` (XLA:CPU's bf16 convolution has no fast kernel).
+  """
+  width: int
+  patch_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """images `[B, H, W, C]` (H, W divisible by p) -> `[B, H/p, W/p, width]`."""
+    b, h, w, c = images.shape
+    p = self.patch_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.width,), jnp.float32)
+    patches = images.reshape(b, h // p, p, w // p, p, c)
+    y = einsum("bhpwqc,pqco->bhwo", patches, kernel, self.dtype)
+    return add_bias(y, bias, "bhwo->o")

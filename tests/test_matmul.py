@@ -1,0 +1,129 @@
+"""models.matmul: the mixed-precision einsum, its bias / unstack gradients, the Flax modules."""
+import flax.linen as nn
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models import matmul
+from models import vit
+
+
+def _normal(seed, shape):
+  return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+def _dots(fn, *args):
+  """(lhs dtype, rhs dtype, preferred/out dtype) of every dot_general in fn's jaxpr."""
+  out = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "dot_general":
+        out.append((eqn.invars[0].aval.dtype, eqn.invars[1].aval.dtype,
+                    eqn.outvars[0].aval.dtype))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return out
+
+
+SPECS = [("mi,io->mo", (6, 5), (5, 7)),
+         ("bld,dkhe->kbhle", (2, 3, 4), (4, 3, 2, 5)),
+         ("bhqd,bhkd->bhqk", (2, 3, 4, 5), (2, 3, 6, 5))]
+
+
+@pytest.mark.parametrize("spec, sa, sb", SPECS)
+def test_float32_is_plain_einsum(spec, sa, sb):
+  a, b = _normal(0, sa), _normal(1, sb)
+  np.testing.assert_array_equal(matmul.einsum(spec, a, b), jnp.einsum(spec, a, b))
+
+
+@pytest.mark.parametrize("spec, sa, sb", SPECS)
+def test_bfloat16_value_and_gradients_match_float32(spec, sa, sb):
+  a, b = _normal(0, sa), _normal(1, sb)
+  w = _normal(2, jnp.einsum(spec, a, b).shape)
+  loss = lambda dtype: lambda a, b: jnp.sum(matmul.einsum(spec, a, b, dtype).astype(
+      jnp.float32) * w)
+  y = matmul.einsum(spec, a, b, jnp.bfloat16)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(y.astype(jnp.float32), jnp.einsum(spec, a, b), rtol=0.02, atol=0.05)
+  got = jax.grad(loss(jnp.bfloat16), argnums=(0, 1))(a, b)
+  want = jax.grad(loss(jnp.float32), argnums=(0, 1))(a, b)
+  for g, r in zip(got, want):
+    assert g.dtype == jnp.float32                       # gradients in the operands' dtype
+    np.testing.assert_allclose(g, r, rtol=0.03, atol=0.03 * float(jnp.abs(r).max()))
+
+
+def test_bfloat16_backward_dots_take_bf16_and_accumulate_in_float32():
+  # The point of the module: every dot of the gradient too is bf16 x bf16 -> f32 (autodiff of
+  # a preferred_element_type=f32 dot would run the backward dots on float32 cotangents).
+  a, b = _normal(0, (6, 5)), _normal(1, (5, 7))
+  grad = jax.grad(lambda a, b: jnp.sum(matmul.einsum("mi,io->mo", a, b, jnp.bfloat16)
+                                       .astype(jnp.float32) ** 2), argnums=(0, 1))
+  dots = _dots(grad, a, b)
+  assert len(dots) == 3
+  assert all(d == (jnp.bfloat16, jnp.bfloat16, jnp.float32) for d in dots), dots
+
+
+def test_bad_spec_and_dtype_raise_naming_the_argument():
+  a, b = _normal(0, (2, 3)), _normal(1, (3, 4))
+  with pytest.raises(ValueError, match="spec="):
+    matmul.einsum("ij,jk", a, b)                    # implicit output
+  with pytest.raises(ValueError, match="lhs index"):
+    matmul.einsum("ij,jk->k", a, b)                 # i summed alone: not an einsum gradient
+  with pytest.raises(ValueError, match="dtype="):
+    matmul.einsum("ij,jk->ik", a, b, jnp.float16)
+
+
+def test_add_bias_gradient_is_the_broadcast_sum():
+  y, bias = _normal(0, (3, 4, 2, 5, 6)), _normal(1, (3, 2, 6))
+  w = _normal(2, y.shape)
+  f = lambda y, bias: jnp.sum(matmul.add_bias(y, bias, "kbhle->khe") * w)
+  ref = lambda y, bias: jnp.sum((y + bias[:, None, :, None, :]) * w)
+  np.testing.assert_allclose(f(y, bias), ref(y, bias), rtol=1e-6)
+  for g, r in zip(jax.grad(f, (0, 1))(y, bias), jax.grad(ref, (0, 1))(y, bias)):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_unstack_gradient_equals_indexing():
+  x = _normal(0, (3, 2, 5))
+  w = _normal(1, (3, 2, 5))
+  f = lambda x: sum(jnp.sum(part * w[i] * (i + 1)) for i, part in enumerate(matmul.unstack(x)))
+  ref = lambda x: sum(jnp.sum(x[i] * w[i] * (i + 1)) for i in range(3))
+  np.testing.assert_array_equal(jax.grad(f)(x), jax.grad(ref)(x))
+
+
+def test_patch_embed_equals_strided_conv_with_the_same_parameters():
+  images = _normal(0, (2, 12, 8, 3))
+  conv = nn.Conv(16, (4, 4), strides=(4, 4), padding="VALID")
+  params = conv.init(jax.random.PRNGKey(1), images)
+  mine = matmul.PatchEmbed(16, 4)
+  assert jax.tree.map(jnp.shape, mine.init(jax.random.PRNGKey(1), images)) == \
+      jax.tree.map(jnp.shape, params)
+  np.testing.assert_allclose(mine.apply(params, images), conv.apply(params, images),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_dense_and_einsum_modules_match_flax():
+  x = _normal(0, (2, 3, 8))
+  flax_dense = nn.Dense(5)
+  params = flax_dense.init(jax.random.PRNGKey(1), x)
+  np.testing.assert_allclose(matmul.Dense(5).apply(params, x), flax_dense.apply(params, x),
+                             rtol=1e-6, atol=1e-6)
+  flax_einsum = nn.Einsum((8, 3, 2, 4), "bld,dkhe->kbhle")
+  params = flax_einsum.init(jax.random.PRNGKey(2), x)
+  params = jax.tree.map(lambda p: p + _normal(3, p.shape), params)   # non-zero bias too
+  mine = matmul.Einsum((8, 3, 2, 4), "bld,dkhe->kbhle")
+  np.testing.assert_allclose(mine.apply(params, x), flax_einsum.apply(params, x),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_pairs_to_halves_reorders_q_and_k_channels_only():
+  kernel = jnp.arange(2 * 3 * 2 * 6, dtype=jnp.float32).reshape(2, 3, 2, 6)
+  out = vit.pairs_to_halves(kernel)
+  np.testing.assert_array_equal(out[:, :2], kernel[:, :2][..., [0, 2, 4, 1, 3, 5]])
+  np.testing.assert_array_equal(out[:, 2], kernel[:, 2])
+  np.testing.assert_array_equal(vit.halves_to_pairs(out[:, :2]), kernel[:, :2])
