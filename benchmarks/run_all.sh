@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs every benchmark behind benchmarks/RESULTS.md, each in fresh processes, with tcmalloc.
 #
-#   bash benchmarks/run_all.sh [OUT_DIR]        # default benchmarks/results; ~40 min on 2 cores
+#   bash benchmarks/run_all.sh [OUT_DIR]        # default benchmarks/results; ~30 min on 2 cores
 #
 # Needs a quiet machine (nothing else running), `apt-get install libtcmalloc-minimal4` and, for
 # the PyTorch reference, `pip install -r benchmarks/requirements.txt`. bench_rope runs in three
@@ -20,5 +20,6 @@ run() {  # run NAME ARGS...: python -m benchmarks.NAME ARGS > OUT/NAME[.tag].txt
 for i in 1 2 3; do run "bench_rope.$i.txt" benchmarks.bench_rope --backward; done
 run bench_scaling.txt benchmarks.bench_scaling
 run bench_vlm.txt benchmarks.bench_vlm
-run bench_vit_step.txt benchmarks.bench_vit_step --torch --repeats 3
+run bench_vit_step.f32.txt benchmarks.bench_vit_step --torch --repeats 3
+run bench_vit_step.bf16.txt benchmarks.bench_vit_step --torch --repeats 5 --dtype bfloat16
 echo "done: $out" >&2
