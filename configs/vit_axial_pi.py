@@ -7,7 +7,7 @@ models/vit.py (model.*), data/vision.py (data.*) and tasks/classification.py (lo
   # ~1-2 min on 2 CPU cores (digits 8x8, 600 steps; ~85-90% top-1):
   python train.py --config=configs/vit_axial_pi.py:smoke --workdir=/tmp/runs/vit_axial_pi_smoke
   python eval.py --workdirs=/tmp/runs/vit_axial_pi_smoke   # accuracy at 4..16 px, JSON + PNG
-  # Fashion-MNIST, 25-40 min on 2 CPU cores (~87% top-1):
+  # Fashion-MNIST, 3 epochs, ~4-5 min on 2 CPU cores (82.7% top-1, seed 0):
   python train.py --config=configs/vit_axial_pi.py:fmnist --workdir=/tmp/runs/vit_axial_pi_fmnist
   # CIFAR-100, 400 epochs (needs tfds-prepared cifar100: --config.data.data_dir=DIR);
   # roughly 20k steps of batch 1024, a few hours on one TPU v4-8 / 8 GPUs:
