@@ -92,47 +92,63 @@ def _sum_by_dot(g: jax.Array, spec: str, out_dtype) -> jax.Array:
                     preferred_element_type=jnp.float32).astype(out_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def add_bias(y: jax.Array, bias: jax.Array, spec: str) -> jax.Array:
-  """`y + bias` broadcast by `spec` ("kbhle->khe": bias axes k, h, e of y), in y's dtype.
-
-  The same sum as `y + bias.reshape(...)`; only its gradient differs in how it is computed
-  (`_sum_by_dot`)."""
+def _broadcast_add(y, bias, spec):
   src, _, dst = spec.partition("->")
   broadcast = tuple(y.shape[i] if c in dst else 1 for i, c in enumerate(src))
   return y + bias.reshape(broadcast).astype(y.dtype)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _add_bias_bf16(y, bias, spec):
+  return _broadcast_add(y, bias, spec)
+
+
 def _add_bias_fwd(y, bias, spec):
-  return add_bias(y, bias, spec), bias   # a live parameter: saving it costs nothing
+  return _broadcast_add(y, bias, spec), bias   # a live parameter: saving it costs nothing
 
 
 def _add_bias_bwd(spec, bias, g):
   return g, _sum_by_dot(g, spec, bias.dtype)
 
 
-add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+_add_bias_bf16.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def add_bias(y: jax.Array, bias: jax.Array, spec: str) -> jax.Array:
+  """`y + bias` broadcast by `spec` ("kbhle->khe": bias axes k, h, e of y), in y's dtype.
+
+  For a bfloat16 `y` the bias gradient is computed by `_sum_by_dot` (the bf16 sum otherwise
+  lowers to a reduce-window: ~3.5 ms per ViT-S qkv bias); float32 is Flax's plain add."""
+  if y.dtype == jnp.bfloat16:
+    return _add_bias_bf16(y, bias, spec)
+  return _broadcast_add(y, bias, spec)
 
 
 @jax.custom_vjp
-def unstack(x: jax.Array) -> tuple[jax.Array, ...]:
-  """`tuple(x[i] for i in range(x.shape[0]))` whose gradient is one `jnp.stack`.
-
-  Differentiating plain indexing gives a sum of zero-padded cotangents, which XLA:CPU fuses
-  into one slow loop (~6 ms for the [3, 32, 6, 50, 64] qkv of a ViT-S layer); a stack is a
-  copy."""
+def _unstack_bf16(x):
   return tuple(x[i] for i in range(x.shape[0]))
 
 
 def _unstack_fwd(x):
-  return unstack(x), None
+  return _unstack_bf16(x), None
 
 
 def _unstack_bwd(_, gs):
   return (jnp.stack(gs),)
 
 
-unstack.defvjp(_unstack_fwd, _unstack_bwd)
+_unstack_bf16.defvjp(_unstack_fwd, _unstack_bwd)
+
+
+def unstack(x: jax.Array) -> tuple[jax.Array, ...]:
+  """`tuple(x[i] for i in range(x.shape[0]))`; for bfloat16 `x` its gradient is one stack.
+
+  Differentiating plain indexing gives a sum of zero-padded cotangents, which XLA:CPU fuses
+  into one slow loop in bf16 (~6 ms for the [3, 32, 6, 50, 64] qkv of a ViT-S layer); a stack
+  is a copy. float32 keeps plain indexing (as fast there)."""
+  if x.dtype == jnp.bfloat16:
+    return _unstack_bf16(x)
+  return tuple(x[i] for i in range(x.shape[0]))
 
 
 class Einsum(nn.Module):
@@ -189,8 +205,8 @@ class PatchEmbed(nn.Module):
   """Non-overlapping patch embedding: Flax `nn.Conv(width, (p, p), strides=p, "VALID")` as one
   matmul over patchified pixels (same `kernel [p, p, C, width]`, `bias [width]`).
 
-  A strided convolution with kernel = stride is a reshape and a matmul; writing it so lets the
-  bfloat16 path use `einsum` (XLA:CPU's bf16 convolution has no fast kernel).
+  A strided convolution with kernel = stride is a reshape and a matmul; bfloat16 runs it so,
+  through `einsum` (XLA:CPU's bf16 convolution has no fast kernel); float32 is the convolution.
   """
   width: int
   patch_size: int
@@ -204,6 +220,10 @@ class PatchEmbed(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width),
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.width,), jnp.float32)
+    if jnp.dtype(self.dtype) == jnp.float32:   # Flax's nn.Conv, exactly.
+      y = jax.lax.conv_general_dilated(images.astype(jnp.float32), kernel, (p, p), "VALID",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return y + bias
     patches = images.reshape(b, h // p, p, w // p, p, c)
     y = einsum("bhpwqc,pqco->bhwo", patches, kernel, self.dtype)
     return add_bias(y, bias, "bhwo->o")

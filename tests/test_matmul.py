@@ -78,19 +78,23 @@ def test_bad_spec_and_dtype_raise_naming_the_argument():
     matmul.einsum("ij,jk->ik", a, b, jnp.float16)
 
 
-def test_add_bias_gradient_is_the_broadcast_sum():
-  y, bias = _normal(0, (3, 4, 2, 5, 6)), _normal(1, (3, 2, 6))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_add_bias_gradient_is_the_broadcast_sum(dtype):
+  y, bias = _normal(0, (3, 4, 2, 5, 6)).astype(dtype), _normal(1, (3, 2, 6))
   w = _normal(2, y.shape)
-  f = lambda y, bias: jnp.sum(matmul.add_bias(y, bias, "kbhle->khe") * w)
-  ref = lambda y, bias: jnp.sum((y + bias[:, None, :, None, :]) * w)
-  np.testing.assert_allclose(f(y, bias), ref(y, bias), rtol=1e-6)
-  for g, r in zip(jax.grad(f, (0, 1))(y, bias), jax.grad(ref, (0, 1))(y, bias)):
-    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+  f = lambda y, bias: jnp.sum(matmul.add_bias(y, bias, "kbhle->khe").astype(jnp.float32) * w)
+  ref = lambda y, bias: jnp.sum((y.astype(jnp.float32) + bias[:, None, :, None, :]) * w)
+  tol = 1e-5 if dtype == jnp.float32 else 0.05
+  np.testing.assert_allclose(f(y, bias), ref(y, bias), rtol=tol, atol=tol)
+  got, want = jax.grad(f, 1)(y, bias), jax.grad(ref, 1)(y, bias)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-def test_unstack_gradient_equals_indexing():
-  x = _normal(0, (3, 2, 5))
-  w = _normal(1, (3, 2, 5))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_unstack_gradient_equals_indexing(dtype):
+  x = _normal(0, (3, 2, 5)).astype(dtype)
+  w = _normal(1, (3, 2, 5)).astype(dtype)
   f = lambda x: sum(jnp.sum(part * w[i] * (i + 1)) for i, part in enumerate(matmul.unstack(x)))
   ref = lambda x: sum(jnp.sum(x[i] * w[i] * (i + 1)) for i in range(3))
   np.testing.assert_array_equal(jax.grad(f)(x), jax.grad(ref)(x))
@@ -103,8 +107,10 @@ def test_patch_embed_equals_strided_conv_with_the_same_parameters():
   mine = matmul.PatchEmbed(16, 4)
   assert jax.tree.map(jnp.shape, mine.init(jax.random.PRNGKey(1), images)) == \
       jax.tree.map(jnp.shape, params)
-  np.testing.assert_allclose(mine.apply(params, images), conv.apply(params, images),
-                             rtol=1e-5, atol=1e-5)
+  want = conv.apply(params, images)
+  np.testing.assert_allclose(mine.apply(params, images), want, rtol=1e-5, atol=1e-5)
+  as_matmul = matmul.PatchEmbed(16, 4, dtype=jnp.bfloat16).apply(params, images)
+  np.testing.assert_allclose(as_matmul.astype(jnp.float32), want, rtol=0.02, atol=0.05)
 
 
 def test_dense_and_einsum_modules_match_flax():
