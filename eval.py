@@ -100,7 +100,7 @@ def plot(runs: list[dict], path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  fig, ax = plt.subplots(figsize=(8.0, 4.2))
   colors = plt.get_cmap("tab20").colors  # 20 distinct colours: one per encoding of a sweep.
   for i, r in enumerate(runs):
     sizes = sorted(int(s) for s in r["accuracy"])
@@ -112,7 +112,7 @@ def plot(runs: list[dict], path: str) -> None:
   ax.set_ylabel("top-1 accuracy (%)")
   ax.set_title("Resolution extrapolation")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize="small")
+  ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the lines
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
