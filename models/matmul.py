@@ -84,7 +84,8 @@ def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Any = jnp.float32) -> j
 def _sum_by_dot(g: jax.Array, spec: str, out_dtype) -> jax.Array:
   """`jnp.einsum(spec, g)` for a spec that only sums axes away ("kbhle->khe"), as a dot with a
   ones array: XLA:CPU lowers a reduction over leading axes to a slow reduce-window, while a
-  matrix-vector product runs in the dot library at memory speed."""
+  matrix-vector product runs in the dot library at memory speed. (`rope._broadcast.sum_to_shape`
+  is the same workaround for rope's float32 VJPs; this one takes bf16 with f32 accumulation.)"""
   src, _, dst = spec.partition("->")
   summed = "".join(c for c in src if c not in dst)
   ones = jnp.ones(tuple(g.shape[src.index(c)] for c in summed), g.dtype)

@@ -56,28 +56,29 @@ class RopeKind:
     theta: default frequency base, or None if the encoding has no `theta` option.
     learned: True if every layer owns its own (learnable) rotation parameters.
     uses_omega: True if the encoding reads the `omega` option (Uniform RoPE).
+    blocks: True if the rotation turns blocks of channels (`{"blocks"}`: LieRE, Spherical),
+      False if it is independent 2x2 turns of channel pairs (`{"cos", "sin"}`).
   """
   scale: str
   head_dim_multiple: Optional[int]
   theta: Optional[float]
   learned: bool
   uses_omega: bool = False
+  blocks: bool = False
 
 
 ROPE_KINDS = {
     "rope_axial": RopeKind("index", 4, 100.0, learned=False),
     "rope_mixed": RopeKind("index", 4, 10.0, learned=True),
-    "liere": RopeKind("unit", None, None, learned=True),
-    "spherical": RopeKind("pi", 3, 100.0, learned=False),
-    "spherical_learned": RopeKind("pi", 3, None, learned=True),
+    "liere": RopeKind("unit", None, None, learned=True, blocks=True),
+    "spherical": RopeKind("pi", 3, 100.0, learned=False, blocks=True),
+    "spherical_learned": RopeKind("pi", 3, None, learned=True, blocks=True),
     "axial_pi": RopeKind("pi", 4, 10.0, learned=False),
     "axial_learned": RopeKind("pi", 4, None, learned=True),
     "mixed_pi": RopeKind("pi", 2, None, learned=True),
     "uniform": RopeKind("pi", 4, None, learned=False, uses_omega=True),
 }
-# Encodings whose rotation is independent 2x2 turns of channel pairs (`{"cos", "sin"}`); the
-# others (LieRE, Spherical) rotate larger blocks (`{"blocks"}`).
-PAIR_ROTATIONS = ("rope_axial", "rope_mixed", "axial_pi", "axial_learned", "mixed_pi", "uniform")
+PAIR_ROTATIONS = tuple(k for k, v in ROPE_KINDS.items() if not v.blocks)   # 2x2 pair turns
 APE_KINDS = ("ape_learned", "ape_sincos")
 POSENCS = ("none",) + APE_KINDS + tuple(ROPE_KINDS)
 POSITION_SCALES = ("index", "unit", "pi")

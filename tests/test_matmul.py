@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from models import matmul
-from models import vit
 
 
 def _normal(seed, shape):
@@ -125,11 +124,3 @@ def test_dense_and_einsum_modules_match_flax():
   mine = matmul.Einsum((8, 3, 2, 4), "bld,dkhe->kbhle")
   np.testing.assert_allclose(mine.apply(params, x), flax_einsum.apply(params, x),
                              rtol=1e-6, atol=1e-6)
-
-
-def test_pairs_to_halves_reorders_q_and_k_channels_only():
-  kernel = jnp.arange(2 * 3 * 2 * 6, dtype=jnp.float32).reshape(2, 3, 2, 6)
-  out = vit.pairs_to_halves(kernel)
-  np.testing.assert_array_equal(out[:, :2], kernel[:, :2][..., [0, 2, 4, 1, 3, 5]])
-  np.testing.assert_array_equal(out[:, 2], kernel[:, 2])
-  np.testing.assert_array_equal(vit.halves_to_pairs(out[:, :2]), kernel[:, :2])

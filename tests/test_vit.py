@@ -500,3 +500,11 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
   ref = reference.apply({"params": params}, images(TRAIN), train=False)
   np.testing.assert_allclose(logits, ref, atol=0.05 * float(np.abs(ref).max()) + 1e-3)
+
+
+def test_pairs_to_halves_reorders_q_and_k_channels_only():
+  kernel = jnp.arange(2 * 3 * 2 * 6, dtype=jnp.float32).reshape(2, 3, 2, 6)
+  out = vit.pairs_to_halves(kernel)
+  np.testing.assert_array_equal(out[:, :2], kernel[:, :2][..., [0, 2, 4, 1, 3, 5]])
+  np.testing.assert_array_equal(out[:, 2], kernel[:, 2])
+  np.testing.assert_array_equal(vit.halves_to_pairs(out[:, :2]), kernel[:, :2])
