@@ -173,7 +173,7 @@ class Einsum(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Attributes beyond Flax's: `reorder`, a function applied to the stored kernel and bias
     before use (a fixed re-indexing of output channels that keeps the parameters in the
-    reference layout, e.g. `models.vit.pairs_to_halves`)."""
+    reference layout, e.g. `models.vit.to_strided`)."""
     _, rhs, out = _parse(self.spec)
     reorder = self.reorder or (lambda a: a)
     kernel = self.param("kernel", self.kernel_init, tuple(self.shape), jnp.float32)

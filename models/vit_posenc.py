@@ -56,29 +56,31 @@ class RopeKind:
     theta: default frequency base, or None if the encoding has no `theta` option.
     learned: True if every layer owns its own (learnable) rotation parameters.
     uses_omega: True if the encoding reads the `omega` option (Uniform RoPE).
-    blocks: True if the rotation turns blocks of channels (`{"blocks"}`: LieRE, Spherical),
-      False if it is independent 2x2 turns of channel pairs (`{"cos", "sin"}`).
+    group: the channels one rotation turns together, adjacent in the reference layout: 2 for
+      2x2 turns of channel pairs (`{"cos", "sin"}`), 3 for Spherical's channel triplets
+      (`{"ca", "sa", "cb", "sb"}`). The ViT emits q / k strided by the group
+      (`models.vit.to_strided`), where the rotation reads contiguous runs of channels. None:
+      contiguous blocks of `block_size` channels (`{"blocks"}`, LieRE), not reordered.
   """
   scale: str
   head_dim_multiple: Optional[int]
   theta: Optional[float]
   learned: bool
   uses_omega: bool = False
-  blocks: bool = False
+  group: Optional[int] = 2
 
 
 ROPE_KINDS = {
     "rope_axial": RopeKind("index", 4, 100.0, learned=False),
     "rope_mixed": RopeKind("index", 4, 10.0, learned=True),
-    "liere": RopeKind("unit", None, None, learned=True, blocks=True),
-    "spherical": RopeKind("pi", 3, 100.0, learned=False, blocks=True),
-    "spherical_learned": RopeKind("pi", 3, None, learned=True, blocks=True),
+    "liere": RopeKind("unit", None, None, learned=True, group=None),
+    "spherical": RopeKind("pi", 3, 100.0, learned=False, group=3),
+    "spherical_learned": RopeKind("pi", 3, None, learned=True, group=3),
     "axial_pi": RopeKind("pi", 4, 10.0, learned=False),
     "axial_learned": RopeKind("pi", 4, None, learned=True),
     "mixed_pi": RopeKind("pi", 2, None, learned=True),
     "uniform": RopeKind("pi", 4, None, learned=False, uses_omega=True),
 }
-PAIR_ROTATIONS = tuple(k for k, v in ROPE_KINDS.items() if not v.blocks)   # 2x2 pair turns
 APE_KINDS = ("ape_learned", "ape_sincos")
 POSENCS = ("none",) + APE_KINDS + tuple(ROPE_KINDS)
 POSITION_SCALES = ("index", "unit", "pi")
@@ -142,7 +144,8 @@ def fixed_rotation(posenc: str, tokens: dict, head_dim: int, theta: Optional[flo
 
   Returns:
     None if the encoding has no fixed rotation (not rotary, or per-layer parameters), else a
-    rotation (see `rotate`): `{"cos", "sin": [L, 1, D/2]}` or `{"blocks": [L, 1, D/3, 3, 3]}`.
+    rotation (see `rotate`): `{"cos", "sin": [L, 1, D/2]}` or `{"ca", "sa", "cb", "sb":
+    [L, 1, D/3]}` (Spherical).
   """
   if posenc not in ROPE_KINDS or ROPE_KINDS[posenc].learned:
     return None
@@ -151,8 +154,7 @@ def fixed_rotation(posenc: str, tokens: dict, head_dim: int, theta: Optional[flo
   if posenc == "uniform":
     return _commuting(tokens, _uniform_freqs(head_dim, omega))
   if posenc == "spherical":
-    freqs = rope.spherical_freqs(head_dim, theta=theta)
-    return {"blocks": rope.spherical_rotations(tokens["positions"], freqs)}
+    return _spherical(tokens, rope.spherical_freqs(head_dim, theta=theta))
   raise AssertionError(f"unhandled fixed posenc {posenc!r}")
 
 
@@ -209,7 +211,7 @@ class LayerRotation(nn.Module):
       return _commuting(tokens, _axial_table(freqs))
     if self.posenc == "spherical_learned":
       freqs = self.param("freqs", _uniform_init, (h, d // 3, 2))
-      return {"blocks": rope.spherical_rotations(tokens["positions"], freqs)}
+      return _spherical(tokens, freqs)
     if self.posenc == "liere":
       generators = self.param(
           "generators",
@@ -230,6 +232,18 @@ def _commuting(tokens: dict, freqs: jax.Array) -> dict:
           "sin": jnp.concatenate([jnp.zeros(prefix, sin.dtype), sin], axis=0)}
 
 
+def _spherical(tokens: dict, freqs: jax.Array) -> dict:
+  """Spherical RoPE's `{"ca", "sa", "cb", "sb": [L, 1|H, D/3]}` (cos / sin of its row angle
+  alpha and column angle beta; `rope.apply_spherical`), trig per grid axis; the class tokens get
+  the identity (cos 1, sin 0)."""
+  tables = rope.spherical_grid_cos_sin(tokens["axes"], freqs)          # [gh*gw, 1|H, D/3]
+  num_prefix = tokens["positions"].shape[0] - tables[0].shape[0]
+  prefix = (num_prefix,) + tables[0].shape[1:]
+  fill = {"ca": 1.0, "sa": 0.0, "cb": 1.0, "sb": 0.0}
+  return {name: jnp.concatenate([jnp.full(prefix, fill[name], t.dtype), t], axis=0)
+          for name, t in zip(fill, tables)}
+
+
 def heads_first(rotation: dict, num_heads: int) -> dict:
   """A rotation `[L, H|1, ...]` re-laid out as `[H, L, ...]` for heads-first q / k.
 
@@ -243,24 +257,33 @@ def heads_first(rotation: dict, num_heads: int) -> dict:
   return {name: swap(r) for name, r in rotation.items()}
 
 
-def rotate(x: jax.Array, rotation: dict, layout: str = "interleaved") -> jax.Array:
+def rotate(x: jax.Array, rotation: dict, strided: bool = False) -> jax.Array:
   """Rotates queries or keys.
 
   Args:
     x: `[B, L, H, D]`, or heads-first `[B, H, L, D]` with a `heads_first` rotation.
     rotation: `{"cos", "sin": [L, H|1, D/2]}` (commuting 2x2 rotations of channel pairs, by
-      the angles whose cos / sin these are) or `{"blocks": [L, H|1, D/g, g, g]}` (block
-      rotations of contiguous channels).
-    layout: the channel pairs of a `{"cos", "sin"}` rotation: "interleaved" (2j, 2j+1), the
-      reference layout, or "half" (j, j + D/2) for channels reordered by
-      `models.vit.pairs_to_halves`.
+      the angles whose cos / sin these are), `{"ca", "sa", "cb", "sb": [L, H|1, D/3]}`
+      (Spherical RoPE's triplets) or `{"blocks": [L, H|1, D/g, g, g]}` (block rotations of
+      contiguous channels).
+    strided: False: the reference channel layout (pairs (2j, 2j+1), triplets (3t, 3t+1,
+      3t+2)); True: channels reordered by `models.vit.to_strided` (pairs (j, j + D/2),
+      triplets (t, t + D/3, t + 2D/3)).
 
   Returns:
     Same shape and dtype as `x`.
   """
+  # The tables are per-axis trig broadcast over the grid (plus the class token's ones and
+  # zeros): XLA forms them inside the rotation (materialize=False) rather than re-reading a
+  # written [H, L, D/2] table for every image of the batch.
   if "blocks" in rotation:
     return rope.apply_blocks(x, rotation["blocks"])
-  return rope.apply_cos_sin(x, rotation["cos"], rotation["sin"], layout=layout)
+  if "ca" in rotation:
+    tables = tuple(rotation[n] for n in ("ca", "sa", "cb", "sb"))
+    return rope.apply_spherical(x, tables, layout="thirds" if strided else "interleaved",
+                                materialize=False)
+  return rope.apply_cos_sin(x, rotation["cos"], rotation["sin"],
+                            layout="half" if strided else "interleaved", materialize=False)
 
 
 def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:

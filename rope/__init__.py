@@ -39,5 +39,8 @@ from rope.rotary import angles
 from rope.rotary import apply
 from rope.rotary import apply_cos_sin
 from rope.rotary import grid_cos_sin
+from rope.spherical import apply_spherical
+from rope.spherical import spherical_cos_sin
+from rope.spherical import spherical_grid_cos_sin
 
 __version__ = "0.1.0"

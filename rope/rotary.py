@@ -64,7 +64,8 @@ def grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tuple[jax.Array
     freqs: `[D/2, P]` (shared) or `[H, D/2, P]` (per head).
 
   Returns:
-    float32 `(cos, sin)`, each `[n_1 * ... * n_P, 1|H, D/2]`.
+    float32 `(cos, sin)`, each `[n_1 * ... * n_P, 1|H, D/2]`: products of materialised
+    per-axis trig, cheap enough to pass to `apply_cos_sin(..., materialize=False)`.
   """
   freqs = jnp.asarray(freqs)
   _checks.ndim_in("freqs", freqs.shape, (2, 3), "[D/2, P] or [H, D/2, P]")
@@ -128,18 +129,30 @@ def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half") -> jax.Array
 
 
 def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
-                  layout: str = "half") -> jax.Array:
+                  layout: str = "half", materialize: bool = True) -> jax.Array:
   """`apply` with precomputed `cos(angles)`, `sin(angles)` (each `[..., L, 1|H, D/2]`).
 
   Use this when the same angles serve many calls (every layer, q and k): the tables are then
   computed once instead of being fused into every application.
+
+  Args:
+    x, layout: as `apply`.
+    cos, sin: the tables.
+    materialize: compute the tables as their own kernel before the rotation reads them (the
+      default). Needed when they contain trig, which XLA:CPU would otherwise recompute for every
+      batch element and head. Pass False for tables that are cheap products of small
+      materialised ones, such as `grid_cos_sin`'s (4 multiplies per entry): XLA then forms
+      them inside the rotation instead of writing a `[L, H, D/2]` table and re-reading it for
+      every batch element (per-head tables on [8, 1024, 6, 64]: 0.87 ms instead of 1.98 ms;
+      bit-identical).
   """
   x = jnp.asarray(x)
   _check_apply(x.shape, cos.shape, layout)
   dtype = x.dtype
   xf = x.astype(jnp.float32)
-  cos = _fusion.materialize(cos.astype(jnp.float32))
-  sin = _fusion.materialize(sin.astype(jnp.float32))
+  cos, sin = cos.astype(jnp.float32), sin.astype(jnp.float32)
+  if materialize:
+    cos, sin = _fusion.materialize(cos), _fusion.materialize(sin)
   return _rotate_pairs(xf, cos, sin, layout).astype(dtype)
 
 

@@ -164,6 +164,16 @@ def test_spherical_fixed():
   np.testing.assert_allclose(logits(q, k), g["attn_logits"], atol=ROT_TOL)
   qb = rope.apply_blocks(bhnd_to_blhd(g["q_big"][:, :, 1:]), rope.spherical_rotations(pos_big, freqs))
   np.testing.assert_allclose(qb, bhnd_to_blhd(g["q_big_out_patch"]), atol=POS_TOL)
+  # The fast form (two rounds of plane rotations from cos / sin tables), in both layouts.
+  q2 = rope.apply_spherical(bhnd_to_blhd(g["q"]), rope.spherical_cos_sin(with_cls(pos), freqs))
+  np.testing.assert_allclose(q2, bhnd_to_blhd(g["q_out_full"]), atol=POS_TOL)
+  thirds = np.arange(63).reshape(21, 3).T.reshape(-1)       # (u's, v's, w's)
+  qg = rope.apply_spherical(bhnd_to_blhd(g["q_big"][:, :, 1:])[..., thirds],
+                            rope.spherical_grid_cos_sin(rope.grid_axes(8, 12, scale="pi",
+                                                                       train_size=(4, 6)), freqs),
+                            layout="thirds", materialize=False)
+  np.testing.assert_allclose(qg[..., np.argsort(thirds)], bhnd_to_blhd(g["q_big_out_patch"]),
+                             atol=POS_TOL)
   # Shift gap measured with the reference's q, k: (row, col) += (0.37, -0.21) -> 0.842.
   qp, kp = bhnd_to_blhd(g["q"][:, :, 1:]), bhnd_to_blhd(g["k"][:, :, 1:])
 

@@ -437,3 +437,54 @@ def test_liere_expm_matches_scipy_float64(g, scale):
   eye = np.eye(g)
   np.testing.assert_allclose(got @ np.swapaxes(got, -1, -2), np.broadcast_to(eye, got.shape),
                              atol=1e-4)
+
+
+# ------------------------------------------------- Spherical RoPE as two rounds of plane turns
+
+THIRDS = np.arange(12).reshape(4, 3).T.reshape(-1)   # D=12: (3t+i) -> i*4+t
+
+
+@pytest.mark.parametrize("learned", [False, True])
+@pytest.mark.parametrize("layout", ["interleaved", "thirds"])
+def test_apply_spherical_equals_reference_matrices_with_gradients(learned, layout):
+  key = jax.random.PRNGKey(3)
+  freqs = (jax.random.uniform(key, (3, 4, 2)) if learned else rope.spherical_freqs(12))
+  axes = rope.grid_axes(3, 5, scale="pi")
+  pos = rope.grid_positions(3, 5, scale="pi")
+  x = jax.random.normal(key, (2, 15, 3, 12))
+  perm = THIRDS if layout == "thirds" else np.arange(12)
+  inv = np.argsort(perm)
+
+  def ref(x, f):
+    return rope.apply_blocks(x, rope.spherical_rotations(pos, f))
+
+  def ours(x, f, grid):
+    tables = (rope.spherical_grid_cos_sin(axes, f) if grid else rope.spherical_cos_sin(pos, f))
+    return rope.apply_spherical(x[..., perm], tables, layout=layout,
+                                materialize=not grid)[..., inv]
+
+  w = jax.random.normal(jax.random.PRNGKey(4), x.shape)
+  g_ref = jax.grad(lambda x, f: jnp.sum(ref(x, f) * w), (0, 1))(x, freqs)
+  for grid in (False, True):
+    np.testing.assert_allclose(ours(x, freqs, grid), ref(x, freqs), atol=2e-6)
+    g = jax.grad(lambda x, f: jnp.sum(ours(x, f, grid) * w), (0, 1))(x, freqs)
+    np.testing.assert_allclose(g[0], g_ref[0], atol=2e-5)
+    np.testing.assert_allclose(g[1], g_ref[1], rtol=1e-5, atol=1e-4)
+  # Orthogonal: norms of every triplet preserved.
+  y = ours(x, freqs, True)
+  np.testing.assert_allclose(jnp.linalg.norm(y.reshape(2, 15, 3, 4, 3), axis=-1),
+                             jnp.linalg.norm(x.reshape(2, 15, 3, 4, 3), axis=-1), rtol=1e-5)
+
+
+def test_apply_spherical_rejects_bad_input():
+  x = jnp.zeros((2, 15, 3, 12))
+  tables = rope.spherical_grid_cos_sin(rope.grid_axes(3, 5), rope.spherical_freqs(12))
+  with pytest.raises(ValueError, match="`layout`='half' is not supported; allowed: "
+                                       "'interleaved', 'thirds'"):
+    rope.apply_spherical(x, tables, layout="half")
+  with pytest.raises(ValueError, match=r"`tables` \(cos alpha\) must be \[\.\.\., L, 1\|H, D/3\]"):
+    rope.apply_spherical(x[:, :14], tables)
+  with pytest.raises(ValueError, match="divisible by 3"):
+    rope.apply_spherical(jnp.zeros((2, 15, 3, 10)), tables)
+  with pytest.raises(ValueError, match="`axes` must be \\(rows, cols\\)"):
+    rope.spherical_grid_cos_sin([jnp.arange(3.0)], rope.spherical_freqs(12))

@@ -355,14 +355,14 @@ def _cos_shapes(jaxpr):
   return shapes
 
 
-# Commuting tables take their trig per grid axis (rope.grid_cos_sin): 4 rows + 4 columns of the
-# 4x4 grid, not 17 tokens; the class token's cos 1 / sin 0 need none.
+# Tables take their trig per grid axis (rope.grid_cos_sin, rope.spherical_grid_cos_sin): 4 rows
+# + 4 columns of the 4x4 grid, not 17 tokens; the class token's cos 1 / sin 0 need none.
 @pytest.mark.parametrize("posenc, per_model, per_layer", [
     ("rope_axial", [(4, 1, 12)] * 2, []),
     ("uniform", [(4, 1, 12)] * 2, []),
-    ("spherical", [(17, 1, 8)] * 2, []),       # alpha and beta
+    ("spherical", [(4, 1, 8)] * 2, []),       # alpha of the rows, beta of the columns
     ("rope_mixed", [], [(4, HEADS, 12)] * 2),
-    ("spherical_learned", [], [(17, HEADS, 8)] * 2),
+    ("spherical_learned", [], [(4, HEADS, 8)] * 2),
 ])
 def test_rotations_computed_once_without_batch_axis(posenc, per_model, per_layer):
   depth, batch = 3, 5
@@ -502,9 +502,10 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   np.testing.assert_allclose(logits, ref, atol=0.05 * float(np.abs(ref).max()) + 1e-3)
 
 
-def test_pairs_to_halves_reorders_q_and_k_channels_only():
+def test_to_strided_reorders_q_and_k_channels_only():
   kernel = jnp.arange(2 * 3 * 2 * 6, dtype=jnp.float32).reshape(2, 3, 2, 6)
-  out = vit.pairs_to_halves(kernel)
-  np.testing.assert_array_equal(out[:, :2], kernel[:, :2][..., [0, 2, 4, 1, 3, 5]])
-  np.testing.assert_array_equal(out[:, 2], kernel[:, 2])
-  np.testing.assert_array_equal(vit.halves_to_pairs(out[:, :2]), kernel[:, :2])
+  for group, order in ((2, [0, 2, 4, 1, 3, 5]), (3, [0, 3, 1, 4, 2, 5])):
+    out = vit.to_strided(kernel, group)
+    np.testing.assert_array_equal(out[:, :2], kernel[:, :2][..., order])
+    np.testing.assert_array_equal(out[:, 2], kernel[:, 2])
+    np.testing.assert_array_equal(vit.from_strided(out[:, :2], group), kernel[:, :2])
