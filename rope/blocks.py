@@ -11,6 +11,7 @@ from rope import _broadcast
 from rope import _checks
 from rope import _expm
 from rope import _fusion
+from rope import _trig
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Largest block applied as unrolled multiply-adds (see apply_blocks); larger ones use a dot.
@@ -117,7 +118,7 @@ def spherical_rotations(positions: jax.Array, freqs: jax.Array) -> jax.Array:
     float32 `[..., L, 1|H, D/3, 3, 3]`.
   """
   alpha, beta = _spherical_angles(positions, freqs)
-  ca, sa, cb, sb = jnp.cos(alpha), jnp.sin(alpha), jnp.cos(beta), jnp.sin(beta)
+  (ca, sa), (cb, sb) = _trig.cos_sin(alpha), _trig.cos_sin(beta)
   zero = jnp.zeros_like(ca)
   rows = [
       jnp.stack([ca, zero, -sa], -1),

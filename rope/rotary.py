@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from rope import _broadcast
 from rope import _checks
 from rope import _fusion
+from rope import _trig
 
 LAYOUTS = ("half", "interleaved")
 
@@ -53,8 +54,8 @@ def grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tuple[jax.Array
 
   For positions that form a grid (`grid_positions`, video `t x h x w`), the angle of token
   `(r, c)` is `a_r + b_c`, so `cos = cos a cos b - sin a sin b` and `sin = sin a cos b +
-  cos a sin b`: trig on `h + w` coordinates instead of `h * w` tokens (XLA:CPU's scalar
-  `sin` / `cos` cost ~10x an elementwise multiply, which dominated learned per-head tables).
+  cos a sin b`: trig on `h + w` coordinates instead of `h * w` tokens (trig costs ~20
+  multiply-adds per entry, `rope/_trig.py`, and dominated learned per-head tables).
   Equal to `cos / sin(angles(grid, freqs))` up to float32 rounding (~1e-7 absolute; the sum
   `a + b` is not rounded first, so large angles come out slightly more accurate).
 
@@ -81,7 +82,7 @@ def grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tuple[jax.Array
   for p, coord in enumerate(axes):
     a = coord.astype(jnp.float32)[:, None, None] * freqs[..., p]     # [n_p, 1|H, D/2]
     # Materialised, or XLA:CPU recomputes the trig for every token it is combined into.
-    cp, sp = _fusion.materialize(jnp.cos(a)), _fusion.materialize(jnp.sin(a))
+    cp, sp = (_fusion.materialize(t) for t in _trig.cos_sin(a))
     if cos is None:
       cos, sin = cp, sp
       continue
@@ -123,8 +124,7 @@ def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half") -> jax.Array
   x = jnp.asarray(x)
   angles = jnp.asarray(angles)
   _check_apply(x.shape, angles.shape, layout)
-  cos = jnp.cos(angles.astype(jnp.float32))
-  sin = jnp.sin(angles.astype(jnp.float32))
+  cos, sin = _trig.cos_sin(angles.astype(jnp.float32))
   return apply_cos_sin(x, cos, sin, layout=layout)
 
 

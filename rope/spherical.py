@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from rope import _broadcast
 from rope import _checks
 from rope import _fusion
+from rope import _trig
 from rope import blocks
 
 LAYOUTS = ("interleaved", "thirds")
@@ -41,8 +42,7 @@ def spherical_cos_sin(positions: jax.Array, freqs: jax.Array) -> Tables:
     float32, each `[..., L, 1|H, D/3]` (materialised: they contain trig).
   """
   alpha, beta = blocks._spherical_angles(positions, freqs)
-  return tuple(_fusion.materialize(t) for t in
-               (jnp.cos(alpha), jnp.sin(alpha), jnp.cos(beta), jnp.sin(beta)))
+  return tuple(_fusion.materialize(t) for t in _trig.cos_sin(alpha) + _trig.cos_sin(beta))
 
 
 def spherical_grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tables:
@@ -67,8 +67,7 @@ def spherical_grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Table
   # Positions (row, 0) and (0, col): the angles of each axis alone, as `_spherical_angles`.
   alpha, _ = blocks._spherical_angles(jnp.stack([rows, jnp.zeros_like(rows)], -1), freqs)
   _, beta = blocks._spherical_angles(jnp.stack([jnp.zeros_like(cols), cols], -1), freqs)
-  ca, sa = _fusion.materialize(jnp.cos(alpha)), _fusion.materialize(jnp.sin(alpha))
-  cb, sb = _fusion.materialize(jnp.cos(beta)), _fusion.materialize(jnp.sin(beta))
+  ca, sa, cb, sb = (_fusion.materialize(t) for t in _trig.cos_sin(alpha) + _trig.cos_sin(beta))
   over_cols = lambda t: jnp.broadcast_to(t[:, None], (h, w) + t.shape[1:]).reshape(
       (h * w,) + t.shape[1:])
   over_rows = lambda t: jnp.broadcast_to(t[None], (h, w) + t.shape[1:]).reshape(
