@@ -26,6 +26,7 @@ from rope import _checks
 from rope import _fusion
 from rope import _trig
 from rope import blocks
+from rope import rotary
 
 LAYOUTS = ("interleaved", "thirds")
 Tables = Tuple[jax.Array, jax.Array, jax.Array, jax.Array]
@@ -83,20 +84,9 @@ def _split(x, layout):
 
 
 def _join(parts, layout):
-  if layout == "thirds":
-    # A sum of zero-padded copies rather than a concatenate: see rotary._interleave_by_padding.
-    return _pads_sum(parts, interleave=False)
-  return _pads_sum(parts, interleave=True)
-
-
-def _pads_sum(parts, interleave):
-  k, n = len(parts), parts[0].shape[-1]
-  lead = [(0, 0, 0)] * (parts[0].ndim - 1)
-  zero = jnp.zeros((), parts[0].dtype)
-  if interleave:
-    return sum(jax.lax.pad(p, zero, lead + [(i, k - 1 - i, k - 1)]) for i, p in enumerate(parts))
-  return sum(jax.lax.pad(p, zero, lead + [(i * n, (k - 1 - i) * n, 0)])
-             for i, p in enumerate(parts))
+  # A sum of zero-padded copies rather than a concatenate / stack: see
+  # rotary._interleave_by_padding.
+  return rotary._interleave_by_padding(list(parts), axis=-1 if layout == "thirds" else None)
 
 
 def _rounds(u, v, w, ca, sa, cb, sb):
