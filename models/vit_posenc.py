@@ -221,27 +221,29 @@ class LayerRotation(nn.Module):
     raise AssertionError(f"unhandled learned posenc {self.posenc!r}")
 
 
+def _with_class_tokens(tokens: dict, tables: dict, identity: dict) -> dict:
+  """Prepends the class tokens at (0, 0) to grid tables `{name: [gh*gw, ...]}`, each filled
+  with its value at angle 0 (`identity[name]`: 1 for a cos, 0 for a sin), so they are exactly
+  not rotated."""
+  num_prefix = tokens["positions"].shape[0] - next(iter(tables.values())).shape[0]
+  return {name: jnp.concatenate([jnp.full((num_prefix,) + t.shape[1:], identity[name], t.dtype),
+                                 t], axis=0)
+          for name, t in tables.items()}
+
+
 def _commuting(tokens: dict, freqs: jax.Array) -> dict:
   """`{"cos", "sin": [L, 1|H, D/2]}` of the tokens' angles, once per rotation (reused for q
-  and k, and by every layer when shared). Trig runs per grid axis (`rope.grid_cos_sin`); the
-  class tokens at (0, 0) get cos 1, sin 0 exactly."""
+  and k, and by every layer when shared). Trig runs per grid axis (`rope.grid_cos_sin`)."""
   cos, sin = rope.grid_cos_sin(tokens["axes"], freqs)                 # [gh*gw, 1|H, D/2]
-  num_prefix = tokens["positions"].shape[0] - cos.shape[0]
-  prefix = (num_prefix,) + cos.shape[1:]
-  return {"cos": jnp.concatenate([jnp.ones(prefix, cos.dtype), cos], axis=0),
-          "sin": jnp.concatenate([jnp.zeros(prefix, sin.dtype), sin], axis=0)}
+  return _with_class_tokens(tokens, {"cos": cos, "sin": sin}, {"cos": 1.0, "sin": 0.0})
 
 
 def _spherical(tokens: dict, freqs: jax.Array) -> dict:
   """Spherical RoPE's `{"ca", "sa", "cb", "sb": [L, 1|H, D/3]}` (cos / sin of its row angle
-  alpha and column angle beta; `rope.apply_spherical`), trig per grid axis; the class tokens get
-  the identity (cos 1, sin 0)."""
+  alpha and column angle beta; `rope.apply_spherical`), trig per grid axis."""
   tables = rope.spherical_grid_cos_sin(tokens["axes"], freqs)          # [gh*gw, 1|H, D/3]
-  num_prefix = tokens["positions"].shape[0] - tables[0].shape[0]
-  prefix = (num_prefix,) + tables[0].shape[1:]
-  fill = {"ca": 1.0, "sa": 0.0, "cb": 1.0, "sb": 0.0}
-  return {name: jnp.concatenate([jnp.full(prefix, fill[name], t.dtype), t], axis=0)
-          for name, t in zip(fill, tables)}
+  identity = {"ca": 1.0, "sa": 0.0, "cb": 1.0, "sb": 0.0}
+  return _with_class_tokens(tokens, dict(zip(identity, tables)), identity)
 
 
 def heads_first(rotation: dict, num_heads: int) -> dict:
