@@ -10,6 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import scipy.linalg
@@ -447,6 +448,16 @@ def test_invalid_config_raises_naming_the_option(overrides, image_size, option):
       vit.model_from_config(c, 10)
 
 
+def test_non_bool_prune_last_block_raises():
+  # ConfigDict's type checks stop `c.prune_last_block = "yes"`; a config read from JSON or
+  # built from a dict is checked by validate_config. Configs older than the option default it.
+  d = vit.default_config().to_dict()
+  with pytest.raises(ValueError, match="prune_last_block"):
+    vit.validate_config(ml_collections.ConfigDict({**d, "prune_last_block": "yes"}), 224)
+  del d["prune_last_block"]
+  assert vit.model_from_config(ml_collections.ConfigDict(d), 10).prune_last_block
+
+
 def test_image_not_divisible_by_patch_raises():
   model = vit.model_from_config(tiny_config("rope_axial"), 10)
   params = init(model)
@@ -457,7 +468,8 @@ def test_image_not_divisible_by_patch_raises():
 def test_default_config_is_valid_and_complete():
   c = vit.default_config()
   assert set(c.keys()) == {
-      "name", "variant", "depth", "head_dim", "pool", "posenc", "theta", "position_scale",
+      "name", "variant", "depth", "head_dim", "pool", "prune_last_block", "posenc", "theta",
+      "position_scale",
       "block_size", "omega", "ape", "train_image_size", "dropout", "drop_path",
       "layerscale_init", "dtype"}
   vit.validate_config(c, 384)   # any size divisible by the patch
@@ -490,6 +502,31 @@ def test_jit_value_and_grad_with_dropout_droppath_layerscale():
     g = grads[f"encoderblock_{i}"]["attention"]["posenc"]["generators"]
     assert np.abs(g).max() > 0, i
   assert a != b    # dropout / drop-path draw from the "dropout" rng
+
+
+@pytest.mark.parametrize("posenc", ["rope_mixed", "spherical", "liere", "ape_learned"])
+def test_pruned_last_block_gives_the_same_logits_and_gradients(posenc):
+  # Under class-token pooling the last block computes only the class token's output; nothing
+  # read downstream changes, so logits and every gradient (incl. the last block's k / v
+  # weights, which still see every token) equal the unpruned model's up to float32 rounding.
+  overrides = {"head_dim": 21} if posenc == "spherical" else {}
+  x = images(TRAIN)
+  loss = lambda m: jax.value_and_grad(lambda p: jnp.sum(m.apply({"params": p}, x, train=False) ** 2))
+  pruned = vit.model_from_config(tiny_config(posenc, **overrides), 10)
+  full = vit.model_from_config(tiny_config(posenc, prune_last_block=False, **overrides), 10)
+  params = init(full)
+  (a, ga), (b, gb) = loss(pruned)(params), loss(full)(params)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(gb))
+  for g1, g2 in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(g1, g2, atol=1e-5 * scale)
+  qkv = gb["encoderblock_1"]["attention"]["qkv"]["kernel"]
+  assert np.abs(qkv[:, 1:]).max() > 0    # k and v of the patch tokens still get a gradient
+  # The pruned block really is narrower: its MLP sees one token per image.
+  _, state = pruned.apply({"params": params}, x, train=False,
+                          capture_intermediates=lambda m, _: isinstance(m, vit.MlpBlock))
+  shapes = {k: v["mlp"]["__call__"][0].shape for k, v in state["intermediates"].items()}
+  assert shapes["encoderblock_0"][1] == 17 and shapes["encoderblock_1"][1] == 1, shapes
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
