@@ -18,11 +18,32 @@ def allocator() -> str:
   return "glibc malloc"
 
 
+def cpu() -> str:
+  """CPU model and the vector / matrix extensions that decide XLA:CPU's kernels (Linux; else
+  the platform string). Benchmarks land on different machines: bf16 only pays with
+  AVX-512-BF16 or AMX."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = f.read()
+  except OSError:
+    return platform.processor() or platform.machine()
+  field = lambda key: next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                            if line.startswith(key)), "")
+  flags = set(field("flags").split())
+  isa = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"),
+                                 ("avx512_bf16", "AVX-512-BF16"), ("amx_bf16", "AMX-BF16"))
+         if flag in flags]
+  family, model = field("cpu family"), field("model")
+  return f"{field('model name') or platform.machine()} (family {family} model {model}; " \
+         f"{', '.join(isa) or 'no AVX2'})"
+
+
 def header() -> str:
   dev = jax.devices()[0]
+  flags = os.environ.get("XLA_FLAGS")
   return (f"jax {jax.__version__} | {dev.platform} ({dev.device_kind}) x{jax.device_count()} | "
-          f"{platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
-          f"allocator: {allocator()}")
+          f"{cpu()} | {os.cpu_count()} cores | allocator: {allocator()}"
+          + (f" | XLA_FLAGS={flags}" if flags else ""))
 
 
 def median_seconds(fn: Callable, args: Sequence, *, repeats: int = 20, warmup: int = 2) -> float:
