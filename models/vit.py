@@ -105,6 +105,11 @@ def _number(value: Any) -> bool:
   return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
+def _prune_last_block(config) -> Any:
+  """`config.prune_last_block`; True for configs written before the option existed."""
+  return config.get("prune_last_block", True)
+
+
 def validate_config(config, image_size: int) -> None:
   """Checks a model config for images of `image_size` pixels; ValueError naming the option."""
   if config.name != "vit":
@@ -116,7 +121,7 @@ def validate_config(config, image_size: int) -> None:
       raise ValueError(f"model.{key}={value!r} must be None or a positive integer.")
   if config.pool not in POOLS:
     raise ValueError(f"model.pool={config.pool!r} is not supported; allowed: {POOLS}.")
-  prune = config.get("prune_last_block", True)   # absent in configs written before it existed
+  prune = _prune_last_block(config)
   if not isinstance(prune, bool):
     raise ValueError(f"model.prune_last_block={prune!r} must be True or False.")
   if config.dtype not in DTYPES:
@@ -438,7 +443,7 @@ def model_from_config(model_config, num_classes: int) -> ViT:
   return ViT(
       num_classes=int(num_classes), patch_size=dims["patch_size"], width=dims["width"],
       depth=dims["depth"], num_heads=dims["num_heads"], mlp_dim=dims["mlp_dim"],
-      pool=model_config.pool, prune_last_block=model_config.get("prune_last_block", True),
+      pool=model_config.pool, prune_last_block=_prune_last_block(model_config),
       posenc=model_config.posenc,
       theta=None if theta is None else float(theta),
       omega=None if omega is None else float(omega), position_scale=scale,
