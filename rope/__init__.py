@@ -39,6 +39,7 @@ from rope.rotary import angles
 from rope.rotary import apply
 from rope.rotary import apply_cos_sin
 from rope.rotary import grid_cos_sin
+from rope.rotary import partial_rotary_dim
 from rope.spherical import apply_spherical
 from rope.spherical import spherical_cos_sin
 from rope.spherical import spherical_grid_cos_sin

@@ -1,6 +1,6 @@
 """Angles from positions and their application to queries / keys (commuting variants)."""
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -109,23 +109,79 @@ def _check_apply(x_shape, angles_shape, layout):
                      f"(shapes {tuple(angles_shape)} vs {tuple(x_shape)}).")
 
 
-def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half") -> jax.Array:
+def _resolve_rotary_dim(x_shape, angles_shape, rotary_dim) -> int:
+  """`rotary_dim` checked against `x` and `angles` (default: `2 * angles.shape[-1]`)."""
+  if len(x_shape) < 3:
+    raise ValueError(f"`x` must be [..., L, H, D], got shape {tuple(x_shape)}.")
+  if len(angles_shape) < 1:
+    raise ValueError(f"`angles` must be [..., L, 1|H, rotary_dim/2], got {tuple(angles_shape)}.")
+  d = x_shape[-1]
+  if rotary_dim is None:
+    rotary_dim = 2 * angles_shape[-1]
+    if rotary_dim > d:
+      raise ValueError(f"`angles` must be [..., L, 1|H, D/2] = [..., L, 1|H, {d // 2}] (or "
+                       f"fewer pairs, for partial rotation) for `x` of shape {tuple(x_shape)}, "
+                       f"got {tuple(angles_shape)}.")
+    return rotary_dim
+  if not isinstance(rotary_dim, int) or isinstance(rotary_dim, bool):
+    raise ValueError(f"`rotary_dim` must be an int, got {rotary_dim!r}.")
+  if rotary_dim < 2 or rotary_dim % 2 or rotary_dim > d:
+    raise ValueError(f"`rotary_dim`={rotary_dim} must be even and in [2, D={d}] (channels rotate "
+                     f"in pairs inside x[..., :rotary_dim]).")
+  if angles_shape[-1] != rotary_dim // 2:
+    raise ValueError(f"`rotary_dim`={rotary_dim} needs `angles` with rotary_dim/2 = "
+                     f"{rotary_dim // 2} pairs, got {tuple(angles_shape)}.")
+  return rotary_dim
+
+
+def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half",
+          rotary_dim: Optional[int] = None, amplitude=1.0) -> jax.Array:
   """Rotates each channel pair of `x` by its angle.
 
   Args:
     x: queries or keys `[..., L, H, D]`, any float dtype.
-    angles: `[..., L, 1|H, D/2]` from `angles(...)`; leading dims broadcast against `x`'s.
-    layout: `"half"` pairs channel `j` with `j + D/2` (HF / Qwen rotate-half);
+    angles: `[..., L, 1|H, rotary_dim/2]` from `angles(...)`; leading dims broadcast against
+      `x`'s.
+    layout: `"half"` pairs channel `j` with `j + rotary_dim/2` (HF / Qwen rotate-half);
       `"interleaved"` pairs `2j` with `2j+1` (RoFormer, rope-vit).
+    rotary_dim: the channels rotated, `x[..., :rotary_dim]` (pairs formed inside that slice);
+      `x[..., rotary_dim:]` passes through unchanged (GPT-NeoX / Qwen3.5 partial rotary).
+      Default `2 * angles.shape[-1]` (all of `D` for a full table).
+    amplitude: multiplies the rotated channels (YaRN / FiT attention scale); a float or a
+      float32 scalar array.
 
   Returns:
     `x` rotated, same shape and dtype (arithmetic in float32).
   """
   x = jnp.asarray(x)
   angles = jnp.asarray(angles)
+  rotary_dim = _resolve_rotary_dim(x.shape, angles.shape, rotary_dim)
+  if rotary_dim < x.shape[-1]:
+    rotated = apply(x[..., :rotary_dim], angles, layout=layout, amplitude=amplitude)
+    return jnp.concatenate([rotated, x[..., rotary_dim:]], axis=-1)
   _check_apply(x.shape, angles.shape, layout)
   cos, sin = _trig.cos_sin(angles.astype(jnp.float32))
+  if not (isinstance(amplitude, (int, float)) and amplitude == 1):
+    amplitude = jnp.asarray(amplitude, jnp.float32)
+    cos, sin = cos * amplitude, sin * amplitude
   return apply_cos_sin(x, cos, sin, layout=layout)
+
+
+def partial_rotary_dim(head_dim: int, factor: float) -> int:
+  """HF's rotary dim for `partial_rotary_factor`: `int(head_dim * factor)`, rounded down to even.
+
+  E.g. Qwen3.5's `partial_rotary_dim(256, 0.25) == 64`.
+  """
+  if not isinstance(head_dim, int) or head_dim < 2:
+    raise ValueError(f"`head_dim` must be an int >= 2, got {head_dim!r}.")
+  if not 0 < factor <= 1:
+    raise ValueError(f"`factor`={factor!r} must be in (0, 1].")
+  dim = int(head_dim * factor)
+  dim -= dim % 2
+  if dim < 2:
+    raise ValueError(f"`factor`={factor!r} leaves fewer than 2 of head_dim={head_dim} channels "
+                     f"to rotate.")
+  return dim
 
 
 def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,

@@ -42,7 +42,14 @@ CASES = [
     # mismatched shapes
     (lambda: rope.angles(POS2, rope.freqs_1d(64)), r"positions.*freqs.*last axes"),
     (lambda: rope.angles(POS2, jnp.zeros((32,))), r"freqs.*2 or 3 dimensions"),
-    (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(32))), r"angles.*D/2"),
+    (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(128))), r"angles.*D/2"),
+    (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(32)), rotary_dim=48),
+     r"rotary_dim.*angles"),
+    (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(64)), rotary_dim=63),
+     r"rotary_dim.*even"),
+    (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(64)), rotary_dim=66),
+     r"rotary_dim.*even"),
+    (lambda: rope.partial_rotary_dim(64, 0.0), r"factor"),
     (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(64)), layout="complex"),
      r"layout.*half.*interleaved"),
     (lambda: rope.apply(X, rope.angles(POS2, rope.init_mixed_freqs(KEY, 3, 64))), r"heads"),
@@ -72,6 +79,6 @@ def test_value_error_names_the_argument(fn, match):
 
 def test_errors_raise_while_tracing_not_from_compiled_code():
   """Shape checks are static: under jit they fire during tracing, with the same message."""
-  f = jax.jit(lambda x: rope.apply(x, rope.angles(POS2, rope.freqs_axial(32))))
+  f = jax.jit(lambda x: rope.apply(x, rope.angles(POS2, rope.freqs_axial(128))))
   with pytest.raises(ValueError, match=r"angles.*D/2"):
     f(X)

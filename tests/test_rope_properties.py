@@ -512,3 +512,19 @@ def test_trig_derivatives_are_the_exact_ones():
   dsin = jax.vmap(jax.grad(lambda t: _trig.cos_sin(t)[1]))(x)
   np.testing.assert_allclose(dcos, -np.sin(np.asarray(x, np.float64)), atol=2e-7)
   np.testing.assert_allclose(dsin, np.cos(np.asarray(x, np.float64)), atol=2e-7)
+
+
+def test_partial_rotary_passes_the_tail_and_rotates_the_head_like_a_full_table():
+  """`rotary_dim < D`: x[..., r:] is untouched; x[..., :r] is `apply` on that slice alone;
+  `amplitude` scales only the rotated channels."""
+  key = jax.random.PRNGKey(3)
+  x = jax.random.normal(key, (2, 10, 3, 64))
+  ang = rope.angles(jnp.arange(10.0)[:, None] * 7.0, rope.freqs_1d(16))     # [10, 1, 8]
+  for layout in ("half", "interleaved"):
+    out = rope.apply(x, ang, layout=layout, rotary_dim=16, amplitude=1.5)
+    np.testing.assert_array_equal(out[..., 16:], x[..., 16:])
+    head = rope.apply(x[..., :16], ang, layout=layout)
+    np.testing.assert_allclose(out[..., :16], 1.5 * head, rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(head - x[..., :16]).max()) > 0.1   # it did rotate
+  np.testing.assert_array_equal(rope.apply(x, ang), rope.apply(x, ang, rotary_dim=16))
+  assert rope.partial_rotary_dim(256, 0.25) == 64 and rope.partial_rotary_dim(10, 0.5) == 4
