@@ -45,7 +45,7 @@ open_source = vision_sources.open_source
 
 CROPS = ("rrc", "pad", "resize")
 
-# Augmentation recipes of the papers (../shared/spec/vision_rope.md §9), as overrides of
+# Augmentation recipes of the papers (docs/spec/vision_rope.md §9), as overrides of
 # `default_config()`. Each sets every augmentation key, so choosing one is unambiguous.
 _NO_AUGMENT = dict(crop="resize", flip=False, randaugment=0, three_augment=False,
                    color_jitter=0.0, mixup=0.0, cutmix=0.0, label_smoothing=0.0)
