@@ -1,4 +1,4 @@
-"""Tests of models/vlm.py and models/vlm_rotary.py (tiny model, hand-made §4 batches)."""
+"""Tests of models/vlm.py and models/vlm_schemes.py (tiny model, hand-made Collator batches)."""
 import functools
 
 import jax
@@ -7,9 +7,9 @@ import pytest
 
 import rope
 from models import vlm
-from models import vlm_rotary
+from models import vlm_schemes
 
-SCHEMES = vlm_rotary.SCHEMES
+SCHEMES = vlm_schemes.SCHEMES.names()
 VOCAB = 50
 IMAGE = 3          # placeholder id used by these tests
 IMAGE_SIZE = 12    # patch 2 -> 6x6 patches -> 3x3 merged tokens per image
@@ -47,7 +47,7 @@ def shared_params(vision_depth=0):
   """One set of weights for every scheme (the scheme adds no parameters)."""
   model, _ = model_and_forward("vanilla", vision_depth)
   inputs = vlm.dummy_inputs(tiny_config(), IMAGE_SIZE, batch_size=1, num_images=1, length=8)
-  return jax.jit(model.init)(jax.random.PRNGKey(0), **inputs)["params"]
+  return jax.jit(lambda k: vlm.init_params(model, k, inputs))(jax.random.PRNGKey(0))
 
 
 def sample_segments(scheme):
@@ -59,7 +59,7 @@ def sample_segments(scheme):
 
 def make_batch(scheme, segments_per_sample, length=MAX_LEN, num_images=2, seed=0,
                tokens_after=None):
-  """A right-padded INTERFACES.md §4 batch.
+  """A right-padded batch (the keys of data.vlm_pipeline.Collator).
 
   Text tokens are random ids >= 4, visual segments are IMAGE placeholders, everything after the
   prompt is random junk (generation must ignore it) unless `tokens_after` gives the tokens.
@@ -218,7 +218,7 @@ def test_circle_age_feeds_alternate_layers_different_ids():
 def test_age_strategies_pick_the_circle_layers(strategy, want):
   cfg = tiny_config("circle_age", depth=4)
   cfg.age_strategy = strategy
-  uses_alt = vlm_rotary.layer_uses_alt(vlm.rotary_settings(cfg))
+  uses_alt = vlm_schemes.SCHEMES.get("circle_age").layer_uses_alt(vlm.rotary_settings(cfg))
   assert [int(not a) for a in uses_alt] == want
 
 
@@ -229,7 +229,7 @@ def test_age_strategies_pick_the_circle_layers(strategy, want):
 def test_videorope_table_is_the_original_allocation():
   # multimodal_rope.md §3: first s_h + s_w pairs alternate h (even j) / w (odd j), last s_t t.
   d, theta = 32, 1e6
-  table = np.asarray(vlm_rotary.videorope_freqs(d, theta, (4, 6, 6)))
+  table = np.asarray(vlm_schemes.videorope_freqs(d, theta, (4, 6, 6)))
   inv = theta ** (-np.arange(0, d, 2) / d)
   axis = [1 if j % 2 == 0 else 2 for j in range(12)] + [0] * 4
   want = np.zeros((16, 3))
@@ -238,17 +238,19 @@ def test_videorope_table_is_the_original_allocation():
 
 
 def test_default_sections():
-  assert vlm_rotary.default_sections("mrope", 128) == (16, 24, 24)
-  assert vlm_rotary.default_sections("mrope", 64) == (8, 12, 12)
-  assert vlm_rotary.default_sections("mrope_interleave", 128) == (24, 20, 20)
-  assert vlm_rotary.default_head_sections(8) == (2, 3, 3)
-  assert vlm_rotary.default_head_sections(3) == (1, 1, 1)
+  default = lambda s, d: vlm_schemes.SCHEMES.get(s).default_sections(d)
+  assert default("mrope", 128) == (16, 24, 24)
+  assert default("mrope", 64) == (8, 12, 12)
+  assert default("mrope_interleave", 128) == (24, 20, 20)
+  assert vlm_schemes.default_head_sections(8) == (2, 3, 3)
+  assert vlm_schemes.default_head_sections(3) == (1, 1, 1)
 
 
 def test_mhrope_query_heads_repeat_kv_heads():
   settings = vlm.rotary_settings(tiny_config("mhrope"))
   pos = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32) * 10
-  ang = vlm_rotary.angles(settings, pos, vlm_rotary.kv_freqs(settings))
+  entry = vlm_schemes.SCHEMES.get("mhrope")
+  ang = entry.angles(settings, pos, entry.freqs(settings))
   inv = 1e6 ** (-np.arange(0, 16, 2) / 16)
   assert ang.cos_k.shape == (2, 5, 3, 8) and ang.cos_q.shape == (2, 5, 6, 8)
   for g in range(3):          # KV head g reads axis g (head sections (1, 1, 1))
@@ -371,7 +373,7 @@ def test_image_token_defaults_to_the_tokenizer():
 
 
 def test_unknown_scheme():
-  with pytest.raises(ValueError, match="`scheme`='rope2d'.*allowed: 'vanilla', 'mrope'"):
+  with pytest.raises(ValueError, match="model.scheme='rope2d'.*allowed: 'vanilla', 'mrope'"):
     vlm.model_from_config(tiny_config("rope2d"), VOCAB)
 
 
