@@ -77,7 +77,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.head_sections = ml_collections.config_dict.placeholder(tuple)
   c.age_strategy = "alternate"   # circle_age: which layers get circle ids (rope.age_schedule)
   c.circle_alpha = 0.5           # Circle-RoPE angle mix (released config)
-  c.circle_radius = 10.0         # Circle-RoPE radius (released config)
+  # Circle-RoPE radius (released config): a number, "auto" or "auto-k" (rope.multimodal_positions).
+  c.circle_radius = ml_collections.FieldReference(10.0, field_type=object)
   # Position options passed to rope.multimodal_positions; None = the scheme's default
   # (mrope / spatial_reset 1, videorope 2).
   c.temporal_stride = ml_collections.config_dict.placeholder(float)

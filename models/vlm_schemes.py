@@ -246,6 +246,11 @@ class Scheme:
     """The key heads' frequency table (see `table`)."""
     return self.table(s, self.sections(s))
 
+  def position_columns(self, s: RotarySettings) -> int:
+    """How many id columns the table reads: 1 (t only, 1-D tables) or 3 (t, h, w)."""
+    f = self.freqs(s)
+    return 1 if f.ndim == 2 and f.shape[-1] == 1 else 3
+
   # -- positions (host side; the data pipeline calls these) ----------------------------------
 
   def position_options(self, model_config: Any) -> dict:
