@@ -1,7 +1,12 @@
 """Tests of models/vlm.py and models/vlm_schemes.py (tiny model, hand-made Collator batches)."""
 import functools
 
+import dataclasses
+
+import flax
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -107,7 +112,11 @@ def make_batch(scheme, segments_per_sample, length=MAX_LEN, num_images=2, seed=0
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_cached_greedy_decoding_matches_full_forward(scheme):
   model, forward = model_and_forward(scheme)
-  params = shared_params()
+  check_cached_decoding(scheme, model, forward, shared_params())
+
+
+def check_cached_decoding(scheme, model, forward, params):
+  """Greedy decoding with the KV cache == the uncached forward of prompt + generated tokens."""
   prompts = sample_segments(scheme)
   batch = make_batch(scheme, prompts)
   new = 6
@@ -130,6 +139,117 @@ def test_cached_greedy_decoding_matches_full_forward(scheme):
     start = batch["prompt_len"][i] - 1
     np.testing.assert_allclose(logits[i], ref[i, start:start + new], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(tokens[i], ref[i, start:start + new].argmax(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# A new scheme is one registry entry: registered here, used without touching any other file.
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyScheme(vlm_schemes.Scheme):
+  """A position design rope does not know (every visual token takes the id of its block's
+  first token, text continues after the block) and a learned per-layer angle scale (a Flax
+  parameter created by `rotate`, as GRAPE's rotation planes would be)."""
+
+  def positions(self, segments, **options):
+    del options
+    ids, cur = [], 0.0
+    for seg in segments:
+      if isinstance(seg, rope.Text):
+        ids += [cur + j for j in range(seg.n)]
+        cur += seg.n
+      else:
+        ids += [cur] * seg.num_tokens
+        cur += 1
+    pos = np.repeat(np.asarray(ids, np.float32)[:, None], 3, axis=1)
+    return vlm_schemes.SequencePositions(pos, cur, pos, cur)
+
+  def rotate(self, module, q, k, table):
+    scale = module.param("toy_scale", nn.initializers.constant(0.5), ())
+    ang = table.angles * scale            # [B, L, 1, D/2], broadcast over heads
+    cos, sin = jnp.cos(ang), jnp.sin(ang)
+    return (rope.apply_cos_sin(q, cos, sin, layout="half"),
+            rope.apply_cos_sin(k, cos, sin, layout="half"))
+
+
+def test_a_scheme_registered_in_a_test_runs_forward_and_cached_decoding(monkeypatch):
+  entry = ToyScheme("toy: block ids, learned angle scale", "vanilla",
+                    vlm_schemes.SCHEMES.get("vanilla").table, owns_params=True)
+  monkeypatch.setitem(vlm_schemes.SCHEMES._entries, "toy", entry)  # pylint: disable=protected-access
+  cfg = tiny_config("toy")
+  model = vlm.model_from_config(cfg, VOCAB)
+  assert model.scheme is entry
+  inputs = vlm.dummy_inputs(cfg, IMAGE_SIZE, batch_size=1, num_images=1, length=8)
+  params = jax.jit(lambda k: vlm.init_params(model, k, inputs))(jax.random.PRNGKey(0))
+  assert float(params["layers_1"]["attn"]["toy_scale"]) == 0.5      # per layer
+  forward = jax.jit(lambda p, x: model.apply({"params": p}, **x))
+  batch = make_batch("toy", [[rope.Text(3), rope.Image(3, 3), rope.Text(2)]])
+  np.testing.assert_array_equal(batch["positions"][0, 3:12, 0], 3.0)   # the toy design
+  assert batch["next_position"][0] == 6.0
+  check_cached_decoding("toy", model, forward, params)
+  # The parameter is used: another scale changes the logits.
+  other = jax.tree_util.tree_map_with_path(
+      lambda path, x: x * 3 if "toy_scale" in jax.tree_util.keystr(path) else x, params)
+  a, b = (np.asarray(forward(p, vlm.model_inputs(batch))) for p in (params, other))
+  assert np.abs(a - b).max() > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Logical axis names on every parameter; attention implementation option.
+
+# The parameter shapes of tiny_config (vision depth 1) before the logical axis names were added.
+PARAM_SHAPES = {
+    "embed/embedding": (50, 32), "final_norm/scale": (32,), "lm_head/kernel": (32, 50),
+    "proj_in/bias": (32,), "proj_in/kernel": (64, 32), "proj_out/bias": (32,),
+    "proj_out/kernel": (32, 32), "vision/block_0/attn_norm/bias": (16,),
+    "vision/block_0/attn_norm/scale": (16,), "vision/block_0/mlp_in/bias": (32,),
+    "vision/block_0/mlp_in/kernel": (16, 32), "vision/block_0/mlp_norm/bias": (16,),
+    "vision/block_0/mlp_norm/scale": (16,), "vision/block_0/mlp_out/bias": (16,),
+    "vision/block_0/mlp_out/kernel": (32, 16), "vision/block_0/out/bias": (16,),
+    "vision/block_0/out/kernel": (2, 8, 16), "vision/block_0/qkv/bias": (3, 2, 8),
+    "vision/block_0/qkv/kernel": (16, 3, 2, 8), "vision/encoder_norm/bias": (16,),
+    "vision/encoder_norm/scale": (16,), "vision/patch_embed/bias": (16,),
+    "vision/patch_embed/kernel": (2, 2, 3, 16),
+    **{f"layers_{i}/{k}": v for i in range(2) for k, v in {
+        "attn/key/kernel": (32, 3, 16), "attn/out/kernel": (6, 16, 32),
+        "attn/query/kernel": (32, 6, 16), "attn/value/kernel": (32, 3, 16),
+        "attn_norm/scale": (32,), "down/kernel": (64, 32), "gate/kernel": (32, 64),
+        "mlp_norm/scale": (32,), "up/kernel": (32, 64)}.items()},
+}
+
+
+@pytest.mark.parametrize("scheme", ["mhrope", "circle_age"])
+def test_every_parameter_has_logical_axis_names(scheme):
+  cfg = tiny_config(scheme, vision_depth=1)
+  model = vlm.model_from_config(cfg, VOCAB)
+  inputs = vlm.dummy_inputs(cfg, IMAGE_SIZE, batch_size=1, num_images=1, length=8)
+  boxed = jax.eval_shape(lambda k: vlm.init_params(model, k, inputs, boxed=True),
+                         jax.random.PRNGKey(0))
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+  for x in leaves:
+    assert len(x.names) == x.value.ndim
+    assert set(x.names) <= set(vlm.LOGICAL_AXES) | {None}
+    named = [n for n in x.names if n is not None]
+    assert len(named) == len(set(named)), x.names    # one mesh axis at most once per array
+  specs = nn.get_partition_spec(boxed)
+  assert jax.tree.structure(specs) == jax.tree.structure(nn.unbox(boxed))
+  shapes = {k: tuple(v.shape) for k, v in
+            flax.traverse_util.flatten_dict(nn.unbox(boxed), sep="/").items()}
+  assert shapes == PARAM_SHAPES                        # unboxing changes nothing
+  plain = jax.eval_shape(lambda k: vlm.init_params(model, k, inputs), jax.random.PRNGKey(0))
+  assert {k: tuple(v.shape) for k, v in
+          flax.traverse_util.flatten_dict(plain, sep="/").items()} == PARAM_SHAPES
+
+
+def test_attention_impl_option():
+  cfg = tiny_config()
+  assert cfg.attention_impl == "xla"
+  cfg.attention_impl = "flash"
+  with pytest.raises(ValueError, match="`attention_impl`='flash'.*allowed: 'xla', 'cudnn'"):
+    vlm.model_from_config(cfg, VOCAB)
+  cfg.attention_impl = "cudnn"   # accepted by the config (the kernel itself needs a GPU)
+  assert vlm.model_from_config(cfg, VOCAB).attention_impl == "cudnn"
 
 
 def test_generation_ignores_tokens_after_the_prompt():
