@@ -168,7 +168,7 @@ def test_eval_exact_match_is_greedy_decoding(task_and_batch):
 
 
 def test_ptd_meter_matches_the_definition():
-  # BOS, 2x2 image (ids of a 2-D grid), 2 text tokens; PTD written out from circle_rope.md §3.
+  # BOS, 2x2 image (ids of a 2-D grid), 2 text tokens; PTD from docs/spec/circle_rope.md §3.
   tokens = np.array([1, 3, 3, 3, 3, 7, 8, 0])
   pos = np.array([[0, 0, 0], [1, 1, 1], [1, 1, 2], [1, 2, 1], [1, 2, 2], [3, 3, 3], [4, 4, 4],
                   [0, 0, 0]], np.float32)

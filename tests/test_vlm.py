@@ -347,7 +347,7 @@ def test_age_strategies_pick_the_circle_layers(strategy, want):
 
 
 def test_videorope_table_is_the_original_allocation():
-  # multimodal_rope.md §3: first s_h + s_w pairs alternate h (even j) / w (odd j), last s_t t.
+  # docs/spec/multimodal_rope.md §3: first s_h + s_w pairs alternate h (even j) / w (odd j), last s_t t.
   d, theta = 32, 1e6
   table = np.asarray(vlm_schemes.videorope_freqs(d, theta, (4, 6, 6)))
   inv = theta ** (-np.arange(0, d, 2) / d)
