@@ -97,7 +97,7 @@ def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict
     c.checkpoint.every_steps = 2000
   elif mode == "cpu":
     # 3 heads = 3 KV heads of 32: chunked sections (4, 6, 6), interleaved (6, 5, 5), MHRoPE
-    # one KV head per axis (1, 1, 1). ~0.5 s/step on 2 idle CPU cores, ~1 s/step shared.
+    # one KV head per axis (1, 1, 1). Step times: benchmarks/RESULTS.md (bench_vlm).
     c.model = _model(scheme, width=96, depth=3, num_heads=3, num_kv_heads=3, head_dim=32,
                      mlp_dim=256)
     c.model.vision.width = 64  # Patch embedding width (48 input values per patch).

@@ -25,7 +25,7 @@ Batch format: `data.vlm_pipeline.Collator` (the keys the model reads: `model_inp
 The loss at position t predicts tokens[:, t+1] (that convention belongs to the task).
 """
 import functools
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -202,22 +202,42 @@ def sequence_positions(cfg: ml_collections.ConfigDict,
 # Building blocks.
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[jax.Array],
+class Mask(NamedTuple):
+  """Which keys each query sees, in the two forms the attention kernels take.
+
+  `dense`: bool `[B, Lq, Lk]` (True = may attend), what the "xla" implementation reads.
+  `is_causal` + `kv_lengths` (int32 `[B]`, keys 0..n-1 valid): the same pattern for
+  right-padded sequences and for one decoding step, the form cuDNN's flash kernel takes
+  without materialising a mask (equal on every valid query row; tested on CPU with "xla").
+  """
+  dense: jax.Array
+  is_causal: bool = False
+  kv_lengths: Optional[jax.Array] = None
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[Any],
            implementation: str = "xla") -> jax.Array:
   """Grouped-query dot-product attention (`jax.nn.dot_product_attention`).
 
   Args:
     q: `[B, Lq, Hq, D]`; query head i reads key/value head i // (Hq / Hkv).
     k, v: `[B, Lk, Hkv, D]`.
-    mask: bool `[B, Lq, Lk]` (True = may attend) or None (everything visible).
-    implementation: "xla" or "cudnn" (`ATTENTION_IMPLS`).
+    mask: a `Mask`, a bool `[B, Lq, Lk]` (True = may attend) or None (everything visible).
+    implementation: "xla" or "cudnn" (`ATTENTION_IMPLS`). cuDNN gets a `Mask`'s causal flag
+      and key lengths (its fused masking), "xla" the dense mask.
 
   Returns:
     `[B, Lq, Hq, D]` in q's dtype.
   """
+  k, v = k.astype(q.dtype), v.astype(q.dtype)
+  if isinstance(mask, Mask):
+    if implementation == "cudnn" and (mask.is_causal or mask.kv_lengths is not None):
+      return jax.nn.dot_product_attention(
+          q, k, v, is_causal=mask.is_causal, key_value_seq_lengths=mask.kv_lengths,
+          implementation=implementation)
+    mask = mask.dense
   if mask is not None:
     mask = mask[:, None]                     # [B, 1, Lq, Lk], broadcast over heads
-  k, v = k.astype(q.dtype), v.astype(q.dtype)
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
@@ -343,7 +363,7 @@ class Attention(nn.Module):
       x: `[B, L, W]` (L = 1 when decoding).
       table: the layer's rotary table from `Scheme.tables` (for the angle schemes
         `vlm_schemes.Angles`: cos/sin for q `[B, L, 1|Hq, D/2]` and k `[B, L, 1|Hkv, D/2]`).
-      mask: bool `[B, L, Lk]`; Lk = L without a cache, the cache length with one.
+      mask: a `Mask` of `[B, L, Lk]`; Lk = L without a cache, the cache length with one.
       cache: None, or `(keys, values)` each `[B, C, Hkv, D]` (already rotated).
       slots: int `[B]`, the cache slot this step's token goes to (per sample).
 
@@ -518,7 +538,8 @@ class VisionLanguageModel(nn.Module):
       images: float32 `[B, N, S, S, C]`.
       image_valid: bool `[B, N]`.
       positions, positions_alt: float32 `[B, L, 3]` (`data.vlm_pipeline.Collator`).
-      valid: bool `[B, L]`, False on padding (padding keys are never attended to).
+      valid: bool `[B, L]`, False on padding (padding keys are never attended to). Right
+        padding (a sample's tokens first) with attention_impl "cudnn", which reads lengths.
 
     Returns:
       float32 logits `[B, L, vocab_size]`; position t predicts tokens[:, t+1].
@@ -531,7 +552,10 @@ class VisionLanguageModel(nn.Module):
     x = self.embed_inputs(tokens, images, image_valid)
     l = tokens.shape[1]
     causal = jnp.tril(jnp.ones((l, l), bool))
-    mask = causal[None] & valid[:, None, :].astype(bool)
+    valid = valid.astype(bool)
+    # Right padding (the Collator's batches): causal + key lengths is the same pattern.
+    mask = Mask(causal[None] & valid[:, None, :], is_causal=True,
+                kv_lengths=jnp.sum(valid, axis=1, dtype=jnp.int32))
     return self._run_layers(x, positions, positions_alt, mask)
 
   def prefill(self, tokens, images, image_valid, positions, positions_alt, valid,
@@ -550,7 +574,8 @@ class VisionLanguageModel(nn.Module):
     """
     cache_len = caches[0][0].shape[1]
     x = self.embed(tokens[:, None])
-    mask = (jnp.arange(cache_len)[None, :] <= slots[:, None])[:, None, :]   # [B, 1, C]
+    dense = (jnp.arange(cache_len)[None, :] <= slots[:, None])[:, None, :]   # [B, 1, C]
+    mask = Mask(dense, kv_lengths=(slots + 1).astype(jnp.int32))
     logits, caches = self._run_layers(x, positions[:, None], positions_alt[:, None], mask,
                                       caches, slots)
     return logits[:, 0], caches

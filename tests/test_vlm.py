@@ -242,6 +242,29 @@ def test_every_parameter_has_logical_axis_names(scheme):
           flax.traverse_util.flatten_dict(plain, sep="/").items()} == PARAM_SHAPES
 
 
+def test_causal_and_key_lengths_equal_the_dense_mask():
+  """What cuDNN receives (causal flag + key lengths) sees the keys the dense mask lets through,
+  for right-padded prefill and for a decoding step (checked with the "xla" implementation)."""
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  k = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+  v = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+  lengths = np.array([5, 3], np.int32)
+  valid = np.arange(5)[None] < lengths[:, None]
+  dense = np.tril(np.ones((5, 5), bool))[None] & valid[:, None, :]
+  got = np.asarray(vlm.attend(q, k, v, vlm.Mask(dense, True, lengths), "xla"))
+  fused = np.asarray(jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                  key_value_seq_lengths=lengths))
+  for b in range(2):
+    np.testing.assert_allclose(got[b, :lengths[b]], fused[b, :lengths[b]], rtol=1e-5, atol=1e-6)
+  slots = np.array([4, 1])                      # decoding: one query, cache of 5 slots
+  step = vlm.Mask((np.arange(5)[None] <= slots[:, None])[:, None], kv_lengths=slots + 1)
+  got = np.asarray(vlm.attend(q[:, :1], k, v, step, "xla"))
+  fused = np.asarray(jax.nn.dot_product_attention(q[:, :1], k, v,
+                                                  key_value_seq_lengths=(slots + 1).astype(np.int32)))
+  np.testing.assert_allclose(got, fused, rtol=1e-5, atol=1e-6)
+
+
 def test_attention_impl_option():
   cfg = tiny_config()
   assert cfg.attention_impl == "xla"
