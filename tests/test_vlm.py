@@ -194,6 +194,34 @@ def test_a_scheme_registered_in_a_test_runs_forward_and_cached_decoding(monkeypa
   assert np.abs(a - b).max() > 1e-4
 
 
+@dataclasses.dataclass(frozen=True)
+class RandomScaleScheme(vlm_schemes.Scheme):
+  """Training randomness (as HoPE's temporal scale): angles scaled by a number drawn from the
+  "scheme" rng when the caller passes one (tasks/vlm.py: the training step's key), 1 else."""
+
+  def tables(self, module, s, positions, positions_alt):
+    scale = 1.0
+    if module.has_rng("scheme"):
+      scale = jax.random.uniform(module.make_rng("scheme"), (), minval=0.5, maxval=2.0)
+    return super().tables(module, s, positions * scale, positions_alt * scale)
+
+
+def test_a_scheme_with_training_randomness_is_fixed_without_the_rng(monkeypatch):
+  entry = RandomScaleScheme("random id scale in training", "vanilla",
+                            vlm_schemes.SCHEMES.get("vanilla").table)
+  monkeypatch.setitem(vlm_schemes.SCHEMES._entries, "toy_random", entry)  # pylint: disable=protected-access
+  model = vlm.model_from_config(tiny_config("toy_random"), VOCAB)
+  params = shared_params()                    # no parameters of its own
+  batch = vlm.model_inputs(make_batch("toy_random", [[rope.Text(4), rope.Image(3, 3),
+                                                      rope.Text(3)]]))
+  apply = jax.jit(lambda p, x, key: model.apply({"params": p}, **x, rngs={"scheme": key}))
+  _, vanilla = model_and_forward("vanilla")
+  fixed = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, **x))(params, batch))
+  np.testing.assert_allclose(fixed, np.asarray(vanilla(params, batch)), rtol=1e-6, atol=1e-6)
+  a, b = (np.asarray(apply(params, batch, jax.random.PRNGKey(i))) for i in (1, 2))
+  assert np.abs(a - fixed).max() > 1e-4 and np.abs(a - b).max() > 1e-4
+
+
 # ---------------------------------------------------------------------------------------------
 # Logical axis names on every parameter; attention implementation option.
 
