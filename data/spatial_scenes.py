@@ -89,6 +89,9 @@ def make_tokenizer() -> tok.Tokenizer:
   return tok.Tokenizer(WORDS)
 
 
+# ---------------------------------------------------------------------------------------------
+# Sizes fixed by a data config (read by the input pipeline too).
+
 
 def token_grid(config) -> tuple[int, int]:
   """(h, w) visual tokens per image after the merge."""
@@ -97,6 +100,7 @@ def token_grid(config) -> tuple[int, int]:
 
 
 def mix_weights(config) -> np.ndarray:
+  """The question_mix weights in QUESTION_TYPES order (not normalised)."""
   return np.array([float(config.question_mix[t]) for t in QUESTION_TYPES])
 
 

@@ -10,8 +10,9 @@ rotary scheme is one entry of `models/vlm_schemes.py` (`model.scheme`), looked u
 rule and never branches on the scheme's name.
 
 Attention is `jax.nn.dot_product_attention` (`model.attention_impl`: "xla", or "cudnn" for the
-cuDNN flash kernel on GPUs) with the causal/padding mask as its `mask` argument: the rotation
-is applied to q and k before, so every scheme reaches the fused kernels. Every parameter
+cuDNN flash kernel on GPUs), the causal/padding pattern passed as its arguments (`Mask`: the
+dense mask for "xla", the causal flag and key lengths for cuDNN): the rotation is applied to q
+and k before, so every scheme reaches the fused kernels, the KV-cache decoding step included. Every parameter
 carries logical axis names (`nn.with_logical_partitioning`, see `LOGICAL_AXES`) for sharding;
 `init_params` returns them unboxed (plain arrays, the checkpoint format).
 
@@ -42,7 +43,7 @@ ATTENTION_IMPLS = ("xla", "cudnn")   # `implementation` of jax.nn.dot_product_at
 # The logical axis names of the parameters (a sharding rule maps them onto mesh axes):
 #   "embed" residual / encoder width, "mlp" MLP hidden width, "heads" query heads, "kv_heads"
 #   key/value heads, "kv" per-head width, "vocab" vocabulary; None = not sharded (conv taps,
-#   the 3 of a fused qkv).
+#   the 3 of a fused qkv). Layers are separate modules (not scanned), so there is no "layers".
 LOGICAL_AXES = ("embed", "mlp", "heads", "kv_heads", "kv", "vocab")
 
 
