@@ -9,10 +9,10 @@ a step, and that every scheme's step is within 3% of vanilla 1-D RoPE's. For eac
 configs/vlm_common.py (same config mode for all), on the first training batch (samples 0..B-1
 of the "train" split, as the trainer's step 1 sees them) this measures, in one process:
 
-  * pos cold / warm: the host time of the collator's positions part (data/spatial_qa.py:
+  * pos cold / warm: the host time of the collator's positions part (data/vlm_pipeline.py:
     group the rows by layout, one `PositionTable` lookup per distinct layout, one broadcast
-    copy into [2, B, L, 3]). Cold = a fresh table (every layout computed by the model's
-    `sequence_positions`), warm = the table already holds the batch's layouts (steady state).
+    copy into [2, B, L, 3]). Cold = a fresh table (every layout computed by the scheme's
+    position function), warm = the table already holds the batch's layouts (steady state).
   * collate cold / warm: the whole `Collator.__call__` (tokens, images, masks, positions).
   * step: the median wall time of one training step built exactly as train.py builds it
     (`trainer.loop.build` + `jit_train_step`: forward, backward and AdamW, state donated), on
@@ -23,7 +23,7 @@ of the "train" split, as the trainer's step 1 sees them) this measures, in one p
   * flops, transc., bytes: XLA's cost analysis of the compiled step relative to vanilla's
     (exact, noise-free: a scheme doing more work per step shows up here first).
   * rotary: the rotary part alone, forward + backward, at the model's shapes:
-    `vlm_rotary.layer_angles` from the batch's ids and `rope.apply_cos_sin` on a distinct
+    the scheme entry's `tables` from the batch's ids and its `rotate` on a distinct
     q [B, L, Hq, D] and k [B, L, Hkv, D] per decoder layer, as the model does it; with its
     share of the scheme's step.
 
@@ -39,11 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import rope
 from benchmarks import common
 from configs import vlm_common
-from data import spatial_qa
-from models import vlm_rotary
+from data import spatial_scenes
+from data import vlm_pipeline
+from models import vlm_schemes
 from trainer import loop
 from trainer import mesh as mesh_lib
 from trainer import step as step_lib
@@ -51,8 +51,8 @@ from trainer import step as step_lib
 BASELINE = "vanilla"  # 1-D RoPE over the flattened sequence.
 
 
-def positions_part(table: spatial_qa.PositionTable, samples, length: int) -> np.ndarray:
-  """The positions part of `spatial_qa.Collator.__call__`: float32 [2, B, L, 3].
+def positions_part(table: vlm_pipeline.PositionTable, samples, length: int) -> np.ndarray:
+  """The positions part of `vlm_pipeline.Collator.__call__`: float32 [2, B, L, 3].
 
   Kept line-for-line equal to the collator's code (checked against the collator's output in
   `measure_host`), so that this part can be timed on its own.
@@ -79,33 +79,34 @@ def _median_host(fn, repeats: int) -> float:
 def measure_host(config, positions_fn, samples, repeats: int) -> dict:
   """Host seconds of the positions part and of the whole collate, cold and warm."""
   d = config.data
-  collate = spatial_qa.Collator(d, positions_fn)
+  collate = vlm_pipeline.Collator(d, positions_fn)
   batch = collate(samples)
-  table = spatial_qa.PositionTable(positions_fn)
+  table = vlm_pipeline.PositionTable(positions_fn)
   pos = positions_part(table, samples, d.max_len)
   for i, key in enumerate(("positions", "positions_alt")):
     if not np.array_equal(pos[i], batch[key]):
       raise AssertionError(f"positions_part differs from Collator's {key}: update this "
-                           f"benchmark to follow data/spatial_qa.py.")
-  warm = spatial_qa.Collator(d, positions_fn)
+                           f"benchmark to follow data/vlm_pipeline.py.")
+  warm = vlm_pipeline.Collator(d, positions_fn)
   warm(samples)
   return {
       "layouts": len(table),
       "pos_cold": _median_host(
-          lambda: positions_part(spatial_qa.PositionTable(positions_fn), samples, d.max_len),
+          lambda: positions_part(vlm_pipeline.PositionTable(positions_fn), samples, d.max_len),
           repeats),
       "pos_warm": _median_host(lambda: positions_part(table, samples, d.max_len), repeats),
       "collate_cold": _median_host(
-          lambda: spatial_qa.Collator(d, positions_fn)(samples), repeats),
+          lambda: vlm_pipeline.Collator(d, positions_fn)(samples), repeats),
       "collate_warm": _median_host(lambda: warm(samples), repeats),
       "batch": batch,
   }
 
 
-def rotary_fwd_bwd(settings: vlm_rotary.RotarySettings, batch: dict, key) -> tuple:
+def rotary_fwd_bwd(scheme: vlm_schemes.Scheme, settings: vlm_schemes.RotarySettings,
+                   batch: dict, key) -> tuple:
   """(jitted fn, args): the decoder's rotary work, forward and backward, alone.
 
-  One Angles per id set (`layer_angles`), then each layer rotates its own q and k (distinct
+  One table per id set (`Scheme.tables`), then each layer rotates its own q and k (distinct
   arrays, so XLA cannot merge the layers' applications); the gradient w.r.t. q and k goes
   back through the rotations, as in the training step.
   """
@@ -119,11 +120,10 @@ def rotary_fwd_bwd(settings: vlm_rotary.RotarySettings, batch: dict, key) -> tup
             for i in range(depth))
 
   def loss(q, k, positions, positions_alt):
-    per_layer = vlm_rotary.layer_angles(settings, positions, positions_alt)
+    per_layer = scheme.tables(None, settings, positions, positions_alt)
     total = 0.0
     for qi, ki, a in zip(q, k, per_layer):
-      rq = rope.apply_cos_sin(qi, a.cos_q, a.sin_q, layout="half")
-      rk = rope.apply_cos_sin(ki, a.cos_k, a.sin_k, layout="half")
+      rq, rk = scheme.rotate(None, qi, ki, a)
       total += jnp.sum(rq * qi) + jnp.sum(rk * ki)
     return total
 
@@ -147,8 +147,8 @@ class SchemeStep:
     config = vlm_common.get_config(scheme, config_arg)
     setup = loop.build(config, jax.devices()[:1])
     task = setup.task
-    spec = spatial_qa.GenSpec.from_config(config.data)
-    samples = [spatial_qa.make_sample(spec, seed=config.seed, split="train", index=i)
+    spec = spatial_scenes.GenSpec.from_config(config.data)
+    samples = [spatial_scenes.make_sample(spec, seed=config.seed, split="train", index=i)
                for i in range(config.training.batch_size)]
     self.host = measure_host(config, task.positions_fn, samples, host_repeats)
     batch = mesh_lib.global_batch(self.host.pop("batch"), setup.mesh)
@@ -158,7 +158,8 @@ class SchemeStep:
     self.batch = batch
     self.step = loop.jit_train_step(setup).lower(self.state, batch).compile()
     self.cost = _cost(self.step)
-    self.rotary = rotary_fwd_bwd(task.model.rotary, batch, jax.random.key(1))
+    self.rotary = rotary_fwd_bwd(task.model.scheme, task.model.rotary, batch,
+                                 jax.random.key(1))
     self.rotary_seconds = None
     self.times = []
 

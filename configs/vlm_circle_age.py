@@ -1,10 +1,10 @@
 r"""VLM with the "circle_age" rotary scheme: Circle-RoPE with AGE: layers alternate Circle-RoPE ids
 and M-RoPE ids; two-frame videos as two images (data.video_as='frames').
 
-Scheme: rope 'circle' ids on even layers, 'mrope' ids on odd layers, freqs_mrope
-(models/vlm_rotary.py). Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py
+Position design 'circle' on even layers, 'mrope' ids on odd layers, freqs_mrope
+(models/vlm_schemes.py). Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py
 documents the choices and the modes). Every key is documented in configs/common.py (training
-loop), models/vlm.py (model.*), data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions,
+loop), models/vlm.py (model.*), data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions,
 metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):

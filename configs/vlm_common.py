@@ -1,6 +1,6 @@
 """A full vision-language config from a rotary scheme name (used by every configs/vlm_*.py).
 
-Task: data/spatial_qa.py's synthetic spatial questions (colour at a cell, left/above, nearest,
+Task: data/spatial_scenes.py's synthetic spatial questions (colour at a cell, left/above, nearest,
 count, which of two images has more, which shape moved between two frames and where to),
 answered by the decoder of models/vlm.py; exact-match accuracy per question type
 (tasks/vlm.py). Only the LLM's position scheme differs between the configs/vlm_*.py files.
@@ -34,17 +34,18 @@ Modes (after the colon, configs.common.parse_arg):
 import ml_collections
 
 from configs import common
-from data import spatial_qa
+from data import vlm_pipeline
 from models import vlm
-from models import vlm_rotary
+from models import vlm_schemes
 
-SCHEMES = vlm_rotary.SCHEMES  # vanilla mrope mrope_interleave mhrope videorope v2pe circle*
+# The registered schemes: vanilla mrope mrope_interleave mhrope videorope v2pe circle*.
+SCHEMES = vlm_schemes.SCHEMES.names()
 MODES = ("smoke", "cpu")  # Besides the default (accelerator-sized).
 
 
 def _model(scheme: str, **overrides) -> ml_collections.ConfigDict:
   m = vlm.default_config()
-  m.scheme = scheme  # models/vlm_rotary.py SCHEMES.
+  m.scheme = scheme  # models/vlm_schemes.py SCHEMES; also decides the data's position ids.
   m.theta = 1e4  # Rotary base (see the module docstring for why not 1e6).
   m.max_len = 160  # >= the longest eval sequence (larger_grid: 152 tokens).
   m.visual_stride = 4.0  # v2pe only: position ids per image (see the module docstring).
@@ -55,24 +56,20 @@ def _model(scheme: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def _data(scheme: str) -> ml_collections.ConfigDict:
-  d = spatial_qa.default_config()
+  d = vlm_pipeline.default_config()
   d.image_size = 32  # 4x4 scene grid of 8 px cells -> 4x4 visual tokens per image.
   d.grid_size = 4
   d.patch_size = 4  # Must equal model.vision.patch_size (the task checks).
   d.max_len = 64  # Longest training sample: 54 (video) / 56 (frames) tokens.
-  # The position design of the scheme (only for the data checks; ids come from the model).
-  d.scheme = vlm_rotary.POSITION_SCHEME[scheme]
-  d.age = scheme == "circle_age"  # Also emit the M-RoPE ids for AGE's M-RoPE layers.
-  is_circle = scheme.startswith("circle")
-  d.video_as = "frames" if is_circle else "video"  # Circle-RoPE cannot place a video.
+  # Schemes that cannot place a video (Circle-RoPE) see a two-frame video as two images.
+  d.video_as = "video" if vlm_schemes.SCHEMES.get(scheme).places_video else "frames"
   d.num_eval_examples = 512  # Per eval condition.
   return d
 
 
 def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """The full, locked config for `scheme` (one of SCHEMES) and a mode argument."""
-  if scheme not in SCHEMES:
-    raise ValueError(f"scheme={scheme!r} is unknown; allowed: {', '.join(SCHEMES)}.")
+  scheme = vlm_schemes.SCHEMES.canonical(scheme)  # ValueError listing the names
   arg = common.parse_arg(arg, smoke=False, cpu=False)
   modes = [m for m in MODES if arg[m]]
   if len(modes) > 1:
@@ -100,7 +97,7 @@ def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict
     c.checkpoint.every_steps = 2000
   elif mode == "cpu":
     # 3 heads = 3 KV heads of 32: chunked sections (4, 6, 6), interleaved (6, 5, 5), MHRoPE
-    # one KV head per axis (1, 1, 1). ~0.5 s/step on 2 idle CPU cores, ~1 s/step shared.
+    # one KV head per axis (1, 1, 1). Step times: benchmarks/RESULTS.md (bench_vlm).
     c.model = _model(scheme, width=96, depth=3, num_heads=3, num_kv_heads=3, head_dim=32,
                      mlp_dim=256)
     c.model.vision.width = 64  # Patch embedding width (48 input values per patch).

@@ -1,10 +1,10 @@
 r"""VLM with the "mrope" rotary scheme: Qwen2-VL M-RoPE: (t, h, w) ids, text continues after max(h,
 w); chunked 16:24:24 frequency split.
 
-Scheme: rope 'mrope' ids, freqs_mrope (chunked) (models/vlm_rotary.py). Everything else is
+Position design 'mrope', freqs_mrope (chunked) (models/vlm_schemes.py). Everything else is
 shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes).
 Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
-data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
   python train.py --config=configs/vlm_mrope.py:smoke --workdir=/tmp/vlm_mrope

@@ -1,10 +1,10 @@
 r"""VLM with the "mrope_interleave" rotary scheme: MRoPE-I (Qwen3-VL style): spatial-reset ids (h, w
 restart at 0 per image), interleaved t/h/w frequencies.
 
-Scheme: rope 'spatial_reset' ids, freqs_mrope_interleaved (models/vlm_rotary.py). Everything
+Position design 'spatial_reset', freqs_mrope_interleaved (models/vlm_schemes.py). Everything
 else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the
 modes). Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
-data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
   python train.py --config=configs/vlm_mrope_interleave.py:smoke --workdir=/tmp/vlm_mrope_interleave

@@ -1,9 +1,9 @@
 r"""VLM with the "v2pe" rotary scheme: V2PE: 1-D ids with a fractional step inside images
 (model.visual_stride = 4 ids per image).
 
-Scheme: rope 'v2pe' ids, freqs_1d (models/vlm_rotary.py). Everything else is shared by all
+Position design 'v2pe', freqs_1d (models/vlm_schemes.py). Everything else is shared by all
 configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes). Every key is
-documented in configs/common.py (training loop), models/vlm.py (model.*), data/spatial_qa.py
+documented in configs/common.py (training loop), models/vlm.py (model.*), data/vlm_pipeline.py
 (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):

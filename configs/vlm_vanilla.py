@@ -1,10 +1,10 @@
 r"""VLM with the "vanilla" rotary scheme: 1-D RoPE over the flattened sequence (image tokens in
 raster order, one id each).
 
-Scheme: rope 'vanilla' ids, freqs_1d on the t column (models/vlm_rotary.py). Everything else is
+Position design 'vanilla', freqs_1d on the t column (models/vlm_schemes.py). Everything else is
 shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes).
 Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
-data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
   python train.py --config=configs/vlm_vanilla.py:smoke --workdir=/tmp/vlm_vanilla

@@ -1,10 +1,10 @@
 r"""VLM with the "videorope" rotary scheme: VideoRoPE: diagonal layout (h, w offset by t), temporal
 stride 2, low frequencies to t.
 
-Scheme: rope 'videorope' ids, VideoRoPE's LTA frequency allocation (models/vlm_rotary.py).
+Position design 'videorope', VideoRoPE's LTA frequency allocation (models/vlm_schemes.py).
 Everything else is shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices
 and the modes). Every key is documented in configs/common.py (training loop), models/vlm.py
-(model.*), data/spatial_qa.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+(model.*), data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
 
   # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
   python train.py --config=configs/vlm_videorope.py:smoke --workdir=/tmp/vlm_videorope

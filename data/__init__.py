@@ -5,5 +5,7 @@ Image classification: `data.vision` (datasets, seeded/resumable/sharded iterator
 `data.augment` and `data.randaugment` (per-image augmentations) and `data.mixup` (per-batch
 Mixup/CutMix and label targets).
 
-Vision-language data (spatial QA samples, tokenizer): `data.spatial_qa`, `data.tokenizer`.
+Vision-language data: `data.spatial_scenes` (synthetic spatial QA scenes, questions, samples),
+`data.vlm_pipeline` (config, batches with position ids, iterators), `data.vlm_tfds` (a tfds
+image-question-answer dataset as samples) and `data.tokenizer`.
 """

@@ -1,7 +1,7 @@
 """A small word-level tokenizer with a closed vocabulary and a byte fallback.
 
 Nothing is downloaded: the vocabulary is a list of words given by the caller
-(`data.spatial_qa.WORDS` for the synthetic task). Text is normalised (lower
+(`data.spatial_scenes.WORDS` for the synthetic task). Text is normalised (lower
 case, split into runs of letters/digits and single punctuation marks); a known
 word is one token, and every maximal run of unknown words is spelled as UTF-8
 byte tokens (with the byte of " " between two unknown words), so any text can

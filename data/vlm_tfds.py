@@ -1,16 +1,16 @@
 """A tensorflow-datasets image-question-answer dataset in the VLM batch format.
 
-Used by `data.spatial_qa` when `config.tfds.name` is set: the records come from
+Used by `data.vlm_pipeline` when `config.tfds.name` is set: the records come from
 `tfds.data_source` (random access, no TensorFlow needed; the dataset must already be prepared
-in `config.tfds.data_dir`), and each becomes a `spatial_qa.Sample` with the same layout as the
+in `config.tfds.data_dir`), and each becomes a `spatial_scenes.Sample` with the same layout as the
 synthetic samples:
 
   BOS prefix... (VISION_START IMAGE*(h*w) VISION_END) per image, question... answer... EOS
 
-so batching, positions and the batch keys are exactly those of `spatial_qa.Collator`.
+so batching, positions and the batch keys are exactly those of `vlm_pipeline.Collator`.
 Images are resized (whole image, no crop, bilinear) to `image_size` x `image_size`, RGB, in
 [0, 1]; grey images are repeated to RGB and an alpha channel is dropped. Text goes through
-`spatial_qa.make_tokenizer()` (known words, byte fallback for the rest). The answer is cut to
+`spatial_scenes.make_tokenizer()` (known words, byte fallback for the rest). The answer is cut to
 `tfds.max_answer_len` tokens, then the question is cut at its end if the sample would not fit
 in `max_len`. The prefix of filler words is drawn as for the synthetic data (set
 min/max_prefix_len to 0 for none). All samples have question_type TFDS_QUESTION_TYPE.
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image as PILImage
 import tensorflow_datasets as tfds
 
-from data import spatial_qa
+from data import spatial_scenes
 from data import tokenizer as tok
 
 
@@ -66,7 +66,7 @@ def to_rgb(image: np.ndarray, size: int) -> np.ndarray:
   return image.astype(np.float32) / 255.0
 
 
-def record_to_sample(record: dict, config, rng: np.random.Generator) -> spatial_qa.Sample:
+def record_to_sample(record: dict, config, rng: np.random.Generator) -> spatial_scenes.Sample:
   """One tfds record -> Sample (see the module docstring for the layout and truncation)."""
   t = config.tfds
   for key in (t.image_key, t.question_key, t.answer_key):
@@ -79,11 +79,11 @@ def record_to_sample(record: dict, config, rng: np.random.Generator) -> spatial_
     raise ValueError(f"max_images={config.max_images} is smaller than the {len(raw)} images "
                      f"of a record.")
   images = np.stack([to_rgb(im, config.image_size) for im in raw])
-  tk = spatial_qa.make_tokenizer()
-  prefix = tk.encode(spatial_qa.prefix_words(rng, config))
+  tk = spatial_scenes.make_tokenizer()
+  prefix = tk.encode(spatial_scenes.prefix_words(rng, config))
   question = tk.encode(_text(record[t.question_key], t.question_key))
   answer = tk.encode(_text(record[t.answer_key], t.answer_key))[:t.max_answer_len]
-  h, w = spatial_qa.token_grid(config)
+  h, w = spatial_scenes.token_grid(config)
   visual = [[tok.VISION_START], ("visual", 1, h, w), [tok.VISION_END]] * len(images)
   fixed = 1 + len(prefix) + len(images) * (h * w + 2) + len(answer) + 1
   room = config.max_len - fixed
@@ -91,14 +91,14 @@ def record_to_sample(record: dict, config, rng: np.random.Generator) -> spatial_
     raise ValueError(f"max_len={config.max_len} leaves no room for the question: prefix, "
                      f"{len(images)} image(s) of {h}x{w} tokens and the answer need {fixed}.")
   question = question[:room]
-  return spatial_qa.pack([prefix] + visual + [question], images, answer,
-                         spatial_qa.TFDS_QUESTION_TYPE, question=tuple(tk.decode(question)
+  return spatial_scenes.pack([prefix] + visual + [question], images, answer,
+                         spatial_scenes.TFDS_QUESTION_TYPE, question=tuple(tk.decode(question)
                                                                        .split()),
                          answer=tuple(tk.decode(answer).split()))
 
 
 def make_sample_fn(config, *, seed: int,
-                   split: str) -> tuple[Callable[[int], spatial_qa.Sample], int]:
+                   split: str) -> tuple[Callable[[int], spatial_scenes.Sample], int]:
   """(index -> Sample, number of records) for split "train" or "eval" of config.tfds."""
   t = config.tfds
   if split not in ("train", "eval"):
@@ -113,11 +113,11 @@ def make_sample_fn(config, *, seed: int,
   def permutation(epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), 2, epoch]).permutation(n)
 
-  def sample(index: int) -> spatial_qa.Sample:
+  def sample(index: int) -> spatial_scenes.Sample:
     if split == "train":
       record = source[int(permutation(index // n)[index % n])]
     else:
       record = source[index]
-    return record_to_sample(record, config, spatial_qa.sample_rng(seed, split, index))
+    return record_to_sample(record, config, spatial_scenes.sample_rng(seed, split, index))
 
   return sample, n

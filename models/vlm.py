@@ -4,20 +4,29 @@ Images go through a patch encoder (patch embedding, optionally a few ViT layers 
 RoPE), an optional 2x2 token merge and a two-layer projector; the resulting visual tokens
 replace the IMAGE placeholders of the token sequence (the k-th image fills the k-th run of
 placeholders). A LLaMA-style decoder (RMSNorm, SwiGLU, grouped-query attention, causal mask)
-then reads the sequence, its rotary angles coming from the position ids of the batch
-(`rope.multimodal_positions` for the configured scheme, see `models/vlm_rotary.py`).
+then reads the sequence, its rotary tables coming from the position ids of the batch. The
+rotary scheme is one entry of `models/vlm_schemes.py` (`model.scheme`), looked up once in
+`model_from_config`: the model asks the entry for its tables, its q/k rotation and its decoding
+rule and never branches on the scheme's name.
 
-Batch format: INTERFACES.md §4. Usage:
+Attention is `jax.nn.dot_product_attention` (`model.attention_impl`: "xla", or "cudnn" for the
+cuDNN flash kernel on GPUs), the causal/padding pattern passed as its arguments (`Mask`: the
+dense mask for "xla", the causal flag and key lengths for cuDNN): the rotation is applied to q
+and k before, so every scheme reaches the fused kernels, the KV-cache decoding step included. Every parameter
+carries logical axis names (`nn.with_logical_partitioning`, see `LOGICAL_AXES`) for sharding;
+`init_params` returns them unboxed (plain arrays, the checkpoint format).
+
+Batch format: `data.vlm_pipeline.Collator` (the keys the model reads: `model_inputs`). Usage:
 
   model = vlm.model_from_config(config.model, vocab_size)
-  params = model.init(rng, **vlm.dummy_inputs(config.model, image_size=32))["params"]
+  params = vlm.init_params(model, rng, vlm.dummy_inputs(config.model, image_size=32))
   logits = model.apply({"params": params}, **vlm.model_inputs(batch))     # [B, L, V]
   tokens, logits = vlm.generate(model, params, batch, max_new_tokens=8)  # greedy, KV cache
 
 The loss at position t predicts tokens[:, t+1] (that convention belongs to the task).
 """
 import functools
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -26,9 +35,26 @@ import ml_collections
 import numpy as np
 
 import rope
-from models import vlm_rotary
+from models import vlm_schemes
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ATTENTION_IMPLS = ("xla", "cudnn")   # `implementation` of jax.nn.dot_product_attention
+
+# The logical axis names of the parameters (a sharding rule maps them onto mesh axes):
+#   "embed" residual / encoder width, "mlp" MLP hidden width, "heads" query heads, "kv_heads"
+#   key/value heads, "kv" per-head width, "vocab" vocabulary; None = not sharded (conv taps,
+#   the 3 of a fused qkv). Layers are separate modules (not scanned), so there is no "layers".
+LOGICAL_AXES = ("embed", "mlp", "heads", "kv_heads", "kv", "vocab")
+
+
+def _part(init: Callable, names: tuple) -> Callable:
+  """`init` returning a value boxed with its logical axis names."""
+  return nn.with_logical_partitioning(init, names)
+
+
+_KERNEL = nn.initializers.lecun_normal()   # the flax default of Dense / DenseGeneral / Conv
+_ZEROS = nn.initializers.zeros_init()
+_ONES = nn.initializers.ones_init()
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -42,8 +68,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.head_dim = 32              # per-head width; may differ from width / num_heads
   c.mlp_dim = 768              # SwiGLU hidden width
   c.theta = 1e6                # rotary base of the decoder (the paper's experiments: 1e6)
-  # Rotary scheme, one of vlm_rotary.SCHEMES: vanilla, mrope, mrope_interleave, mhrope,
-  # videorope, v2pe, circle, circle_age.
+  # Rotary scheme, a name of models/vlm_schemes.py SCHEMES: vanilla, mrope, mrope_interleave,
+  # mhrope, videorope, v2pe, circle, circle_age. It also decides the data's position ids.
   c.scheme = "mrope_interleave"
   # (t, h, w) rotary pair counts summing to head_dim/2; None = the D=128 defaults scaled
   # (chunked 16:24:24, interleaved 24:20:20). Used by mrope, mrope_interleave, videorope, circle*.
@@ -52,7 +78,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.head_sections = ml_collections.config_dict.placeholder(tuple)
   c.age_strategy = "alternate"   # circle_age: which layers get circle ids (rope.age_schedule)
   c.circle_alpha = 0.5           # Circle-RoPE angle mix (released config)
-  c.circle_radius = 10.0         # Circle-RoPE radius (released config)
+  # Circle-RoPE radius (released config): a number, "auto" or "auto-k" (rope.multimodal_positions).
+  c.circle_radius = ml_collections.FieldReference(10.0, field_type=object)
   # Position options passed to rope.multimodal_positions; None = the scheme's default
   # (mrope / spatial_reset 1, videorope 2).
   c.temporal_stride = ml_collections.config_dict.placeholder(float)
@@ -62,6 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.image_token_id = ml_collections.config_dict.placeholder(int)
   c.tie_embeddings = False       # share the token embedding with the output projection
   c.dtype = "float32"            # compute dtype ("float32" | "bfloat16"); params are float32
+  # jax.nn.dot_product_attention implementation: "xla" (any backend) or "cudnn" (GPU flash).
+  c.attention_impl = "xla"
 
   c.vision = ml_collections.ConfigDict()
   c.vision.patch_size = 4        # image side must be divisible by patch_size (x2 with merge)
@@ -74,14 +103,17 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def rotary_settings(cfg: ml_collections.ConfigDict) -> vlm_rotary.RotarySettings:
-  return vlm_rotary.RotarySettings(
-      scheme=cfg.scheme, head_dim=int(cfg.head_dim), num_heads=int(cfg.num_heads),
-      num_kv_heads=int(cfg.num_kv_heads), theta=float(cfg.theta),
-      sections=None if cfg.sections is None else tuple(int(s) for s in cfg.sections),
-      head_sections=(None if cfg.head_sections is None
-                     else tuple(int(s) for s in cfg.head_sections)),
-      num_layers=int(cfg.depth), age_strategy=cfg.age_strategy)
+def rotary_settings(cfg: ml_collections.ConfigDict) -> vlm_schemes.RotarySettings:
+  return vlm_schemes.settings(cfg)
+
+
+def _attention_impl(cfg: ml_collections.ConfigDict) -> str:
+  """`attention_impl`, "xla" for configs written before the option existed."""
+  impl = cfg.get("attention_impl", "xla")
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"`attention_impl`={impl!r} is not supported; allowed: "
+                     f"{', '.join(map(repr, ATTENTION_IMPLS))}.")
+  return impl
 
 
 def _positive(name: str, value: Any) -> None:
@@ -92,13 +124,14 @@ def _positive(name: str, value: Any) -> None:
 def validate_config(cfg: ml_collections.ConfigDict, vocab_size: Optional[int] = None,
                     image_size: Optional[int] = None) -> None:
   """Raises ValueError naming the option if the model cannot be built as configured."""
-  vlm_rotary.check_scheme(cfg.scheme)
+  scheme = vlm_schemes.SCHEMES.get(cfg.scheme)
   for name in ("width", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
                "max_len"):
     _positive(name, cfg[name])
   if cfg.dtype not in DTYPES:
     raise ValueError(f"`dtype`={cfg.dtype!r} is not supported; allowed: {sorted(DTYPES)}.")
-  vlm_rotary.validate(rotary_settings(cfg))
+  _attention_impl(cfg)
+  scheme.check(rotary_settings(cfg))
   v = cfg.vision
   for name in ("patch_size", "width", "num_heads", "mlp_dim"):
     _positive(f"vision.{name}", v[name])
@@ -142,14 +175,16 @@ def model_from_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> "Visio
   v = cfg.vision
   return VisionLanguageModel(
       vocab_size=int(vocab_size), width=int(cfg.width), mlp_dim=int(cfg.mlp_dim),
-      rotary=rotary_settings(cfg), max_len=int(cfg.max_len), image_token_id=image_token_id,
+      scheme=vlm_schemes.SCHEMES.get(cfg.scheme), rotary=rotary_settings(cfg),
+      attention_impl=_attention_impl(cfg), max_len=int(cfg.max_len), image_token_id=image_token_id,
       vision_patch_size=int(v.patch_size), vision_width=int(v.width),
       vision_depth=int(v.depth), vision_num_heads=int(v.num_heads),
       vision_mlp_dim=int(v.mlp_dim), vision_theta=float(v.theta), merge=bool(v.merge),
       tie_embeddings=bool(cfg.tie_embeddings), dtype=cfg.dtype)
 
 
-def sequence_positions(cfg: ml_collections.ConfigDict, segments: Sequence[Any]):
+def sequence_positions(cfg: ml_collections.ConfigDict,
+                       segments: Sequence[Any]) -> vlm_schemes.SequencePositions:
   """Position ids of one unpadded sequence for the configured scheme.
 
   Args:
@@ -157,41 +192,54 @@ def sequence_positions(cfg: ml_collections.ConfigDict, segments: Sequence[Any]):
     segments: `rope.Text` / `rope.Image` / `rope.Video` (grids after the 2x2 merge).
 
   Returns:
-    `(positions [L, 3], next_position, positions_alt [L, 3], next_position_alt)` as in
-    INTERFACES.md §4 (the alt pair equals the primary one except for "circle_age").
+    `(positions [L, 3], next_position, positions_alt [L, 3], next_position_alt)`, the batch
+    keys of `data.vlm_pipeline.Collator` (the alt pair equals the primary one unless the
+    scheme has alternate ids, e.g. "circle_age").
   """
-  return vlm_rotary.sequence_positions(
-      cfg.scheme, segments, temporal_stride=cfg.temporal_stride,
-      visual_stride=cfg.visual_stride, circle_alpha=cfg.circle_alpha,
-      circle_radius=cfg.circle_radius)
+  return vlm_schemes.positions_fn(cfg)(segments)
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks.
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array,
-           mask: Optional[jax.Array]) -> jax.Array:
-  """Grouped-query dot-product attention.
+class Mask(NamedTuple):
+  """Which keys each query sees, in the two forms the attention kernels take.
+
+  `dense`: bool `[B, Lq, Lk]` (True = may attend), what the "xla" implementation reads.
+  `is_causal` + `kv_lengths` (int32 `[B]`, keys 0..n-1 valid): the same pattern for
+  right-padded sequences and for one decoding step, the form cuDNN's flash kernel takes
+  without materialising a mask (equal on every valid query row; tested on CPU with "xla").
+  """
+  dense: jax.Array
+  is_causal: bool = False
+  kv_lengths: Optional[jax.Array] = None
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[Any],
+           implementation: str = "xla") -> jax.Array:
+  """Grouped-query dot-product attention (`jax.nn.dot_product_attention`).
 
   Args:
     q: `[B, Lq, Hq, D]`; query head i reads key/value head i // (Hq / Hkv).
     k, v: `[B, Lk, Hkv, D]`.
-    mask: bool `[B, Lq, Lk]` (True = may attend) or None (everything visible).
+    mask: a `Mask`, a bool `[B, Lq, Lk]` (True = may attend) or None (everything visible).
+    implementation: "xla" or "cudnn" (`ATTENTION_IMPLS`). cuDNN gets a `Mask`'s causal flag
+      and key lengths (its fused masking), "xla" the dense mask.
 
   Returns:
     `[B, Lq, Hq, D]` in q's dtype.
   """
-  b, lq, hq, d = q.shape
-  hkv = k.shape[2]
-  q = q.reshape(b, lq, hkv, hq // hkv, d)
-  logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
-  logits = logits * (1.0 / np.sqrt(d))
+  k, v = k.astype(q.dtype), v.astype(q.dtype)
+  if isinstance(mask, Mask):
+    if implementation == "cudnn" and (mask.is_causal or mask.kv_lengths is not None):
+      return jax.nn.dot_product_attention(
+          q, k, v, is_causal=mask.is_causal, key_value_seq_lengths=mask.kv_lengths,
+          implementation=implementation)
+    mask = mask.dense
   if mask is not None:
-    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bgrqk,bkgd->bqgrd", weights, v)
-  return out.reshape(b, lq, hq, d)
+    mask = mask[:, None]                     # [B, 1, Lq, Lk], broadcast over heads
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
 def merge_2x2(x: jax.Array) -> jax.Array:
@@ -209,26 +257,48 @@ def merge_2x2(x: jax.Array) -> jax.Array:
   return x.reshape(m, gh // 2, gw // 2, 4 * e)
 
 
+def _dense(features, names: tuple, *, axis=-1, use_bias: bool = True, dtype=jnp.float32,
+           name: Optional[str] = None) -> nn.DenseGeneral:
+  """A DenseGeneral whose kernel (and bias) carry the logical axis names `names` (kernel
+  shape: input axes then features; the bias takes the feature names, the last ones)."""
+  n_out = 1 if isinstance(features, int) else len(features)
+  return nn.DenseGeneral(features, axis=axis, use_bias=use_bias, dtype=dtype,
+                         kernel_init=_part(_KERNEL, names),
+                         bias_init=_part(_ZEROS, names[-n_out:]), name=name)
+
+
+def _layer_norm(dtype, name: Optional[str] = None) -> nn.LayerNorm:
+  return nn.LayerNorm(dtype=dtype, scale_init=_part(_ONES, ("embed",)),
+                      bias_init=_part(_ZEROS, ("embed",)), name=name)
+
+
+def _rms_norm(dtype, name: Optional[str] = None) -> nn.RMSNorm:
+  return nn.RMSNorm(dtype=dtype, scale_init=_part(_ONES, ("embed",)), name=name)
+
+
 class VisionBlock(nn.Module):
   """Pre-LN ViT block whose attention rotates q/k with fixed 2-D axial RoPE."""
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, angles: jax.Array) -> jax.Array:
     """x: `[M, N, E]`; angles: `[N, 1, D/2]`."""
     width = x.shape[-1]
     head_dim = width // self.num_heads
-    y = nn.LayerNorm(dtype=self.dtype, name="attn_norm")(x)
-    qkv = nn.DenseGeneral((3, self.num_heads, head_dim), dtype=self.dtype, name="qkv")(y)
+    y = _layer_norm(self.dtype, name="attn_norm")(x)
+    qkv = _dense((3, self.num_heads, head_dim), ("embed", None, "heads", "kv"),
+                 dtype=self.dtype, name="qkv")(y)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q, k = rope.apply(q, angles), rope.apply(k, angles)
-    y = attend(q, k, v, None)
-    x = x + nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out")(y)
-    y = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
-    y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(y)
-    y = nn.Dense(width, dtype=self.dtype, name="mlp_out")(nn.gelu(y))
+    y = attend(q, k, v, None, self.attention_impl)
+    x = x + _dense(width, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype,
+                   name="out")(y)
+    y = _layer_norm(self.dtype, name="mlp_norm")(x)
+    y = _dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="mlp_in")(y)
+    y = _dense(width, ("mlp", "embed"), dtype=self.dtype, name="mlp_out")(nn.gelu(y))
     return x + y
 
 
@@ -241,13 +311,15 @@ class VisionEncoder(nn.Module):
   mlp_dim: int
   theta: float
   dtype: Any = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     """images `[M, S, S, C]` -> patch features `[M, S/p, S/p, width]`."""
     p = self.patch_size
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                name="patch_embed")(images)
+                kernel_init=_part(_KERNEL, (None, None, None, "embed")),
+                bias_init=_part(_ZEROS, ("embed",)), name="patch_embed")(images)
     m, gh, gw, _ = x.shape
     x = x.reshape(m, gh * gw, self.width)
     if self.depth:
@@ -255,9 +327,24 @@ class VisionEncoder(nn.Module):
       angles = rope.angles(rope.grid_positions(gh, gw),
                            rope.freqs_axial(self.width // self.num_heads, self.theta))
       for i in range(self.depth):
-        x = VisionBlock(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(x, angles)
-    x = nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
+        x = VisionBlock(self.num_heads, self.mlp_dim, self.dtype, self.attention_impl,
+                        name=f"block_{i}")(x, angles)
+    x = _layer_norm(self.dtype, name="encoder_norm")(x)
     return x.reshape(m, gh, gw, self.width)
+
+
+class RotaryTables(nn.Module):
+  """The per-layer rotary tables of one forward pass (`Scheme.tables`).
+
+  A module of its own so that a scheme's tables may own parameters or draw training
+  randomness (`self.param`, `self.make_rng("scheme")` inside the entry's `tables`).
+  """
+  scheme: vlm_schemes.Scheme
+  rotary: vlm_schemes.RotarySettings
+
+  @nn.compact
+  def __call__(self, positions: jax.Array, positions_alt: jax.Array) -> list:
+    return self.scheme.tables(self, self.rotary, positions, positions_alt)
 
 
 class Attention(nn.Module):
@@ -265,17 +352,19 @@ class Attention(nn.Module):
   num_heads: int
   num_kv_heads: int
   head_dim: int
+  scheme: vlm_schemes.Scheme
   dtype: Any = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
-  def __call__(self, x, angles: vlm_rotary.Angles, mask, cache=None, slots=None):
+  def __call__(self, x, table, mask, cache=None, slots=None):
     """Attention over the sequence (cache None) or one decoding step (cache given).
 
     Args:
       x: `[B, L, W]` (L = 1 when decoding).
-      angles: the layer's rotary tables (`vlm_rotary.Angles`: cos/sin for q `[B, L, 1|Hq, D/2]`
-        and k `[B, L, 1|Hkv, D/2]`).
-      mask: bool `[B, L, Lk]`; Lk = L without a cache, the cache length with one.
+      table: the layer's rotary table from `Scheme.tables` (for the angle schemes
+        `vlm_schemes.Angles`: cos/sin for q `[B, L, 1|Hq, D/2]` and k `[B, L, 1|Hkv, D/2]`).
+      mask: a `Mask` of `[B, L, Lk]`; Lk = L without a cache, the cache length with one.
       cache: None, or `(keys, values)` each `[B, C, Hkv, D]` (already rotated).
       slots: int `[B]`, the cache slot this step's token goes to (per sample).
 
@@ -283,20 +372,23 @@ class Attention(nn.Module):
       `(out [B, L, W], (keys, values))`: this call's keys/values `[B, L, Hkv, D]` without a
       cache, the updated cache with one.
     """
-    dense = functools.partial(nn.DenseGeneral, use_bias=False, dtype=self.dtype)
-    q = dense((self.num_heads, self.head_dim), name="query")(x)
-    k = dense((self.num_kv_heads, self.head_dim), name="key")(x)
-    v = dense((self.num_kv_heads, self.head_dim), name="value")(x)
-    # Lets tests check which ids each layer really received (free unless made mutable).
-    self.sow("intermediates", "rotary_angles", angles.angles)
-    q = rope.apply_cos_sin(q, angles.cos_q, angles.sin_q, layout="half")
-    k = rope.apply_cos_sin(k, angles.cos_k, angles.sin_k, layout="half")
+    q = _dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), use_bias=False,
+               dtype=self.dtype, name="query")(x)
+    k = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "kv"),
+               use_bias=False, dtype=self.dtype, name="key")(x)
+    v = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "kv"),
+               use_bias=False, dtype=self.dtype, name="value")(x)
+    if isinstance(table, vlm_schemes.Angles):
+      # Lets tests check which ids each layer really received (free unless made mutable).
+      self.sow("intermediates", "rotary_angles", table.angles)
+    q, k = self.scheme.rotate(self, q, k, table)
     if cache is not None:
       rows = jnp.arange(x.shape[0])
-      k = cache[0].at[rows, slots].set(k[:, 0])
-      v = cache[1].at[rows, slots].set(v[:, 0])
-    out = attend(q, k, v, mask)
-    out = dense(x.shape[-1], axis=(-2, -1), name="out")(out)
+      k = cache[0].at[rows, slots].set(k[:, 0].astype(cache[0].dtype))
+      v = cache[1].at[rows, slots].set(v[:, 0].astype(cache[1].dtype))
+    out = attend(q, k, v, mask, self.attention_impl)
+    out = _dense(x.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1), use_bias=False,
+                 dtype=self.dtype, name="out")(out)
     return out, (k, v)
 
 
@@ -306,18 +398,21 @@ class DecoderLayer(nn.Module):
   num_kv_heads: int
   head_dim: int
   mlp_dim: int
+  scheme: vlm_schemes.Scheme
   dtype: Any = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
-  def __call__(self, x, angles, mask, cache=None, slots=None):
-    y = nn.RMSNorm(dtype=self.dtype, name="attn_norm")(x)
-    y, kv = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.dtype,
-                      name="attn")(y, angles, mask, cache, slots)
+  def __call__(self, x, table, mask, cache=None, slots=None):
+    y = _rms_norm(self.dtype, name="attn_norm")(x)
+    y, kv = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.scheme,
+                      self.dtype, self.attention_impl, name="attn")(y, table, mask, cache, slots)
     x = x + y
-    y = nn.RMSNorm(dtype=self.dtype, name="mlp_norm")(x)
-    dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
-    y = nn.silu(dense(self.mlp_dim, name="gate")(y)) * dense(self.mlp_dim, name="up")(y)
-    return x + dense(x.shape[-1], name="down")(y), kv
+    y = _rms_norm(self.dtype, name="mlp_norm")(x)
+    dense = functools.partial(_dense, use_bias=False, dtype=self.dtype)
+    y = (nn.silu(dense(self.mlp_dim, ("embed", "mlp"), name="gate")(y))
+         * dense(self.mlp_dim, ("embed", "mlp"), name="up")(y))
+    return x + dense(x.shape[-1], ("mlp", "embed"), name="down")(y), kv
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +424,8 @@ class VisionLanguageModel(nn.Module):
   vocab_size: int
   width: int
   mlp_dim: int
-  rotary: vlm_rotary.RotarySettings
+  scheme: vlm_schemes.Scheme
+  rotary: vlm_schemes.RotarySettings
   max_len: int
   image_token_id: int
   vision_patch_size: int
@@ -341,22 +437,27 @@ class VisionLanguageModel(nn.Module):
   merge: bool = True
   tie_embeddings: bool = False
   dtype: str = "float32"
+  attention_impl: str = "xla"
 
   def setup(self):
     dtype = DTYPES[self.dtype]
     self.embed = nn.Embed(self.vocab_size, self.width,
-                          embedding_init=nn.initializers.normal(1.0), dtype=dtype)
+                          embedding_init=_part(nn.initializers.normal(1.0), ("vocab", "embed")),
+                          dtype=dtype)
     self.vision = VisionEncoder(self.vision_patch_size, self.vision_width, self.vision_depth,
                                 self.vision_num_heads, self.vision_mlp_dim, self.vision_theta,
-                                dtype)
-    self.proj_in = nn.Dense(self.width, dtype=dtype)
-    self.proj_out = nn.Dense(self.width, dtype=dtype)
+                                dtype, self.attention_impl)
+    # Projector MLP: merged visual token (4 x vision width) -> hidden -> decoder width.
+    self.proj_in = _dense(self.width, ("embed", "mlp"), dtype=dtype)
+    self.proj_out = _dense(self.width, ("mlp", "embed"), dtype=dtype)
     r = self.rotary
-    self.layers = [DecoderLayer(r.num_heads, r.num_kv_heads, r.head_dim, self.mlp_dim, dtype)
+    self.rotary_tables = RotaryTables(self.scheme, r)
+    self.layers = [DecoderLayer(r.num_heads, r.num_kv_heads, r.head_dim, self.mlp_dim,
+                                self.scheme, dtype, self.attention_impl)
                    for _ in range(r.num_layers)]
-    self.final_norm = nn.RMSNorm(dtype=dtype)
+    self.final_norm = _rms_norm(dtype)
     if not self.tie_embeddings:
-      self.lm_head = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype)
+      self.lm_head = _dense(self.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dtype)
 
   # -- inputs --------------------------------------------------------------------------------
 
@@ -402,7 +503,7 @@ class VisionLanguageModel(nn.Module):
     The j-th placeholder of a sample (counting from 0) takes visual token j of the sample's
     images flattened in order, so the k-th image fills the k-th run of T placeholders. A
     cumulative-sum index and a gather: static shapes, no Python loop over samples. Valid images
-    come first (INTERFACES.md §4); placeholders beyond the T * (number of valid images) visual
+    come first (`data.vlm_pipeline.Collator`); placeholders beyond the T * (number of valid images) visual
     tokens keep their token embedding, exactly as a generated placeholder does when decoding.
     """
     x = self.embed(tokens)
@@ -420,8 +521,8 @@ class VisionLanguageModel(nn.Module):
   # -- decoder -------------------------------------------------------------------------------
 
   def _run_layers(self, x, positions, positions_alt, mask, caches=None, slots=None):
-    # One angle table per id set for the whole pass, shared by the layers reading it.
-    per_layer = vlm_rotary.layer_angles(self.rotary, positions, positions_alt)
+    # One table per id set for the whole pass, shared by the layers reading it.
+    per_layer = self.rotary_tables(positions, positions_alt)
     new_caches = []
     for i, layer in enumerate(self.layers):
       x, kv = layer(x, per_layer[i], mask, None if caches is None else caches[i], slots)
@@ -437,8 +538,9 @@ class VisionLanguageModel(nn.Module):
       tokens: int32 `[B, L]`, right-padded, IMAGE placeholders where visual tokens go.
       images: float32 `[B, N, S, S, C]`.
       image_valid: bool `[B, N]`.
-      positions, positions_alt: float32 `[B, L, 3]` (INTERFACES.md §4).
-      valid: bool `[B, L]`, False on padding (padding keys are never attended to).
+      positions, positions_alt: float32 `[B, L, 3]` (`data.vlm_pipeline.Collator`).
+      valid: bool `[B, L]`, False on padding (padding keys are never attended to). Right
+        padding (a sample's tokens first) with attention_impl "cudnn", which reads lengths.
 
     Returns:
       float32 logits `[B, L, vocab_size]`; position t predicts tokens[:, t+1].
@@ -451,7 +553,10 @@ class VisionLanguageModel(nn.Module):
     x = self.embed_inputs(tokens, images, image_valid)
     l = tokens.shape[1]
     causal = jnp.tril(jnp.ones((l, l), bool))
-    mask = causal[None] & valid[:, None, :].astype(bool)
+    valid = valid.astype(bool)
+    # Right padding (the Collator's batches): causal + key lengths is the same pattern.
+    mask = Mask(causal[None] & valid[:, None, :], is_causal=True,
+                kv_lengths=jnp.sum(valid, axis=1, dtype=jnp.int32))
     return self._run_layers(x, positions, positions_alt, mask)
 
   def prefill(self, tokens, images, image_valid, positions, positions_alt, valid,
@@ -470,7 +575,8 @@ class VisionLanguageModel(nn.Module):
     """
     cache_len = caches[0][0].shape[1]
     x = self.embed(tokens[:, None])
-    mask = (jnp.arange(cache_len)[None, :] <= slots[:, None])[:, None, :]   # [B, 1, C]
+    dense = (jnp.arange(cache_len)[None, :] <= slots[:, None])[:, None, :]   # [B, 1, C]
+    mask = Mask(dense, kv_lengths=(slots + 1).astype(jnp.int32))
     logits, caches = self._run_layers(x, positions[:, None], positions_alt[:, None], mask,
                                       caches, slots)
     return logits[:, 0], caches
@@ -483,7 +589,7 @@ _INPUT_KEYS = ("tokens", "images", "image_valid", "positions", "positions_alt")
 
 
 def model_inputs(batch: Mapping[str, Any]) -> dict:
-  """The keyword arguments of `VisionLanguageModel.__call__` from an INTERFACES.md §4 batch."""
+  """The keyword arguments of `VisionLanguageModel.__call__` from a `data.vlm_pipeline.Collator` batch."""
   out = {k: batch[k] for k in _INPUT_KEYS}
   out["valid"] = batch["valid"] if "valid" in batch else batch["segment_ids"]
   return out
@@ -501,6 +607,18 @@ def dummy_inputs(cfg: ml_collections.ConfigDict, image_size: int, batch_size: in
       "positions_alt": jnp.zeros((batch_size, length, 3)),
       "valid": jnp.ones((batch_size, length), bool),
   }
+
+
+def init_params(model: VisionLanguageModel, rng: jax.Array, inputs: Mapping[str, Any],
+                boxed: bool = False) -> Any:
+  """Fresh parameters of `model` for `inputs` (e.g. `dummy_inputs`).
+
+  boxed=False (default): plain arrays, the tree checkpoints hold. boxed=True: each leaf an
+  `nn.Partitioned` with its logical axis names (`nn.get_partition_spec` of the tree gives the
+  sharding; `nn.unbox` the plain tree).
+  """
+  params = model.init({"params": rng}, **inputs)["params"]
+  return params if boxed else nn.unbox(params)
 
 
 def _check_generation(model: VisionLanguageModel, batch: Mapping[str, Any],
@@ -532,14 +650,14 @@ def generate(model: VisionLanguageModel, params: Any, batch: Mapping[str, Any],
 
   The prompt of sample b is tokens[b, :prompt_len[b]] (anything after it is ignored). The
   prompt is run once (prefill); generated token k of sample b then goes to cache slot
-  prompt_len[b] + k with ids next_position[b] + k on all three axes (next_position_alt[b] + k
-  for the layers that read positions_alt, i.e. Circle-RoPE AGE's M-RoPE layers) -- the ids a
-  full-sequence forward gives text following the prompt.
+  prompt_len[b] + k with the ids of the scheme's decoding rule (`Scheme.next_positions`:
+  next_position[b] + k on all three axes, next_position_alt[b] + k for the layers that read
+  positions_alt) -- the ids a full-sequence forward gives text following the prompt.
 
   Args:
     model: from `model_from_config`.
     params: the "params" collection.
-    batch: INTERFACES.md §4 batch (tokens, images, image_valid, positions, positions_alt,
+    batch: a `data.vlm_pipeline.Collator` batch (tokens, images, image_valid, positions, positions_alt,
       valid, prompt_len, next_position, next_position_alt).
     max_new_tokens: tokens to generate (prompt_len + max_new_tokens <= max_len).
 
@@ -573,7 +691,6 @@ def greedy_decode(model: VisionLanguageModel, params: Any, inputs: Mapping[str, 
   """
   variables = {"params": params}
   prompt_len = jnp.maximum(prompt_len.astype(jnp.int32), 1)
-  b = prompt_len.shape[0]
   logits, caches = model.apply(variables, **inputs, cache_len=model.max_len,
                                method=VisionLanguageModel.prefill)
   first = jnp.take_along_axis(logits, (prompt_len - 1)[:, None, None], axis=1)[:, 0]
@@ -581,8 +698,8 @@ def greedy_decode(model: VisionLanguageModel, params: Any, inputs: Mapping[str, 
   def step(carry, k):
     caches, prev_logits = carry
     token = jnp.argmax(prev_logits, axis=-1).astype(jnp.int32)
-    pos = jnp.broadcast_to((next_position + k)[:, None], (b, 3)).astype(jnp.float32)
-    pos_alt = jnp.broadcast_to((next_position_alt + k)[:, None], (b, 3)).astype(jnp.float32)
+    pos = model.scheme.next_positions(next_position, k)
+    pos_alt = model.scheme.next_positions(next_position_alt, k)
     new_logits, caches = model.apply(variables, token, pos, pos_alt, prompt_len + k, caches,
                                      method=VisionLanguageModel.decode)
     return (caches, new_logits), (token, prev_logits)

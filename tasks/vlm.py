@@ -1,4 +1,4 @@
-"""Vision-language answering: the decoder of models/vlm.py on data/spatial_qa.py question sets.
+"""Vision-language answering: the decoder of models/vlm.py on data/vlm_pipeline.py question sets.
 
 The model reads `BOS prefix.. <image tokens> question..` and is trained to continue with the
 answer words and EOS (next-token cross-entropy on the answer tokens only). Evaluation is
@@ -6,23 +6,25 @@ exact match: greedy decoding with the model's KV cache must reproduce every answ
 the EOS (tokens after the EOS are not looked at), reported per question type.
 
 Config keys read here (configs/vlm_common.py sets and documents them):
-  model.*            models.vlm.default_config() keys; model.scheme picks the rotary scheme.
-  data.*             data.spatial_qa.default_config() keys (data.tfds.name set: a tfds
+  model.*            models.vlm.default_config() keys; model.scheme picks the rotary scheme
+                     (a name of models/vlm_schemes.py SCHEMES), the one place it is stated.
+  data.*             data.vlm_pipeline.default_config() keys (data.tfds.name set: a tfds
                      image-question-answer dataset, data/vlm_tfds.py).
-  eval.conditions    which of spatial_qa.EVAL_CONDITIONS ("as_trained", "larger_grid",
+  eval.conditions    which of vlm_pipeline.EVAL_CONDITIONS ("as_trained", "larger_grid",
                      "longer_prefix", "multi_image") are evaluated during training; each is
                      an eval set of that name. tasks/vlm_eval.py evaluates all of them.
   eval.batch_size, seed, training.batch_size.
 
-Position ids are built in the input pipeline from the MODEL's scheme settings
-(`models.vlm.sequence_positions`), not from data.scheme / data.scheme_options. data.scheme
-must still name the position design of model.scheme (models.vlm_rotary.POSITION_SCHEME, e.g.
-"spatial_reset" for "mrope_interleave") and data.age must be True exactly for "circle_age":
-the data config validates with them (e.g. it rejects Circle-RoPE with video_as="video"), and a
-mismatch is a ValueError naming both options.
+Position ids are built in the input pipeline by the position function of model.scheme's
+registry entry (`models.vlm_schemes.positions_fn(config.model)`); the data config has no
+scheme. Configs written before this (with data.scheme / data.scheme_options / data.age) load
+through `upgrade_config`, which the task applies to the config it is given.
 
-Loss convention (INTERFACES.md §4): the logits at t predict tokens[:, t+1] and count where
-loss_mask[:, t+1]. The training loss is the mean over the answer tokens of the global batch.
+Training randomness of a scheme (e.g. a scale drawn per step) comes from the step key, passed
+to the model as the "scheme" rng in `loss_fn` only (evaluation and decoding are deterministic).
+
+Loss convention (the batch keys of data.vlm_pipeline.Collator): the logits at t predict
+tokens[:, t+1] and count where loss_mask[:, t+1]. The training loss is the mean over the answer tokens of the global batch.
 
 Eval metrics (sums over the valid rows of a batch; the loop divides every key by "count"):
   accuracy          exact match of greedy decoding.
@@ -35,7 +37,6 @@ Eval metrics (sums over the valid rows of a batch; the loop divides every key by
                     per-type accuracy = correct/<type> / n/<type> (`per_type_accuracy`).
 """
 import dataclasses
-import functools
 from typing import Any, Iterator, Mapping
 
 import jax
@@ -45,9 +46,10 @@ import numpy as np
 import optax
 
 import tasks
-from data import spatial_qa
+from data import spatial_scenes
+from data import vlm_pipeline
 from models import vlm
-from models import vlm_rotary
+from models import vlm_schemes
 from tasks import base
 
 # model.name -> the VLM implementation (one for now).
@@ -57,15 +59,15 @@ MODEL_NAMES = ("vlm",)
 def question_types(data_config) -> dict[int, str]:
   """{question_type id: name} of the ids the data can produce."""
   if data_config.tfds.name:
-    return {spatial_qa.TFDS_QUESTION_TYPE: "tfds"}
-  return dict(enumerate(spatial_qa.QUESTION_TYPES))
+    return {spatial_scenes.TFDS_QUESTION_TYPE: "tfds"}
+  return dict(enumerate(spatial_scenes.QUESTION_TYPES))
 
 
 def max_answer_tokens(data_config) -> int:
   """Greedy decoding length: the longest answer plus its EOS."""
   if data_config.tfds.name:
     return int(data_config.tfds.max_answer_len) + 1
-  return max(spatial_qa.ANSWER_LEN.values()) + 1
+  return max(spatial_scenes.ANSWER_LEN.values()) + 1
 
 
 def per_type_accuracy(metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
@@ -82,18 +84,40 @@ def per_type_accuracy(metrics: Mapping[str, float], prefix: str = "") -> dict[st
   return out
 
 
-def check_data_scheme(config: ml_collections.ConfigDict) -> None:
-  """data.scheme / data.age must describe model.scheme's position ids (see module doc)."""
-  scheme = config.model.scheme
-  expected = vlm_rotary.POSITION_SCHEME[scheme]
-  if config.data.scheme != expected:
-    raise ValueError(
-        f"data.scheme={config.data.scheme!r} does not match model.scheme={scheme!r}, whose "
-        f"position ids are rope's {expected!r}; set data.scheme={expected!r} (the ids come from "
-        "the model settings, data.scheme only drives the data checks).")
-  if bool(config.data.age) != (scheme == "circle_age"):
-    raise ValueError(f"data.age={config.data.age} must be {scheme == 'circle_age'} for "
-                     f"model.scheme={scheme!r} (True only for 'circle_age').")
+# Data keys of configs written before the scheme was stated once (model.scheme); their
+# values were derived from model.scheme, so they are dropped (after checking they agreed).
+LEGACY_DATA_KEYS = ("scheme", "scheme_options", "age")
+
+
+def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A VLM config of any version in the current form (a copy; `config` is not changed).
+
+  Old configs (and run directories' config.json) stated the position design a second time as
+  data.scheme (+ data.scheme_options, data.age). They are dropped; a data.scheme / data.age
+  that disagrees with model.scheme is a ValueError (such a run never trained: the task
+  refused it). Missing newer model keys take their defaults (model.attention_impl "xla").
+  """
+  old = config.to_dict()
+  data = old.get("data", {})
+  legacy = {k: data.pop(k) for k in LEGACY_DATA_KEYS if k in data}
+  if legacy:
+    entry = vlm_schemes.SCHEMES.get(old["model"]["scheme"])
+    if "scheme" in legacy and legacy["scheme"] != entry.design:
+      raise ValueError(
+          f"data.scheme={legacy['scheme']!r} (an old key) disagrees with "
+          f"model.scheme={old['model']['scheme']!r}, whose position design is "
+          f"{entry.design!r}; remove data.scheme (model.scheme decides the ids).")
+    if "age" in legacy and bool(legacy["age"]) != (entry.alt_design is not None):
+      raise ValueError(
+          f"data.age={legacy['age']} (an old key) disagrees with "
+          f"model.scheme={old['model']['scheme']!r}; remove data.age.")
+  model_defaults = vlm.default_config().to_dict()
+  for key in ("attention_impl",):
+    old.setdefault("model", {}).setdefault(key, model_defaults[key])
+  new = ml_collections.ConfigDict(old)
+  if config.is_locked:
+    new.lock()
+  return new
 
 
 @tasks.register("vlm")
@@ -103,6 +127,7 @@ class VisionLanguage(base.Task):
   unit = "tokens"
 
   def __init__(self, config: ml_collections.ConfigDict):
+    config = upgrade_config(config)
     super().__init__(config)
     m, d = config.model, config.data
     if m.name not in MODEL_NAMES:
@@ -112,9 +137,9 @@ class VisionLanguage(base.Task):
       vlm.validate_config(m, image_size=d.image_size)
     except ValueError as e:
       raise ValueError(f"config.model: {e}") from None
-    check_data_scheme(config)
-    try:  # Circle-RoPE with a video, max_len shorter than a sample, ...
-      spatial_qa.validate_config(d)
+    self.scheme = vlm_schemes.SCHEMES.get(m.scheme)
+    try:  # max_len shorter than a sample, ...
+      vlm_pipeline.validate_config(d)
     except ValueError as e:
       raise ValueError(f"config.data: {e}") from None
     if m.vision.patch_size != d.patch_size:
@@ -123,11 +148,11 @@ class VisionLanguage(base.Task):
     if d.merge_size != (2 if m.vision.merge else 1):
       raise ValueError(f"data.merge_size={d.merge_size} must be {2 if m.vision.merge else 1} "
                        f"with model.vision.merge={m.vision.merge} (the model merges 2x2).")
-    unknown = [c for c in config.eval.conditions if c not in spatial_qa.EVAL_CONDITIONS]
+    unknown = [c for c in config.eval.conditions if c not in vlm_pipeline.EVAL_CONDITIONS]
     if unknown:
       raise ValueError(f"eval.conditions has {unknown}; allowed: "
-                       f"{', '.join(spatial_qa.EVAL_CONDITIONS)}.")
-    available = spatial_qa.eval_configs(d)
+                       f"{', '.join(vlm_pipeline.EVAL_CONDITIONS)}.")
+    available = vlm_pipeline.eval_configs(d, places_video=self.scheme.places_video)
     missing = [c for c in config.eval.conditions if c not in available]
     if missing:
       raise ValueError(f"eval.conditions has {missing}, which this data (tfds.name="
@@ -140,18 +165,21 @@ class VisionLanguage(base.Task):
       if length > m.max_len:
         raise ValueError(f"model.max_len={m.max_len} is shorter than the sequences of {what} "
                          f"({length} tokens); raise model.max_len.")
-    self.positions_fn = functools.partial(vlm.sequence_positions, m)
+    self.positions_fn = vlm_schemes.positions_fn(m)
     if not d.tfds.name:
-      self._check_layouts(d)
+      try:  # The scheme must place every layout (e.g. Circle-RoPE and video_as="video").
+        self._check_layouts(d)
+      except ValueError as e:
+        raise ValueError(f"config.data (video_as={d.video_as!r}): {e}") from None
     for name, c in self.eval_data.items():
-      spatial_qa.validate_config(c)
+      vlm_pipeline.validate_config(c)
       try:  # The scheme must place every layout of the condition (e.g. no circle video).
         vlm.validate_config(m, image_size=c.image_size)
         if not c.tfds.name:
           self._check_layouts(c)
       except ValueError as e:
         raise ValueError(f"eval condition {name!r}: {e}") from None
-    self.info = spatial_qa.data_info(d)
+    self.info = vlm_pipeline.data_info(d)
     self.question_types = question_types(d)
     self.max_new_tokens = max_answer_tokens(d)
     self.model = vlm.model_from_config(m, self.info.vocab_size)
@@ -162,13 +190,13 @@ class VisionLanguage(base.Task):
 
   def _check_layouts(self, data_config) -> None:
     """Builds the position ids of one sample of each question type in the mix."""
-    spec = spatial_qa.GenSpec.from_config(data_config)
+    spec = spatial_scenes.GenSpec.from_config(data_config)
     for t, p in enumerate(spec.probs):
       if p > 0:
         only_t = tuple(float(i == t) for i in range(len(spec.probs)))
         one = dataclasses.replace(spec, probs=only_t)
-        s = spatial_qa.make_sample(one, seed=0, split="eval", index=0)
-        self.positions_fn(spatial_qa.layout_segments(s.layout))
+        s = spatial_scenes.make_sample(one, seed=0, split="eval", index=0)
+        self.positions_fn(vlm_pipeline.layout_segments(s.layout))
 
   @property
   def num_train_examples(self) -> int | None:
@@ -186,12 +214,14 @@ class VisionLanguage(base.Task):
             "valid": np.ones((1, length), bool)}
 
   def init_params(self, rng: jax.Array) -> Any:
-    return self.model.init({"params": rng}, **self.init_inputs())["params"]
+    # Unboxed: plain arrays (the checkpoint format); the logical axis names are available
+    # from `vlm.init_params(..., boxed=True)` for sharding rules.
+    return vlm.init_params(self.model, rng, self.init_inputs())
 
   def train_iterator(self, start_step: int, process_index: int,
                      process_count: int) -> Iterator[dict[str, np.ndarray]]:
     # Batch s of the pipeline is the loop's update s + 1 (both count from start_step).
-    return spatial_qa.make_train_iterator(
+    return vlm_pipeline.make_train_iterator(
         self.config.data, global_batch_size=self.config.training.batch_size,
         seed=self.config.seed, start_step=start_step, process_index=process_index,
         process_count=process_count, positions_fn=self.positions_fn)
@@ -199,9 +229,13 @@ class VisionLanguage(base.Task):
   def count_units(self, local_batch: Mapping[str, np.ndarray]) -> int:
     return int(np.sum(local_batch["valid"]))  # real (non-padding) tokens
 
-  def _answer_nll(self, params: Any, batch: Mapping[str, jax.Array]):
-    """Teacher-forced pass: (nll [B, L-1], argmax-correct [B, L-1], answer mask [B, L-1])."""
-    logits = self.model.apply({"params": params}, **vlm.model_inputs(batch))
+  def _answer_nll(self, params: Any, batch: Mapping[str, jax.Array], rng=None):
+    """Teacher-forced pass: (nll [B, L-1], argmax-correct [B, L-1], answer mask [B, L-1]).
+
+    `rng`: the training step's key, the "scheme" rng of schemes with training randomness.
+    """
+    rngs = {} if rng is None else {"scheme": rng}
+    logits = self.model.apply({"params": params}, **vlm.model_inputs(batch), rngs=rngs)
     targets = batch["tokens"][:, 1:]
     mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets)
@@ -210,8 +244,7 @@ class VisionLanguage(base.Task):
 
   def loss_fn(self, params: Any, batch: Mapping[str, jax.Array],
               rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    del rng  # no dropout in this model
-    nll, hit, mask = self._answer_nll(params, batch)
+    nll, hit, mask = self._answer_nll(params, batch, rng)  # rng: the scheme's, if it uses one
     num = jnp.maximum(jnp.sum(mask), 1.0)
     loss = jnp.sum(nll * mask) / num
     rows = (jnp.sum(mask, 1) > 0).astype(jnp.float32)
@@ -219,8 +252,8 @@ class VisionLanguage(base.Task):
     return loss, {"token_accuracy": jnp.sum(hit * mask) / num,
                   "tf_accuracy": jnp.sum(exact * rows) / jnp.maximum(jnp.sum(rows), 1.0)}
 
-  def eval_sets(self) -> dict[str, spatial_qa.EvalIterable]:
-    return {name: spatial_qa.make_eval_iterator(
+  def eval_sets(self) -> dict[str, vlm_pipeline.EvalIterable]:
+    return {name: vlm_pipeline.make_eval_iterator(
         c, batch_size=self.config.eval.batch_size, process_index=jax.process_index(),
         process_count=jax.process_count(), positions_fn=self.positions_fn)
             for name, c in self.eval_data.items()}

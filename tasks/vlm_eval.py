@@ -6,7 +6,7 @@ r"""Evaluation of trained VLM runs: exact match per question type under four con
 
 For each workdir: read its config.json, restore its best checkpoint (or --checkpoint), and run
 the task's eval step (greedy decoding with the KV cache, tasks/vlm.py) on each condition of
-`data.spatial_qa.eval_configs`:
+`data.vlm_pipeline.eval_configs`:
   (a) as_trained     the training distribution,
   (b) larger_grid    64x64 images: an 8x8 scene grid / 8x8 visual tokens (training: 4x4),
   (c) longer_prefix  24-40 filler words before the image (training: 0-8),
@@ -18,9 +18,9 @@ and the PTD (Per-Token Distance, rope.ptd) of the scheme's position ids: for eac
 frame of a video) of a sample, rope.ptd(ids of the sample's text tokens, ids of that image's
 tokens); averaged over the images of a sample, then over the samples. Text tokens are all
 valid non-image tokens (BOS, prefix, vision start/end, question, answer, EOS). The ids are
-those the scheme's frequency table reads: the t column only for the 1-D schemes (vanilla,
-v2pe), all three for the others. For circle_age, "ptd_alt" is the PTD of the M-RoPE ids of its
-other layers.
+those the scheme's frequency table reads (`Scheme.position_columns`: the t column only for
+the 1-D tables of vanilla and v2pe, all three for the others). For schemes with alternate ids
+(circle_age), "ptd_alt" is the PTD of the alternate (M-RoPE) ids of its other layers.
 
 Writes OUT.json (every number, every run, plus a per-scheme mean/std over seeds), OUT.png
 (accuracy per scheme, one panel per condition) and OUT_types.png (accuracy per scheme and
@@ -47,7 +47,6 @@ CONDITION_TITLES = {
     "longer_prefix": "(c) longer text prefix",
     "multi_image": "(d) two images / video",
 }
-ONE_D_SCHEMES = ("vanilla", "v2pe")  # Their frequency table reads only the t column.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,8 +125,9 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   """Restores one VLM run and evaluates it on `conditions`; returns a JSON-able dict."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from data import spatial_qa  # pylint: disable=g-import-not-at-top
+  from data import spatial_scenes  # pylint: disable=g-import-not-at-top
   from data import tokenizer  # pylint: disable=g-import-not-at-top
+  from models import vlm_schemes  # pylint: disable=g-import-not-at-top
   from tasks import vlm as vlm_task  # pylint: disable=g-import-not-at-top
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
@@ -154,10 +154,12 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   eval_step = loop.make_eval_step(task, setup.mesh)
 
   scheme = config.model.scheme
-  columns = 1 if scheme in ONE_D_SCHEMES else 3
+  entry = vlm_schemes.SCHEMES.get(scheme)
+  columns = entry.position_columns(vlm_schemes.settings(config.model))
+  has_alt = entry.alt_design is not None
   results = {}
   for name, batches in task.eval_sets().items():
-    h, w = spatial_qa.token_grid(task.eval_data[name])
+    h, w = spatial_scenes.token_grid(task.eval_data[name])
     ptd = PtdMeter(tokenizer.IMAGE, h * w, columns)
     ptd_alt = PtdMeter(tokenizer.IMAGE, h * w, columns)
     majority = MajorityBaseline(task.question_types)
@@ -166,7 +168,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
       out = eval_step(params, mesh_lib.global_batch(local, setup.mesh))
       sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
       ptd.add_batch(local)
-      if scheme == "circle_age":
+      if has_alt:
         ptd_alt.add_batch(local, "positions_alt")
       majority.add_batch(local)
     sums = {k: float(v) for k, v in jax.device_get(sums).items()}
@@ -182,7 +184,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
                            if k.startswith("n/") and v > 0},
         "majority_baseline": majority.result(),
         "ptd": ptd.value,
-        **({"ptd_alt": ptd_alt.value} if scheme == "circle_age" else {}),
+        **({"ptd_alt": ptd_alt.value} if has_alt else {}),
         "image_tokens": [h, w],
         "max_len": int(task.eval_data[name].max_len),
     }
@@ -207,9 +209,9 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
 
 
 def _type_order(name: str) -> tuple:
-  """Sort key: data.spatial_qa.QUESTION_TYPES order, other names (tfds) after."""
-  from data import spatial_qa  # pylint: disable=g-import-not-at-top
-  known = spatial_qa.QUESTION_TYPES
+  """Sort key: data.spatial_scenes.QUESTION_TYPES order, other names (tfds) after."""
+  from data import spatial_scenes  # pylint: disable=g-import-not-at-top
+  known = spatial_scenes.QUESTION_TYPES
   return (known.index(name), "") if name in known else (len(known), name)
 
 

@@ -1,4 +1,5 @@
-"""Tests of the VLM data: tokenizer, synthetic spatial QA, batching/positions, tfds path.
+"""Tests of the VLM data: tokenizer, synthetic spatial QA (data/spatial_scenes.py), batching and
+positions (data/vlm_pipeline.py, ids from the model scheme's entry), tfds path.
 
 The answer check is an independent re-derivation: it reads the scene back from the rendered
 pixels and the question back from the decoded tokens, and answers with its own code.
@@ -9,11 +10,35 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data import spatial_qa as sq
+from data import spatial_scenes
 from data import tokenizer as tok
+from data import vlm_pipeline as pipe
+from models import vlm
+from models import vlm_schemes
 import rope
 
-# The color table as the task statement fixes it (independent of sq.COLORS).
+
+def _model(scheme="mrope", **options):
+  """A model config whose scheme (and position options) decide the data's ids."""
+  m = vlm.default_config()
+  m.scheme = scheme
+  for k, v in options.items():
+    m[k] = v
+  return m
+
+
+def _fn(model=None):
+  return vlm_schemes.positions_fn(model or _model())
+
+
+def _train_it(config, model=None, **kw):
+  return pipe.make_train_iterator(config, positions_fn=_fn(model), **kw)
+
+
+def _eval_it(config, model=None, **kw):
+  return pipe.make_eval_iterator(config, positions_fn=_fn(model), **kw)
+
+# The color table as the task statement fixes it (independent of spatial_scenes.COLORS).
 RGB_NAMES = {(1, 0, 0): "red", (0, 1, 0): "green", (0, 0, 1): "blue", (1, 1, 0): "yellow",
              (1, 0, 1): "magenta", (0, 1, 1): "cyan"}
 
@@ -25,8 +50,8 @@ RGB_NAMES = {(1, 0, 0): "red", (0, 1, 0): "green", (0, 0, 1): "blue", (1, 1, 0):
 def test_tokenizer_special_ids_and_roundtrip():
   assert (tok.PAD, tok.BOS, tok.EOS, tok.IMAGE, tok.VISION_START, tok.VISION_END) == (
       0, 1, 2, 3, 4, 5)
-  tk = sq.make_tokenizer()
-  assert tk.vocab_size == tok.WORD_OFFSET + len(sq.WORDS)
+  tk = spatial_scenes.make_tokenizer()
+  assert tk.vocab_size == tok.WORD_OFFSET + len(spatial_scenes.WORDS)
   text = "Which is further LEFT, the red square or the blue circle?"
   ids = tk.encode(text)
   assert all(i >= tok.WORD_OFFSET for i in ids)            # all known words, one id each
@@ -149,12 +174,16 @@ def _segments_from_tokens(tokens, n_images, hw, video):
   return segs
 
 
-def _check_batch(config, batch, tk):
-  """Re-derives every answer of a batch and checks tokens, masks and positions."""
-  hw = sq.token_grid(config)
+def _check_batch(config, batch, tk, model=None):
+  """Re-derives every answer of a batch and checks tokens, masks and positions (those of
+  rope's position design of the model's scheme, and its alternate design if any)."""
+  model = model or _model()
+  entry = vlm_schemes.SCHEMES.get(model.scheme)
+  design, opts = entry.design, entry.position_options(model)
+  hw = spatial_scenes.token_grid(config)
   for b in range(len(batch["tokens"])):
     qt = int(batch["question_type"][b])
-    if qt == sq.PADDING_QUESTION_TYPE:
+    if qt == spatial_scenes.PADDING_QUESTION_TYPE:
       assert not batch["valid"][b].any() and not batch["loss_mask"][b].any()
       continue
     toks = batch["tokens"][b][batch["valid"][b]]
@@ -171,22 +200,22 @@ def _check_batch(config, batch, tk):
     answer = tk.decode(toks[p:n - 1]).split()
     scenes = [_read_scene(batch["images"][b, k], config.grid_size) for k in range(n_img)]
     assert answer == _answer(question, scenes), (question, scenes)
-    assert sq.QUESTION_TYPES[qt] in (
+    assert spatial_scenes.QUESTION_TYPES[qt] in (
         "two_image_more", "video_moved", "video_where") or n_img == 1
     # Tokens: VISION_START/END around every visual block; positions = rope on the segments.
     video = (toks == tok.VISION_START).sum() == 1 and n_img == 2
     segs = _segments_from_tokens(toks, n_img, hw, video)
     assert (toks == tok.VISION_START).sum() == (toks == tok.VISION_END).sum()
-    want, _ = rope.multimodal_positions(segs, config.scheme, **sq.scheme_options(config))
+    want, _ = rope.multimodal_positions(segs, design, **opts)
     np.testing.assert_array_equal(batch["positions"][b, :n], want)
     assert not batch["positions"][b, n:].any()
     prompt_segs = _segments_from_tokens(toks[:p], n_img, hw, video)
-    _, nxt = rope.multimodal_positions(prompt_segs, config.scheme, **sq.scheme_options(config))
+    _, nxt = rope.multimodal_positions(prompt_segs, design, **opts)
     np.testing.assert_allclose(batch["next_position"][b], nxt, rtol=1e-6)
     np.testing.assert_allclose(batch["positions"][b, p:n], nxt + np.arange(n - p)[:, None]
                                * np.ones(3), rtol=1e-6)
-    alt_scheme = "mrope" if config.age else config.scheme
-    alt_opts = {} if config.age else sq.scheme_options(config)
+    alt_scheme = entry.alt_design or design
+    alt_opts = {} if entry.alt_design else opts
     want_alt, nxt_alt = rope.multimodal_positions(segs, alt_scheme, **alt_opts)
     np.testing.assert_array_equal(batch["positions_alt"][b, :n], want_alt)
     np.testing.assert_allclose(batch["next_position_alt"][b],
@@ -196,39 +225,39 @@ def _check_batch(config, batch, tk):
 
 
 def _config(**kw):
-  c = sq.default_config()
+  c = pipe.default_config()
   for k, v in kw.items():
     c[k] = v
   return c
 
 
-@pytest.mark.parametrize("config", [
-    _config(),
-    _config(scheme="circle", video_as="frames", age=True),
-    _config(scheme="spatial_reset", grid_size=8, image_size=56, max_len=128),
+@pytest.mark.parametrize("config,model", [
+    (_config(), _model("mrope")),
+    (_config(video_as="frames"), _model("circle_age")),
+    (_config(grid_size=8, image_size=56, max_len=128), _model("mrope_interleave")),
 ], ids=["mrope", "circle_frames_age", "grid8_cells_unaligned"])
-def test_every_answer_is_rederived_from_pixels(config):
-  tk = sq.make_tokenizer()
-  it = sq.make_train_iterator(config, global_batch_size=100, seed=7)
+def test_every_answer_is_rederived_from_pixels(config, model):
+  tk = spatial_scenes.make_tokenizer()
+  it = _train_it(config, model, global_batch_size=100, seed=7)
   seen = set()
   for _ in range(3):   # 300 samples
     batch = next(it)
-    _check_batch(config, batch, tk)
+    _check_batch(config, batch, tk, model)
     seen |= set(batch["question_type"].tolist())
-  assert seen == set(range(len(sq.QUESTION_TYPES)))
+  assert seen == set(range(len(spatial_scenes.QUESTION_TYPES)))
 
 
-@pytest.mark.parametrize("condition", sq.EVAL_CONDITIONS)
+@pytest.mark.parametrize("condition", pipe.EVAL_CONDITIONS)
 def test_eval_conditions(condition):
-  train = sq.default_config()
-  config = sq.eval_configs(train)[condition]
-  sq.validate_config(config)
-  ev = sq.make_eval_iterator(config, batch_size=64, num_examples=100)
+  train = pipe.default_config()
+  config = pipe.eval_configs(train)[condition]
+  pipe.validate_config(config)
+  ev = _eval_it(config, batch_size=64, num_examples=100)
   batches = list(ev)
   assert len(batches) == 2 and batches[1]["tokens"].shape == (64, config.max_len)
-  assert (batches[1]["question_type"][36:] == sq.PADDING_QUESTION_TYPE).all()
+  assert (batches[1]["question_type"][36:] == spatial_scenes.PADDING_QUESTION_TYPE).all()
   for batch in batches:
-    _check_batch(config, batch, sq.make_tokenizer())
+    _check_batch(config, batch, spatial_scenes.make_tokenizer())
   # Re-iterable and deterministic.
   again = list(ev)
   for b1, b2 in zip(batches, again):
@@ -239,7 +268,7 @@ def test_eval_conditions(condition):
       [int(np.nonzero(t == tok.VISION_START)[0][0]) - 1 for t in b["tokens"] if t[0] == tok.BOS]
       for b in batches])
   if condition == "larger_grid":
-    assert config.grid_size == 8 and sq.token_grid(config) == (8, 8)
+    assert config.grid_size == 8 and spatial_scenes.token_grid(config) == (8, 8)
     assert batches[0]["images"].shape[2:] == (64, 64, 3)
   elif condition == "longer_prefix":
     assert prefix.min() >= 24 and prefix.max() <= 40
@@ -248,7 +277,7 @@ def test_eval_conditions(condition):
     assert set(qt.tolist()) <= {5, 6, 7} and len(set(qt.tolist())) == 3
   else:
     assert 0 <= prefix.min() and prefix.max() <= train.max_prefix_len
-    assert set(qt.tolist()) == set(range(len(sq.QUESTION_TYPES)))
+    assert set(qt.tolist()) == set(range(len(spatial_scenes.QUESTION_TYPES)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,37 +291,37 @@ def _assert_batches_equal(a, b):
 
 
 def test_deterministic_per_seed_and_index_and_resumable():
-  c = sq.default_config()
-  s1 = sq.make_sample(c, seed=3, split="train", index=12345)
-  s2 = sq.make_sample(c, seed=3, split="train", index=12345)
+  c = pipe.default_config()
+  s1 = spatial_scenes.make_sample(c, seed=3, split="train", index=12345)
+  s2 = spatial_scenes.make_sample(c, seed=3, split="train", index=12345)
   assert s1.layout == s2.layout and s1.scenes == s2.scenes
   np.testing.assert_array_equal(s1.tokens, s2.tokens)
   np.testing.assert_array_equal(s1.images, s2.images)
-  others = [sq.make_sample(c, seed=4, split="train", index=12345),
-            sq.make_sample(c, seed=3, split="eval", index=12345),
-            sq.make_sample(c, seed=3, split="train", index=12346)]
+  others = [spatial_scenes.make_sample(c, seed=4, split="train", index=12345),
+            spatial_scenes.make_sample(c, seed=3, split="eval", index=12345),
+            spatial_scenes.make_sample(c, seed=3, split="train", index=12346)]
   assert all(o.scenes != s1.scenes for o in others)
   # Step 2 of a fresh run == first batch of a run resumed at step 2.
-  it = sq.make_train_iterator(c, global_batch_size=8, seed=1)
+  it = _train_it(c, global_batch_size=8, seed=1)
   full = [next(it) for _ in range(3)]
-  resumed = next(sq.make_train_iterator(c, global_batch_size=8, seed=1, start_step=2))
+  resumed = next(_train_it(c, global_batch_size=8, seed=1, start_step=2))
   _assert_batches_equal(full[2], resumed)
   # Two processes get the two halves of the same global batch.
-  halves = [next(sq.make_train_iterator(c, global_batch_size=8, seed=1, start_step=1,
-                                        process_index=p, process_count=2)) for p in range(2)]
+  halves = [next(_train_it(c, global_batch_size=8, seed=1, start_step=1,
+                           process_index=p, process_count=2)) for p in range(2)]
   for k in full[1]:
     np.testing.assert_array_equal(np.concatenate([h[k] for h in halves]), full[1][k])
   with pytest.raises(ValueError, match="process_count"):
-    sq.make_train_iterator(c, global_batch_size=6, seed=1, process_count=4)
+    _train_it(c, global_batch_size=6, seed=1, process_count=4)
 
 
 def test_prefetch_keeps_order_and_raises():
-  c = sq.default_config()
+  c = pipe.default_config()
   c.prefetch = 0
-  plain = sq.make_train_iterator(c, global_batch_size=4, seed=9)
+  plain = _train_it(c, global_batch_size=4, seed=9)
   c.prefetch = 3
-  ahead = sq.make_train_iterator(c, global_batch_size=4, seed=9)
-  assert isinstance(ahead, sq.Prefetch)
+  ahead = _train_it(c, global_batch_size=4, seed=9)
+  assert isinstance(ahead, pipe.Prefetch)
   for _ in range(5):
     _assert_batches_equal(next(plain), next(ahead))
   ahead.close()
@@ -301,21 +330,21 @@ def test_prefetch_keeps_order_and_raises():
     yield 1
     raise KeyError("boom")
 
-  it = sq.Prefetch(failing(), 2)
+  it = pipe.Prefetch(failing(), 2)
   assert next(it) == 1
   with pytest.raises(KeyError, match="boom"):
     next(it)
-  assert list(sq.Prefetch(iter(range(4)), 1)) == [0, 1, 2, 3]
+  assert list(pipe.Prefetch(iter(range(4)), 1)) == [0, 1, 2, 3]
 
 
 def test_answers_are_balanced():
   """Answers must not be guessable from the question alone (e.g. always the first object)."""
-  c = sq.default_config()
+  c = pipe.default_config()
   firsts = {"left": [], "above": []}
-  answers = {t: set() for t in sq.QUESTION_TYPES}
+  answers = {t: set() for t in spatial_scenes.QUESTION_TYPES}
   for i in range(600):
-    s = sq.make_sample(c, seed=0, split="train", index=i)
-    t = sq.QUESTION_TYPES[s.question_type]
+    s = spatial_scenes.make_sample(c, seed=0, split="train", index=i)
+    t = spatial_scenes.QUESTION_TYPES[s.question_type]
     answers[t].add(s.answer)
     if t in firsts:
       firsts[t].append(s.answer == s.question[6:8])
@@ -331,8 +360,6 @@ def test_answers_are_balanced():
 
 
 @pytest.mark.parametrize("changes,match", [
-    (dict(scheme="circle"), "video_as"),
-    (dict(scheme="rope3d"), "scheme"),
     (dict(max_len=40), "max_len"),
     (dict(image_size=30), "image_size"),
     (dict(grid_size=8), "grid_size"),
@@ -343,50 +370,51 @@ def test_answers_are_balanced():
 ])
 def test_validate_config_names_the_option(changes, match):
   with pytest.raises(ValueError, match=match):
-    sq.validate_config(_config(**changes))
+    pipe.validate_config(_config(**changes))
 
 
-def test_validate_config_scheme_options():
-  c = _config(scheme="mrope")
-  c.scheme_options.alpha = 0.3
-  with pytest.raises(ValueError, match="scheme_options"):
-    sq.validate_config(c)
-  c = _config(scheme="circle", video_as="frames")
-  c.scheme_options.radius = "auto"
-  sq.validate_config(c)
-  # Circle with the video types removed is also allowed.
-  c = _config(scheme="circle")
-  c.question_mix.video_moved = c.question_mix.video_where = 0.0
-  sq.validate_config(c)
+def test_position_options_come_from_the_model_config():
+  """Each scheme forwards only its own design options; unset ones take rope's defaults."""
+  m = _model("circle", circle_radius="auto", temporal_stride=2.0)
+  assert vlm_schemes.SCHEMES.get("circle").position_options(m) == {"alpha": 0.5,
+                                                                   "radius": "auto"}
+  assert vlm_schemes.SCHEMES.get("mrope").position_options(m) == {"temporal_stride": 2.0}
+  assert vlm_schemes.SCHEMES.get("mrope").position_options(_model("mrope")) == {}
+  assert vlm_schemes.SCHEMES.get("vanilla").position_options(m) == {}
+  # The data config has no scheme: the video check belongs to the scheme (tasks/vlm.py).
+  c = _config()
+  pipe.validate_config(c)
+  with pytest.raises(ValueError, match="`scheme`='circle' cannot place Video"):
+    next(_train_it(c, _model("circle"), global_batch_size=64, seed=0))
 
 
 @pytest.mark.parametrize("scheme,opts", [
     ("vanilla", {}), ("v2pe", dict(visual_stride=8.0)), ("videorope", {}),
-    ("circle", dict(alpha=0.25, radius="auto")), ("mrope", dict(temporal_stride=2.0))])
+    ("circle", dict(circle_alpha=0.25, circle_radius="auto")),
+    ("mrope", dict(temporal_stride=2.0))])
 def test_positions_for_each_scheme(scheme, opts):
-  c = _config(scheme=scheme, video_as="frames" if scheme == "circle" else "video")
-  for k, v in opts.items():
-    c.scheme_options[k] = v
-  batch = next(sq.make_train_iterator(c, global_batch_size=48, seed=2))
-  _check_batch(c, batch, sq.make_tokenizer())
+  model = _model(scheme, **opts)
+  c = _config(video_as="video" if vlm_schemes.SCHEMES.get(scheme).places_video else "frames")
+  batch = next(_train_it(c, model, global_batch_size=48, seed=2))
+  _check_batch(c, batch, spatial_scenes.make_tokenizer(), model)
 
 
 def test_position_table_caches_layouts():
-  c = sq.default_config()
-  collate = sq.Collator(c)
-  samples = [sq.make_sample(c, seed=0, split="train", index=i) for i in range(200)]
+  c = pipe.default_config()
+  collate = pipe.Collator(c, _fn(_model("mrope")))
+  samples = [spatial_scenes.make_sample(c, seed=0, split="train", index=i) for i in range(200)]
   collate(samples)
   layouts = {s.layout for s in samples}
   assert len(collate.table) == len(layouts) < 100   # few layouts: a batch is mostly copies
   # The cached ids are those of a fresh call.
   lay = samples[0].layout
-  want, _ = rope.multimodal_positions(sq.layout_segments(lay), "mrope")
+  want, _ = rope.multimodal_positions(pipe.layout_segments(lay), "mrope")
   np.testing.assert_array_equal(collate.table(lay)[0], want)
   np.testing.assert_array_equal(collate.table(lay)[1], want)
 
 
 def test_positions_fn_override():
-  """A model-side positions function (e.g. models.vlm.sequence_positions) replaces the scheme."""
+  """The pipeline's ids are whatever positions function it is given (any scheme's)."""
   calls = []
 
   def fn(segments):
@@ -394,8 +422,8 @@ def test_positions_fn_override():
     pos, nxt = rope.multimodal_positions(segments, "vanilla")
     return pos, nxt, pos + 1, nxt + 1
 
-  batch = next(sq.make_train_iterator(_config(), global_batch_size=16, seed=0,
-                                      positions_fn=fn))
+  batch = next(pipe.make_train_iterator(_config(), global_batch_size=16, seed=0,
+                                        positions_fn=fn))
   assert 0 < len(calls) <= 16
   lengths = batch["valid"].sum(1)
   for b in range(16):
@@ -432,7 +460,7 @@ class SpatialQaTestVqa(tfds.core.GeneratorBasedBuilder):
 
 
 def _tfds_config(data_dir):
-  c = sq.default_config()
+  c = pipe.default_config()
   c.tfds.name = "spatial_qa_test_vqa"
   c.tfds.data_dir = str(data_dir)
   c.tfds.image_key, c.tfds.question_key, c.tfds.answer_key = "img", "q", "a"
@@ -450,11 +478,11 @@ def tfds_dir(tmp_path_factory):
 
 def test_tfds_batches(tfds_dir):
   c = _tfds_config(tfds_dir)
-  tk = sq.make_tokenizer()
-  ev = list(sq.make_eval_iterator(c, batch_size=4))
+  tk = spatial_scenes.make_tokenizer()
+  ev = list(_eval_it(c, batch_size=4))
   assert len(ev) == 1
   batch = ev[0]
-  assert (batch["question_type"] == [sq.TFDS_QUESTION_TYPE] * 3 + [-1]).all()
+  assert (batch["question_type"] == [spatial_scenes.TFDS_QUESTION_TYPE] * 3 + [-1]).all()
   seen = []
   for b in range(3):
     toks = batch["tokens"][b][batch["valid"][b]]
@@ -468,7 +496,7 @@ def test_tfds_batches(tfds_dir):
   assert sorted(seen) == [0, 1, 2]
   _check_positions_only(c, batch)
   # Training visits every record once per epoch, in a seeded order.
-  it = sq.make_train_iterator(c, global_batch_size=5, seed=0)
+  it = _train_it(c, global_batch_size=5, seed=0)
   for _ in range(2):
     train = next(it)
     firsts = [float(x) for x in train["images"][:, 0, 0, 0, 0]]
@@ -476,11 +504,11 @@ def test_tfds_batches(tfds_dir):
   # Too small max_len for the image + answer is a clear error.
   c.max_len = 20
   with pytest.raises(ValueError, match="max_len"):
-    next(sq.make_train_iterator(c, global_batch_size=2, seed=0))
+    next(_train_it(c, global_batch_size=2, seed=0))
   # Eval condition (c) works on tfds too; (d) does not exist there.
-  conds = sq.eval_configs(_tfds_config(tfds_dir))
+  conds = pipe.eval_configs(_tfds_config(tfds_dir))
   assert set(conds) == {"as_trained", "larger_grid", "longer_prefix"}
-  big = next(iter(sq.make_eval_iterator(conds["larger_grid"], batch_size=2)))
+  big = next(iter(_eval_it(conds["larger_grid"], batch_size=2)))
   assert big["images"].shape == (2, 1, 64, 64, 3)
 
 
@@ -489,8 +517,8 @@ def _check_positions_only(config, batch):
     if batch["question_type"][b] < 0:
       continue
     toks = batch["tokens"][b][batch["valid"][b]]
-    segs = _segments_from_tokens(toks, 1, sq.token_grid(config), False)
-    want, _ = rope.multimodal_positions(segs, config.scheme)
+    segs = _segments_from_tokens(toks, 1, spatial_scenes.token_grid(config), False)
+    want, _ = rope.multimodal_positions(segs, "mrope")   # the ids of _model()
     np.testing.assert_array_equal(batch["positions"][b, :len(toks)], want)
 
 
@@ -513,11 +541,11 @@ def test_tfds_mock_data_image_feature():
     def _generate_examples(self):
       raise NotImplementedError
 
-  c = sq.default_config()
+  c = pipe.default_config()
   c.tfds.name = "spatial_qa_mock_vqa"
   c.max_len = 96
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-    batch = next(sq.make_train_iterator(c, global_batch_size=4, seed=0))
+    batch = next(_train_it(c, global_batch_size=4, seed=0))
   assert batch["images"].shape == (4, 2, 32, 32, 3) and batch["images"].dtype == np.float32
   assert batch["image_valid"].tolist() == [[True, False]] * 4
   assert (batch["images"][:, 0, ..., 0] == batch["images"][:, 0, ..., 2]).all()   # grey->RGB

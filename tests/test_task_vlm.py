@@ -14,7 +14,7 @@ import pytest
 import tasks
 import trainer
 from configs import vlm_common
-from data import spatial_qa
+from data import spatial_scenes
 from data import tokenizer
 from models import vlm
 from tasks import vlm as vlm_task
@@ -49,8 +49,25 @@ def trained(tmp_path_factory):
         config.eval.conditions = ()
     result = trainer.train_and_evaluate(config, workdir)
     assert result.status == "finished" and result.step == 2
+    _write_old_config_json(workdir)
     out[scheme] = (workdir, result)
   return out
+
+
+def _write_old_config_json(workdir):
+  """Rewrites config.json as runs before the scheme registry wrote it: the position design
+  stated again as data.scheme / data.scheme_options / data.age, no model.attention_impl. The
+  evaluation tests below then read old run directories (tasks.vlm.upgrade_config)."""
+  path = loop.workdir_paths(workdir)["config"]
+  with open(path) as f:
+    config = json.load(f)
+  scheme = config["model"]["scheme"]
+  config["data"]["scheme"] = {"circle_age": "circle", "mrope_interleave": "spatial_reset"}[scheme]
+  config["data"]["scheme_options"] = {"temporal_stride": None, "alpha": None, "radius": None}
+  config["data"]["age"] = scheme == "circle_age"
+  del config["model"]["attention_impl"]
+  with open(path, "w") as f:
+    json.dump(config, f)
 
 
 @pytest.mark.parametrize("scheme", ["mrope_interleave", "circle_age"])
@@ -62,7 +79,7 @@ def test_train_step_through_the_loop(trained, scheme):
     assert m["as_trained/count"] == 8
     # The loop divides every sum by the row count: the type shares add up to one.
     shares = [v for k, v in m.items() if k.startswith("as_trained/n/")]
-    assert len(shares) == len(spatial_qa.QUESTION_TYPES) and np.isclose(sum(shares), 1.0)
+    assert len(shares) == len(spatial_scenes.QUESTION_TYPES) and np.isclose(sum(shares), 1.0)
     assert 0.0 <= m["as_trained/accuracy"] <= 1.0 and np.isfinite(m["as_trained/loss"])
   else:
     assert result.eval_metrics == {}
@@ -151,7 +168,7 @@ def test_eval_exact_match_is_greedy_decoding(task_and_batch):
 
 
 def test_ptd_meter_matches_the_definition():
-  # BOS, 2x2 image (ids of a 2-D grid), 2 text tokens; PTD written out from circle_rope.md §3.
+  # BOS, 2x2 image (ids of a 2-D grid), 2 text tokens; PTD from docs/spec/circle_rope.md §3.
   tokens = np.array([1, 3, 3, 3, 3, 7, 8, 0])
   pos = np.array([[0, 0, 0], [1, 1, 1], [1, 1, 2], [1, 2, 1], [1, 2, 2], [3, 3, 3], [4, 4, 4],
                   [0, 0, 0]], np.float32)
@@ -242,7 +259,7 @@ def test_bad_config_fails_at_start_up(change, match):
 
 def test_circle_rejects_a_video_at_start_up():
   c = tiny_config("circle", video_as="video")
-  with pytest.raises(ValueError, match="video_as='video' with scheme='circle'"):
+  with pytest.raises(ValueError, match="video_as='video'.*`scheme`='circle' cannot place Video"):
     loop.build(c)
   # Frames (two Image segments) are fine, and so is circle with video questions removed.
   loop.build(tiny_config("circle"))
@@ -250,6 +267,19 @@ def test_circle_rejects_a_video_at_start_up():
   with c.unlocked():
     c.data.question_mix.update(video_moved=0.0, video_where=0.0)
   loop.build(c)
+
+
+def test_upgrade_config_drops_the_old_data_keys():
+  c = tiny_config("circle_age")
+  old = c.to_dict()
+  old["data"].update(scheme="circle", age=True, scheme_options={"alpha": None})
+  del old["model"]["attention_impl"]
+  new = vlm_task.upgrade_config(ml_collections.ConfigDict(old))
+  assert new.to_dict() == c.to_dict()
+  assert vlm_task.upgrade_config(c).to_dict() == c.to_dict()   # current configs unchanged
+  old["data"]["age"] = False
+  with pytest.raises(ValueError, match="data.age=False"):
+    vlm_task.upgrade_config(ml_collections.ConfigDict(old))
 
 
 def test_unknown_scheme_in_the_config_file():

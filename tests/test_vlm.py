@@ -1,15 +1,20 @@
-"""Tests of models/vlm.py and models/vlm_rotary.py (tiny model, hand-made §4 batches)."""
+"""Tests of models/vlm.py and models/vlm_schemes.py (tiny model, hand-made Collator batches)."""
 import functools
 
+import dataclasses
+
+import flax
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import rope
 from models import vlm
-from models import vlm_rotary
+from models import vlm_schemes
 
-SCHEMES = vlm_rotary.SCHEMES
+SCHEMES = vlm_schemes.SCHEMES.names()
 VOCAB = 50
 IMAGE = 3          # placeholder id used by these tests
 IMAGE_SIZE = 12    # patch 2 -> 6x6 patches -> 3x3 merged tokens per image
@@ -47,7 +52,7 @@ def shared_params(vision_depth=0):
   """One set of weights for every scheme (the scheme adds no parameters)."""
   model, _ = model_and_forward("vanilla", vision_depth)
   inputs = vlm.dummy_inputs(tiny_config(), IMAGE_SIZE, batch_size=1, num_images=1, length=8)
-  return jax.jit(model.init)(jax.random.PRNGKey(0), **inputs)["params"]
+  return jax.jit(lambda k: vlm.init_params(model, k, inputs))(jax.random.PRNGKey(0))
 
 
 def sample_segments(scheme):
@@ -59,7 +64,7 @@ def sample_segments(scheme):
 
 def make_batch(scheme, segments_per_sample, length=MAX_LEN, num_images=2, seed=0,
                tokens_after=None):
-  """A right-padded INTERFACES.md §4 batch.
+  """A right-padded batch (the keys of data.vlm_pipeline.Collator).
 
   Text tokens are random ids >= 4, visual segments are IMAGE placeholders, everything after the
   prompt is random junk (generation must ignore it) unless `tokens_after` gives the tokens.
@@ -107,7 +112,11 @@ def make_batch(scheme, segments_per_sample, length=MAX_LEN, num_images=2, seed=0
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_cached_greedy_decoding_matches_full_forward(scheme):
   model, forward = model_and_forward(scheme)
-  params = shared_params()
+  check_cached_decoding(scheme, model, forward, shared_params())
+
+
+def check_cached_decoding(scheme, model, forward, params):
+  """Greedy decoding with the KV cache == the uncached forward of prompt + generated tokens."""
   prompts = sample_segments(scheme)
   batch = make_batch(scheme, prompts)
   new = 6
@@ -130,6 +139,168 @@ def test_cached_greedy_decoding_matches_full_forward(scheme):
     start = batch["prompt_len"][i] - 1
     np.testing.assert_allclose(logits[i], ref[i, start:start + new], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(tokens[i], ref[i, start:start + new].argmax(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# A new scheme is one registry entry: registered here, used without touching any other file.
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyScheme(vlm_schemes.Scheme):
+  """A position design rope does not know (every visual token takes the id of its block's
+  first token, text continues after the block) and a learned per-layer angle scale (a Flax
+  parameter created by `rotate`, as GRAPE's rotation planes would be)."""
+
+  def positions(self, segments, **options):
+    del options
+    ids, cur = [], 0.0
+    for seg in segments:
+      if isinstance(seg, rope.Text):
+        ids += [cur + j for j in range(seg.n)]
+        cur += seg.n
+      else:
+        ids += [cur] * seg.num_tokens
+        cur += 1
+    pos = np.repeat(np.asarray(ids, np.float32)[:, None], 3, axis=1)
+    return vlm_schemes.SequencePositions(pos, cur, pos, cur)
+
+  def rotate(self, module, q, k, table):
+    scale = module.param("toy_scale", nn.initializers.constant(0.5), ())
+    ang = table.angles * scale            # [B, L, 1, D/2], broadcast over heads
+    cos, sin = jnp.cos(ang), jnp.sin(ang)
+    return (rope.apply_cos_sin(q, cos, sin, layout="half"),
+            rope.apply_cos_sin(k, cos, sin, layout="half"))
+
+
+def test_a_scheme_registered_in_a_test_runs_forward_and_cached_decoding(monkeypatch):
+  entry = ToyScheme("toy: block ids, learned angle scale", "vanilla",
+                    vlm_schemes.SCHEMES.get("vanilla").table, owns_params=True)
+  monkeypatch.setitem(vlm_schemes.SCHEMES._entries, "toy", entry)  # pylint: disable=protected-access
+  cfg = tiny_config("toy")
+  model = vlm.model_from_config(cfg, VOCAB)
+  assert model.scheme is entry
+  inputs = vlm.dummy_inputs(cfg, IMAGE_SIZE, batch_size=1, num_images=1, length=8)
+  params = jax.jit(lambda k: vlm.init_params(model, k, inputs))(jax.random.PRNGKey(0))
+  assert float(params["layers_1"]["attn"]["toy_scale"]) == 0.5      # per layer
+  forward = jax.jit(lambda p, x: model.apply({"params": p}, **x))
+  batch = make_batch("toy", [[rope.Text(3), rope.Image(3, 3), rope.Text(2)]])
+  np.testing.assert_array_equal(batch["positions"][0, 3:12, 0], 3.0)   # the toy design
+  assert batch["next_position"][0] == 6.0
+  check_cached_decoding("toy", model, forward, params)
+  # The parameter is used: another scale changes the logits.
+  other = jax.tree_util.tree_map_with_path(
+      lambda path, x: x * 3 if "toy_scale" in jax.tree_util.keystr(path) else x, params)
+  a, b = (np.asarray(forward(p, vlm.model_inputs(batch))) for p in (params, other))
+  assert np.abs(a - b).max() > 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomScaleScheme(vlm_schemes.Scheme):
+  """Training randomness (as HoPE's temporal scale): angles scaled by a number drawn from the
+  "scheme" rng when the caller passes one (tasks/vlm.py: the training step's key), 1 else."""
+
+  def tables(self, module, s, positions, positions_alt):
+    scale = 1.0
+    if module.has_rng("scheme"):
+      scale = jax.random.uniform(module.make_rng("scheme"), (), minval=0.5, maxval=2.0)
+    return super().tables(module, s, positions * scale, positions_alt * scale)
+
+
+def test_a_scheme_with_training_randomness_is_fixed_without_the_rng(monkeypatch):
+  entry = RandomScaleScheme("random id scale in training", "vanilla",
+                            vlm_schemes.SCHEMES.get("vanilla").table)
+  monkeypatch.setitem(vlm_schemes.SCHEMES._entries, "toy_random", entry)  # pylint: disable=protected-access
+  model = vlm.model_from_config(tiny_config("toy_random"), VOCAB)
+  params = shared_params()                    # no parameters of its own
+  batch = vlm.model_inputs(make_batch("toy_random", [[rope.Text(4), rope.Image(3, 3),
+                                                      rope.Text(3)]]))
+  apply = jax.jit(lambda p, x, key: model.apply({"params": p}, **x, rngs={"scheme": key}))
+  _, vanilla = model_and_forward("vanilla")
+  fixed = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, **x))(params, batch))
+  np.testing.assert_allclose(fixed, np.asarray(vanilla(params, batch)), rtol=1e-6, atol=1e-6)
+  a, b = (np.asarray(apply(params, batch, jax.random.PRNGKey(i))) for i in (1, 2))
+  assert np.abs(a - fixed).max() > 1e-4 and np.abs(a - b).max() > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Logical axis names on every parameter; attention implementation option.
+
+# The parameter shapes of tiny_config (vision depth 1) before the logical axis names were added.
+PARAM_SHAPES = {
+    "embed/embedding": (50, 32), "final_norm/scale": (32,), "lm_head/kernel": (32, 50),
+    "proj_in/bias": (32,), "proj_in/kernel": (64, 32), "proj_out/bias": (32,),
+    "proj_out/kernel": (32, 32), "vision/block_0/attn_norm/bias": (16,),
+    "vision/block_0/attn_norm/scale": (16,), "vision/block_0/mlp_in/bias": (32,),
+    "vision/block_0/mlp_in/kernel": (16, 32), "vision/block_0/mlp_norm/bias": (16,),
+    "vision/block_0/mlp_norm/scale": (16,), "vision/block_0/mlp_out/bias": (16,),
+    "vision/block_0/mlp_out/kernel": (32, 16), "vision/block_0/out/bias": (16,),
+    "vision/block_0/out/kernel": (2, 8, 16), "vision/block_0/qkv/bias": (3, 2, 8),
+    "vision/block_0/qkv/kernel": (16, 3, 2, 8), "vision/encoder_norm/bias": (16,),
+    "vision/encoder_norm/scale": (16,), "vision/patch_embed/bias": (16,),
+    "vision/patch_embed/kernel": (2, 2, 3, 16),
+    **{f"layers_{i}/{k}": v for i in range(2) for k, v in {
+        "attn/key/kernel": (32, 3, 16), "attn/out/kernel": (6, 16, 32),
+        "attn/query/kernel": (32, 6, 16), "attn/value/kernel": (32, 3, 16),
+        "attn_norm/scale": (32,), "down/kernel": (64, 32), "gate/kernel": (32, 64),
+        "mlp_norm/scale": (32,), "up/kernel": (32, 64)}.items()},
+}
+
+
+@pytest.mark.parametrize("scheme", ["mhrope", "circle_age"])
+def test_every_parameter_has_logical_axis_names(scheme):
+  cfg = tiny_config(scheme, vision_depth=1)
+  model = vlm.model_from_config(cfg, VOCAB)
+  inputs = vlm.dummy_inputs(cfg, IMAGE_SIZE, batch_size=1, num_images=1, length=8)
+  boxed = jax.eval_shape(lambda k: vlm.init_params(model, k, inputs, boxed=True),
+                         jax.random.PRNGKey(0))
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+  for x in leaves:
+    assert len(x.names) == x.value.ndim
+    assert set(x.names) <= set(vlm.LOGICAL_AXES) | {None}
+    named = [n for n in x.names if n is not None]
+    assert len(named) == len(set(named)), x.names    # one mesh axis at most once per array
+  specs = nn.get_partition_spec(boxed)
+  assert jax.tree.structure(specs) == jax.tree.structure(nn.unbox(boxed))
+  shapes = {k: tuple(v.shape) for k, v in
+            flax.traverse_util.flatten_dict(nn.unbox(boxed), sep="/").items()}
+  assert shapes == PARAM_SHAPES                        # unboxing changes nothing
+  plain = jax.eval_shape(lambda k: vlm.init_params(model, k, inputs), jax.random.PRNGKey(0))
+  assert {k: tuple(v.shape) for k, v in
+          flax.traverse_util.flatten_dict(plain, sep="/").items()} == PARAM_SHAPES
+
+
+def test_causal_and_key_lengths_equal_the_dense_mask():
+  """What cuDNN receives (causal flag + key lengths) sees the keys the dense mask lets through,
+  for right-padded prefill and for a decoding step (checked with the "xla" implementation)."""
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  k = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+  v = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+  lengths = np.array([5, 3], np.int32)
+  valid = np.arange(5)[None] < lengths[:, None]
+  dense = np.tril(np.ones((5, 5), bool))[None] & valid[:, None, :]
+  got = np.asarray(vlm.attend(q, k, v, vlm.Mask(dense, True, lengths), "xla"))
+  fused = np.asarray(jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                  key_value_seq_lengths=lengths))
+  for b in range(2):
+    np.testing.assert_allclose(got[b, :lengths[b]], fused[b, :lengths[b]], rtol=1e-5, atol=1e-6)
+  slots = np.array([4, 1])                      # decoding: one query, cache of 5 slots
+  step = vlm.Mask((np.arange(5)[None] <= slots[:, None])[:, None], kv_lengths=slots + 1)
+  got = np.asarray(vlm.attend(q[:, :1], k, v, step, "xla"))
+  fused = np.asarray(jax.nn.dot_product_attention(q[:, :1], k, v,
+                                                  key_value_seq_lengths=(slots + 1).astype(np.int32)))
+  np.testing.assert_allclose(got, fused, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_impl_option():
+  cfg = tiny_config()
+  assert cfg.attention_impl == "xla"
+  cfg.attention_impl = "flash"
+  with pytest.raises(ValueError, match="`attention_impl`='flash'.*allowed: 'xla', 'cudnn'"):
+    vlm.model_from_config(cfg, VOCAB)
+  cfg.attention_impl = "cudnn"   # accepted by the config (the kernel itself needs a GPU)
+  assert vlm.model_from_config(cfg, VOCAB).attention_impl == "cudnn"
 
 
 def test_generation_ignores_tokens_after_the_prompt():
@@ -218,7 +389,7 @@ def test_circle_age_feeds_alternate_layers_different_ids():
 def test_age_strategies_pick_the_circle_layers(strategy, want):
   cfg = tiny_config("circle_age", depth=4)
   cfg.age_strategy = strategy
-  uses_alt = vlm_rotary.layer_uses_alt(vlm.rotary_settings(cfg))
+  uses_alt = vlm_schemes.SCHEMES.get("circle_age").layer_uses_alt(vlm.rotary_settings(cfg))
   assert [int(not a) for a in uses_alt] == want
 
 
@@ -227,9 +398,9 @@ def test_age_strategies_pick_the_circle_layers(strategy, want):
 
 
 def test_videorope_table_is_the_original_allocation():
-  # multimodal_rope.md §3: first s_h + s_w pairs alternate h (even j) / w (odd j), last s_t t.
+  # docs/spec/multimodal_rope.md §3: first s_h + s_w pairs alternate h (even j) / w (odd j), last s_t t.
   d, theta = 32, 1e6
-  table = np.asarray(vlm_rotary.videorope_freqs(d, theta, (4, 6, 6)))
+  table = np.asarray(vlm_schemes.videorope_freqs(d, theta, (4, 6, 6)))
   inv = theta ** (-np.arange(0, d, 2) / d)
   axis = [1 if j % 2 == 0 else 2 for j in range(12)] + [0] * 4
   want = np.zeros((16, 3))
@@ -238,17 +409,19 @@ def test_videorope_table_is_the_original_allocation():
 
 
 def test_default_sections():
-  assert vlm_rotary.default_sections("mrope", 128) == (16, 24, 24)
-  assert vlm_rotary.default_sections("mrope", 64) == (8, 12, 12)
-  assert vlm_rotary.default_sections("mrope_interleave", 128) == (24, 20, 20)
-  assert vlm_rotary.default_head_sections(8) == (2, 3, 3)
-  assert vlm_rotary.default_head_sections(3) == (1, 1, 1)
+  default = lambda s, d: vlm_schemes.SCHEMES.get(s).default_sections(d)
+  assert default("mrope", 128) == (16, 24, 24)
+  assert default("mrope", 64) == (8, 12, 12)
+  assert default("mrope_interleave", 128) == (24, 20, 20)
+  assert vlm_schemes.default_head_sections(8) == (2, 3, 3)
+  assert vlm_schemes.default_head_sections(3) == (1, 1, 1)
 
 
 def test_mhrope_query_heads_repeat_kv_heads():
   settings = vlm.rotary_settings(tiny_config("mhrope"))
   pos = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32) * 10
-  ang = vlm_rotary.angles(settings, pos, vlm_rotary.kv_freqs(settings))
+  entry = vlm_schemes.SCHEMES.get("mhrope")
+  ang = entry.angles(settings, pos, entry.freqs(settings))
   inv = 1e6 ** (-np.arange(0, 16, 2) / 16)
   assert ang.cos_k.shape == (2, 5, 3, 8) and ang.cos_q.shape == (2, 5, 6, 8)
   for g in range(3):          # KV head g reads axis g (head sections (1, 1, 1))
@@ -371,7 +544,7 @@ def test_image_token_defaults_to_the_tokenizer():
 
 
 def test_unknown_scheme():
-  with pytest.raises(ValueError, match="`scheme`='rope2d'.*allowed: 'vanilla', 'mrope'"):
+  with pytest.raises(ValueError, match="model.scheme='rope2d'.*allowed: 'vanilla', 'mrope'"):
     vlm.model_from_config(tiny_config("rope2d"), VOCAB)
 
 
