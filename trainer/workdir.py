@@ -179,3 +179,27 @@ def length_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
   """{key: (old, new)} for the run-length keys that differ."""
   old, new = flatten(old), flatten(new)
   return {k: (old.get(k), new.get(k)) for k in sorted(LENGTH_KEYS) if old.get(k) != new.get(k)}
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+  """What a run trains, from its config: the ViT encoding or the VLM scheme (+ "+ape").
+
+  Reads `model.encoding` (ViT, config-file names: "axial", "mixed", ...), else the older
+  `model.posenc`, else `model.scheme` (VLM); adds "+ape" when `model.ape` is true (unless
+  the name already says so). The seed is not part of it (see `run_seed`).
+  """
+  model = config.get("model") or {}
+  name = None
+  for key in ("encoding", "posenc", "scheme"):
+    if model.get(key) not in (None, ""):
+      name = str(model.get(key))
+      break
+  name = name or str(config.get("task") or "run")
+  if model.get("ape") and "ape" not in name.split("_") and not name.endswith("+ape"):
+    name += "+ape"
+  return name
+
+
+def run_seed(config: Mapping[str, Any]) -> int | None:
+  seed = config.get("seed")
+  return None if seed is None else int(seed)
