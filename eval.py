@@ -226,18 +226,27 @@ class _QuietOrbax(pylogging.Filter):
         and "read_only" not in message
 
 
+def _report_unusable(errors: list[str], total: int) -> int:
+  for e in errors:
+    print(f"eval.py: {e}", file=sys.stderr)
+  print(f"eval.py: {len(errors)} of {total} workdirs are not usable; nothing was evaluated.",
+        file=sys.stderr)
+  return 1
+
+
 def main(argv) -> int:
   logging.get_absl_handler().addFilter(_QuietOrbax())
   workdirs = FLAGS.workdirs
   # Vision-language runs have their own protocol (four conditions, exact match, PTD): hand the
   # whole command line (same flag names) to it when every workdir is one.
-  tasks_of = {}
+  tasks_of, errors = {}, []
   for workdir in workdirs:
     try:
       tasks_of[workdir] = _task_of(workdir)
     except ValueError as e:  # Not a training workdir.
-      print(f"eval.py: {e} Nothing was evaluated.", file=sys.stderr)
-      return 1
+      errors.append(str(e))
+  if errors:
+    return _report_unusable(errors, len(workdirs))
   if set(tasks_of.values()) == {"vlm"}:
     from tasks import vlm_eval  # pylint: disable=g-import-not-at-top
     return vlm_eval.main(sys.argv)
@@ -261,11 +270,7 @@ def main(argv) -> int:
     except ValueError as e:
       errors.append(str(e))
   if errors:
-    for e in errors:
-      print(f"eval.py: {e}", file=sys.stderr)
-    print(f"eval.py: {len(errors)} of {len(workdirs)} workdirs are not usable; nothing was "
-          "evaluated.", file=sys.stderr)
-    return 1
+    return _report_unusable(errors, len(workdirs))
   runs = []
   for i, p in enumerate(prepared):
     try:

@@ -90,9 +90,9 @@ def test_second_run_refused_then_sigint_saves(tmp_path, env):
   first = start("train.py", SMOKE + LONG + [f"--workdir={workdir}"], env, tmp_path / "first")
   try:
     wait_until(training(workdir), first, "the first run trains")
-    t0 = time.time()
+    config = (workdir / "config.json").read_bytes()
     _, err = run("train.py", SMOKE + [f"--workdir={workdir}"], env, tmp_path, code=1)
-    assert time.time() - t0 < 60
+    assert (workdir / "config.json").read_bytes() == config
     lines = message_lines(err)
     assert len(lines) == 1 and "in use" in lines[0] and f"pid {first.pid}" in lines[0], err
     assert first.poll() is None  # The first run goes on.
@@ -204,12 +204,10 @@ def test_bad_options_end_in_one_line(tmp_path, env, args, expected):
   (tmp_path / "file").write_text("")
   args = [a.replace("FILE", str(tmp_path / "file")) for a in args]
   workdir = [] if any(a.startswith("--workdir") for a in args) else [f"--workdir={tmp_path / 'w'}"]
-  t0 = time.time()
   _, err = run("train.py", SMOKE + workdir + args, env, tmp_path, code=1)
   lines = message_lines(err)
   assert "Traceback" not in err and len(lines) == 1 and expected in lines[0], err
-  assert time.time() - t0 < 60  # Before any compilation.
-  assert not (tmp_path / "w").exists()
+  assert not (tmp_path / "w").exists() and "compile" not in err  # Before any compilation.
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
