@@ -241,3 +241,44 @@ def test_sweep_launcher_forwards_sigterm(tmp_path, env):
   with pytest.raises(ProcessLookupError):
     os.kill(child, 0)  # Not left running as an orphan.
   assert len(steps(root / "r")) == 1  # The run saved on SIGTERM.
+
+
+# In-process units of trainer/workdir.py (no jax).
+
+
+def _workdir_lib():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("workdir_lib", REPO / "trainer" / "workdir.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_run_label_reads_encoding_posenc_or_scheme():
+  w = _workdir_lib()
+  assert w.run_label({"model": {"encoding": "axial", "posenc": "rope_axial"}}) == "axial"
+  assert w.run_label({"model": {"posenc": "rope_mixed", "ape": True}}) == "rope_mixed+ape"
+  assert w.run_label({"model": {"encoding": "mixed_ape", "ape": True}}) == "mixed_ape"
+  assert w.run_label({"model": {"scheme": "mrope"}}) == "mrope"
+  assert w.run_seed({"seed": 2}) == 2
+
+
+def test_config_changes_ignore_run_length_and_logging_keys():
+  w = _workdir_lib()
+  old = {"seed": 0, "optim": {"lr": 0.01}, "training": {"total_steps": 10, "log_every_steps": 5},
+         "eval": {"image_sizes": [4, 12]}}
+  new = {"seed": 0, "optim": {"lr": 0.01}, "training": {"total_steps": 20, "log_every_steps": 1},
+         "eval": {"image_sizes": [4, 12]}, "model": {"depth": 1}}
+  assert w.config_changes(old, new) == {"model.depth": ("<absent>", 1)}
+  assert w.length_changes(old, new) == {"training.total_steps": (10, 20)}
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+  w = _workdir_lib()
+  with w.Lock(str(tmp_path), command="a") as first:
+    assert first.stale_message is None
+    with pytest.raises(w.WorkdirInUseError, match=rf"pid {os.getpid()} on host .*command: a"):
+      w.Lock(str(tmp_path)).acquire()  # flock is per open file: refused in one process too.
+  assert (tmp_path / w.LOCK_FILE).read_text() == ""
+  with w.Lock(str(tmp_path)) as again:
+    assert again.stale_message is None  # Released cleanly: nothing to take over.
