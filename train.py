@@ -108,7 +108,8 @@ def check_command_line(argv: list[str]) -> str | None:
       module_spec.loader.exec_module(module)
       config = module.get_config(arg) if arg else module.get_config()
     except Exception as e:  # pylint: disable=broad-except
-      return f"--config={spec}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+      first = (str(e).strip().splitlines() or [""])[0]
+      return f"--config={spec}: {type(e).__name__}: {first}"
     keys = _config_keys(config)
     for flag, _ in _flag_values(argv, "config"):
       if flag == "config":

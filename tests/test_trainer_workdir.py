@@ -282,3 +282,18 @@ def test_lock_is_exclusive_and_released(tmp_path):
   assert (tmp_path / w.LOCK_FILE).read_text() == ""
   with w.Lock(str(tmp_path)) as again:
     assert again.stale_message is None  # Released cleanly: nothing to take over.
+
+
+def test_check_path_names_files_and_unwritable_dirs(tmp_path, monkeypatch):
+  w = _workdir_lib()
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ValueError, match=r"^--workdir=.*file: is a file, not a directory\.$"):
+    w.check_path(str(tmp_path / "file"))
+  with pytest.raises(ValueError, match=r"/file is a file, not a directory\.$"):
+    w.check_path(str(tmp_path / "file" / "sub"))
+  w.check_path(str(tmp_path / "new" / "sub"))  # Creatable: fine.
+  monkeypatch.setattr(w.os, "access", lambda path, mode: False)  # As if not root.
+  with pytest.raises(ValueError, match=rf"^--workdir={tmp_path}: is not writable\.$"):
+    w.check_path(str(tmp_path))
+  with pytest.raises(ValueError, match=rf"cannot be created \({tmp_path} is not writable\)"):
+    w.check_path(str(tmp_path / "new"))

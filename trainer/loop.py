@@ -150,7 +150,7 @@ def evaluate(task: Any, params: Any, eval_step: Any,
 
 
 def make_eval_step(task: Any, mesh: jax.sharding.Mesh) -> Any:
-  """The task's (a tasks/base.py Task) eval step, jit-ted with replicated params and a batch-sharded input."""
+  """The task's (a tasks/base.py Task) eval step, jit-ted: replicated params, sharded batch."""
   return jax.jit(task.eval_step,
                  in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
                  out_shardings=mesh_lib.replicated(mesh))
