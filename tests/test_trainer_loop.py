@@ -211,7 +211,7 @@ def test_sigterm_saves_current_step_and_resume_is_bitwise(tmp_path, caplog):
   assert (tmp_path / "run" / "config.json").read_bytes() == run_config
   resumed = _train(reference, str(tmp_path / "run"), allow_config_change=True)
   assert (resumed.status, resumed.step) == ("finished", 10)
-  assert "toy.sigterm_at_step: 5 -> 0; the old config is kept as" in caplog.text
+  assert "toy.sigterm_at_step: 5 -> 0 from step 5 on; the old config is kept as" in caplog.text
   assert (tmp_path / "run" / "config.5.json").read_bytes() == run_config
   assert_trees_equal(final_state(reference, str(tmp_path / "run")),
                      final_state(reference, str(tmp_path / "ref")))
@@ -308,3 +308,15 @@ def test_bad_config_fails_before_anything_runs(tmp_path, overrides, option):
   with pytest.raises(ValueError, match=option.replace(".", r"\.")):
     _train(config, str(tmp_path))
   assert not (tmp_path / "config.json").exists()
+
+
+def test_allowed_change_to_another_model_is_refused_at_restore_not_moved(tmp_path):
+  config = toy_config(**{"training.total_steps": 2, "eval.every_steps": None})
+  _train(config, str(tmp_path))
+  saved = (tmp_path / "config.json").read_bytes()
+  other = toy_config(**{"training.total_steps": 4, "eval.every_steps": None, "toy.dim": 6})
+  with pytest.raises(loop.StructureMismatchError, match=r"another model .*other shape: .*hidden"):
+    _train(other, str(tmp_path), allow_config_change=True)
+  assert (tmp_path / "config.json").read_bytes() == saved  # Not a resumable change.
+  assert not (tmp_path / "damaged_checkpoints").exists()  # Not damage: the checkpoint stays.
+  assert not list(tmp_path.glob("config.*.json"))

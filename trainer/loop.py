@@ -166,47 +166,50 @@ def _write_atomic(path: str, text: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _saved_steps(checkpoint_dir: str) -> list[int]:
-  """Step directories under checkpoints/ (read without opening orbax, which creates it)."""
-  if not os.path.isdir(checkpoint_dir):
-    return []
-  return sorted(int(n) for n in os.listdir(checkpoint_dir) if n.isdigit())
+@dataclasses.dataclass
+class ConfigCheck:
+  """What `check_config` found: the workdir's previous config, if any, and what changed."""
+  old: dict | None  # The previous config.json (None: a new workdir).
+  old_text: str | None
+  changes: dict  # {key: (old, new)} outside trainer.workdir.RUN_KEYS (allowed if non-empty).
 
 
 def check_config(config: ml_collections.ConfigDict, workdir: str, *,
-                 allow_change: bool = False, write: bool = True) -> dict | None:
-  """Compares `config` with the workdir's config.json, then (if `write`) writes it.
+                 allow_change: bool = False) -> ConfigCheck:
+  """Compares `config` with the workdir's config.json; writes nothing.
 
-  Returns the workdir's previous config (a dict) or None for a new workdir. Raises
-  ConfigChangedError, before writing anything, if they differ outside
-  `trainer.workdir.RUN_KEYS` and not `allow_change`; with `allow_change` the old file is
-  kept as config.<newest checkpoint step>.json and the change is logged.
+  Raises ConfigChangedError (listing the keys) if they differ outside
+  `trainer.workdir.RUN_KEYS` and not `allow_change`.
   """
   path = workdir_paths(workdir)["config"]
-  text = _config_json(config)
-  old = None
-  if os.path.exists(path):
-    with open(path) as f:
-      old_text = f.read()
-    old = json.loads(old_text)
-    changes = workdir_lib.config_changes(old, json.loads(text))
-    if changes:
-      listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-      if not allow_change:
-        raise ConfigChangedError(
-            f"the config differs from the one workdir {workdir} was started with, in "
-            f"{len(changes)} key(s): {listed}. Use another --workdir, or pass "
-            "--allow_config_change to continue this run with the new config.", list(changes))
-      steps = _saved_steps(workdir_paths(workdir)["checkpoints"])
-      kept = os.path.join(workdir, f"config.{steps[-1] if steps else 0}.json")
-      if write:
-        _write_atomic(kept, old_text)
-      logging.warning("--allow_config_change: the config changed in %s; the old config is "
-                      "kept as %s.", listed, kept)
-  if write:
-    os.makedirs(workdir, exist_ok=True)
-    _write_atomic(path, text)
-  return old
+  if not os.path.exists(path):
+    return ConfigCheck(old=None, old_text=None, changes={})
+  with open(path) as f:
+    old_text = f.read()
+  old = json.loads(old_text)
+  changes = workdir_lib.config_changes(old, json.loads(_config_json(config)))
+  if changes and not allow_change:
+    raise ConfigChangedError(
+        f"the config differs from the one workdir {workdir} was started with, in "
+        f"{len(changes)} key(s): {_listed(changes)}. Use another --workdir, or pass "
+        "--allow_config_change to continue this run with the new config.", list(changes))
+  return ConfigCheck(old=old, old_text=old_text, changes=changes)
+
+
+def _listed(changes: dict) -> str:
+  return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str, check: ConfigCheck,
+                 step: int) -> None:
+  """Writes config.json; an allowed change first keeps the old one as config.<step>.json."""
+  if check.changes:
+    kept = os.path.join(workdir, f"config.{step}.json")
+    _write_atomic(kept, check.old_text)
+    logging.warning("--allow_config_change: the config changed in %s from step %d on; the old "
+                    "config is kept as %s.", _listed(check.changes), step, kept)
+  os.makedirs(workdir, exist_ok=True)
+  _write_atomic(workdir_paths(workdir)["config"], _config_json(config))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -361,7 +364,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   task, mesh, lengths = setup.task, setup.mesh, setup.lengths
   total_steps = lengths["total"]
   # Refuses a changed config before anything in the workdir is written.
-  old_config = check_config(config, workdir, allow_change=allow_config_change, write=is_main)
+  config_check = check_config(config, workdir, allow_change=allow_config_change)
+  old_config = config_check.old
   if is_main:
     logging.info("Workdir %s; %d process(es), %d device(s); %d steps (warm-up %d; every %s).",
                  workdir, process_count, mesh.size, total_steps, lengths["warmup"],
@@ -376,6 +380,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   checkpoints, start_step, state = ckpt_lib.restore_newest_intact(
       lambda: open_checkpoints(config, workdir), abstract, move_damaged=True, sync=sync,
       is_main=is_main)
+  if is_main:  # After the restore: a checkpoint of another model leaves config.json as it was.
+    write_config(config, workdir, config_check, start_step or 0)
   if start_step is not None:
     logging.info("Resumed from checkpoint at step %d.", start_step)
     if old_config is not None and is_main:
