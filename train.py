@@ -19,12 +19,28 @@ Exit codes: 0 finished; 1 bad config, bad workdir, workdir in use, changed confi
 (NaN), with one line on stderr naming the option, path or process; 130 / 143 stopped by
 SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint.
 """
-import difflib
-import importlib.util
-import logging as pylogging
 import os
 import signal
 import sys
+
+
+def _interrupted(signum, frame):
+  """Ctrl-C outside the training loop (imports, set-up): one line, exit 130, no traceback."""
+  del signum, frame
+  print("train.py: interrupted (SIGINT) outside the training loop; no checkpoint to save.",
+        file=sys.stderr, flush=True)
+  os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
+
+
+# Installed before the heavy imports; the training loop replaces it with its own handler
+# (checkpoint, then exit 130) while it runs. Left alone when SIGINT is ignored (nohup, &).
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+  signal.signal(signal.SIGINT, _interrupted)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import difflib
+import importlib.util
+import logging as pylogging
 
 from absl import app
 from absl import flags
@@ -163,9 +179,8 @@ class _QuietOrbax(pylogging.Filter):
 def main(argv) -> int:
   try:
     return _main(argv)
-  except KeyboardInterrupt:  # Ctrl-C before the trainer's handler is installed.
-    print("train.py: interrupted (SIGINT) before training started; nothing was saved.",
-          file=sys.stderr)
+  except KeyboardInterrupt:  # SIGINT's default handler was restored by someone.
+    _interrupted(signal.SIGINT, None)
     return EXIT_CODES["SIGINT"]
 
 

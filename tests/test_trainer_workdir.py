@@ -297,3 +297,12 @@ def test_check_path_names_files_and_unwritable_dirs(tmp_path, monkeypatch):
     w.check_path(str(tmp_path))
   with pytest.raises(ValueError, match=rf"cannot be created \({tmp_path} is not writable\)"):
     w.check_path(str(tmp_path / "new"))
+
+
+def test_sigint_during_start_up_is_one_line(tmp_path, env):
+  proc = start("train.py", SMOKE + [f"--workdir={tmp_path / 'w'}"], env, tmp_path / "early")
+  time.sleep(1.5)  # Importing jax / flax: long before the training loop.
+  proc.send_signal(signal.SIGINT)
+  _, err = finish(proc, 130)
+  assert "Traceback" not in err and message_lines(err) == [
+      "train.py: interrupted (SIGINT) outside the training loop; no checkpoint to save."], err

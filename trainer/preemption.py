@@ -32,6 +32,8 @@ class StopOnSignal:
     # worker thread) there is no handler and the run simply cannot be stopped by a signal.
     if threading.current_thread() is threading.main_thread():
       for s in self.signals:
+        if signal.getsignal(s) is signal.SIG_IGN:
+          continue  # Ignored on purpose (nohup, a shell's background job): leave it so.
         self._previous[s] = signal.signal(s, self._handle)
     return self
 
