@@ -4,17 +4,29 @@ r"""Evaluates trained runs: top-1 at several test resolutions (ViT) or the VLM c
   python eval.py --workdirs=/tmp/runs/axial,/tmp/runs/spherical --resolutions=16,24,32,48,64 \
       --output=/tmp/runs/extrapolation
 
-For each workdir: read its config.json, restore its best checkpoint (--checkpoint=best; or
-"latest", or a step number), and evaluate the test split resized + center-cropped to every
-resolution (the papers' protocol: the model is NOT fine-tuned; rotary positions extrapolate,
-APEs are interpolated). Writes OUTPUT.json (every number) and OUTPUT.png (accuracy against
-resolution, one line per run, a dotted line at each training resolution) and prints a table.
-OUTPUT defaults to WORKDIR/resolution for a single workdir; give --output for several.
+Every workdir is validated first (config.json, task, resolutions, a readable checkpoint):
+if one is bad, eval.py names it and evaluates none. Then for each workdir: restore its best
+checkpoint (--checkpoint=best; or "latest", or a step number; a damaged checkpoint is skipped
+with a warning, falling back to the newest intact one for best / latest), and evaluate the
+test split resized + center-cropped to every resolution (the papers' protocol: the model is NOT
+fine-tuned; rotary positions extrapolate, APEs are interpolated).
+
+Runs are labelled from their config (the encoding, trainer.workdir.run_label, and the seed;
+--labels overrides) and runs differing only in the seed form one group: mean and standard
+deviation over seeds (error bars in the plot). A run whose checkpoint is before the end of its
+schedule is flagged "unfinished" (a * in the table, "finished": false in the JSON).
+
+Writes OUTPUT.json ("runs": every number; "groups": mean / std over seeds) and OUTPUT.png
+(accuracy against resolution, one line per group, a dotted line at each training resolution)
+and prints a table. OUTPUT defaults to WORKDIR/resolution for a single workdir; give --output
+for several.
 
 Workdirs of the vision-language task (config.task == "vlm") are handed to tasks/vlm_eval.py:
 exact match per question type under four conditions, PTD, a JSON report and PNG plots.
 """
 import json
+import logging as pylogging
+import math
 import os
 import sys
 
@@ -25,7 +37,8 @@ from absl import logging
 flags.DEFINE_list("workdirs", None, "Training workdirs to evaluate (comma-separated).")
 flags.DEFINE_list("resolutions", None, "Test image sizes in pixels (default: 0.5x..2x the "
                   "training size in steps of 0.25x, rounded to multiples of the patch).")
-flags.DEFINE_list("labels", None, "Legend labels, one per workdir (default: directory names).")
+flags.DEFINE_list("labels", None, "Labels, one per workdir (default: from each config: "
+                  "encoding or scheme; runs with the same label are seeds of one group).")
 flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 flags.DEFINE_string("output", None, "Output path without extension (writes .json and .png).")
 flags.DEFINE_integer("batch_size", None, "Global eval batch size (default: the run's).")
@@ -48,69 +61,148 @@ def _patch_size(config) -> int:
   return vit.parse_variant(config.model.variant)[1]
 
 
-def evaluate_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
-                 batch_size: int | None) -> dict:
-  """Restores one run and evaluates it at every resolution; returns a JSON-able dict."""
+def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
+                batch_size: int | None) -> dict:
+  """Validates one workdir without evaluating it; ValueError naming the workdir and problem.
+
+  Returns what `evaluate_run` needs: config, setup, checkpoint candidates, ...
+  """
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from tasks import classification  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
 
+  if not os.path.isdir(workdir):
+    raise ValueError(f"{workdir}: no such directory.")
   config = loop.read_config(workdir)
-  if config.task != "classification":
-    raise ValueError(f"{workdir}: task {config.task!r}; eval.py evaluates classification runs.")
+  if config.get("task") != "classification":
+    raise ValueError(f"{workdir}: task {config.get('task')!r}; eval.py evaluates classification "
+                     "runs here (vlm runs: all workdirs of one command must be vlm runs).")
   train_size = int(config.data.image_size)
-  sizes = resolutions or default_resolutions(train_size, _patch_size(config))
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.eval.image_sizes = tuple(sizes)
-  if batch_size:
-    config.eval.batch_size = batch_size
-  config.lock()
-  setup = loop.build(config)  # Validates every size against the model (patch multiple, ...).
+  try:
+    sizes = resolutions or default_resolutions(train_size, _patch_size(config))
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.eval.image_sizes = tuple(sizes)
+    if batch_size:
+      config.eval.batch_size = batch_size
+    config.lock()
+    # Validates every size against the model (patch multiple, ...); the eval.py picks the task.
+    setup = loop.build(config, task=tasks.get_task(config))
+  except ValueError as e:
+    raise ValueError(f"{workdir}: {e}") from None
   checkpoints = loop.open_checkpoints(config, workdir, read_only=True)
-  step = checkpoint_lib.select_step(checkpoints, checkpoint, workdir)
-  state = checkpoints.restore(step, loop.abstract_state(setup, config.seed))
+  try:
+    step = checkpoint_lib.select_step(checkpoints, checkpoint, workdir)
+    steps = checkpoints.all_steps()
+  finally:
+    checkpoints.close()
+  # Newest first: the selected step, then (for best / latest) older ones if it is damaged.
+  candidates = [step] + ([s for s in sorted(steps, reverse=True) if s != step]
+                         if checkpoint in ("best", "latest") else [])
+  return {"workdir": workdir, "config": config, "setup": setup, "sizes": sizes,
+          "train_size": train_size, "candidates": candidates,
+          "total_steps": setup.lengths["total"]}
+
+
+def evaluate_run(prepared: dict) -> dict:
+  """Restores one prepared run (`prepare_run`) and evaluates it at every resolution."""
+  from tasks import classification  # pylint: disable=g-import-not-at-top
+  from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from trainer import loop  # pylint: disable=g-import-not-at-top
+  from trainer import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  workdir, config, setup = prepared["workdir"], prepared["config"], prepared["setup"]
+  sizes, train_size = prepared["sizes"], prepared["train_size"]
+  candidates = list(prepared["candidates"])
+  checkpoints, step, state = checkpoint_lib.restore_newest_intact(
+      lambda: loop.open_checkpoints(config, workdir, read_only=True),
+      loop.abstract_state(setup, config.seed), move_damaged=False,
+      steps=list(reversed(candidates)))
   checkpoints.close()
+  if step is None:
+    raise ValueError(f"{workdir}: no readable checkpoint among steps {sorted(candidates)}.")
   metrics = loop.evaluate(setup.task, state["params"], loop.make_eval_step(setup.task, setup.mesh),
                           setup.mesh)
   names = {s: classification.eval_set_name(s, train_size) for s in sizes}
+  total = int(prepared["total_steps"])
   return {
-      "workdir": os.path.abspath(workdir), "step": int(step), "posenc": config.model.posenc,
-      "seed": int(config.seed), "dataset": config.data.name, "train_image_size": train_size,
-      "resolutions": list(sizes),
+      "workdir": os.path.abspath(workdir), "step": int(step), "total_steps": total,
+      "finished": int(step) >= total, "encoding": workdir_lib.run_label(config),
+      "seed": workdir_lib.run_seed(config), "dataset": config.data.name,
+      "train_image_size": train_size, "resolutions": list(sizes),
       "accuracy": {str(s): metrics[f"{names[s]}/accuracy"] for s in sizes},
       "loss": {str(s): metrics[f"{names[s]}/loss"] for s in sizes},
   }
 
 
-def table(runs: list[dict]) -> str:
-  """A fixed-width text table: one row per run, one column per resolution (top-1 %)."""
-  sizes = sorted({int(s) for r in runs for s in r["accuracy"]})
-  width = max(len(r["label"]) for r in runs)
-  lines = [f"{'run':<{width}} " + " ".join(f"{s:>7d}" for s in sizes)]
+def group_runs(runs: list[dict]) -> list[dict]:
+  """Runs with the same label (seeds of one setting): mean and sample std per resolution."""
+  groups: dict[str, list[dict]] = {}
   for r in runs:
-    cells = [f"{100 * r['accuracy'][str(s)]:7.2f}" if str(s) in r["accuracy"] else " " * 7
+    groups.setdefault(r["label"], []).append(r)
+  out = []
+  for label, members in groups.items():
+    sizes = sorted({int(s) for r in members for s in r["accuracy"]})
+    mean, std = {}, {}
+    for s in sizes:
+      values = [r["accuracy"][str(s)] for r in members if str(s) in r["accuracy"]]
+      m = sum(values) / len(values)
+      mean[str(s)] = m
+      std[str(s)] = (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+                     if len(values) > 1 else 0.0)
+    out.append({"label": label, "n": len(members), "seeds": [r["seed"] for r in members],
+                "workdirs": [r["workdir"] for r in members],
+                "unfinished": [r["workdir"] for r in members if not r["finished"]],
+                "train_image_size": members[0]["train_image_size"],
+                "accuracy_mean": mean, "accuracy_std": std})
+  return out
+
+
+def table(runs: list[dict], groups: list[dict]) -> str:
+  """Fixed-width text: one row per run, then mean +- std per group of seeds (top-1 %)."""
+  sizes = sorted({int(s) for r in runs for s in r["accuracy"]})
+  names = [f"{r['label']} seed{r['seed']}" + ("*" if not r["finished"] else "") for r in runs]
+  group_names = [f"{g['label']} (n={g['n']})" for g in groups if g["n"] > 1]
+  width = max(len(n) for n in names + group_names + ["run"])
+  lines = [f"{'run':<{width}} " + " ".join(f"{s:>13d}" for s in sizes)]
+  for name, r in zip(names, runs):
+    cells = [f"{100 * r['accuracy'][str(s)]:13.2f}" if str(s) in r["accuracy"] else " " * 13
              for s in sizes]
-    lines.append(f"{r['label']:<{width}} " + " ".join(cells))
+    lines.append(f"{name:<{width}} " + " ".join(cells))
+  if group_names:
+    lines.append("mean +- std over seeds:")
+    for g, name in zip([g for g in groups if g["n"] > 1], group_names):
+      cells = [f"{100 * g['accuracy_mean'][str(s)]:6.2f} +-{100 * g['accuracy_std'][str(s)]:5.2f}"
+               if str(s) in g["accuracy_mean"] else " " * 13 for s in sizes]
+      lines.append(f"{name:<{width}} " + " ".join(cells))
+  unfinished = [r for r in runs if not r["finished"]]
+  if unfinished:
+    lines.append("* unfinished: " + "; ".join(
+        f"{r['workdir']} at step {r['step']} of {r['total_steps']}" for r in unfinished))
   return "\n".join(lines)
 
 
-def plot(runs: list[dict], path: str) -> None:
-  """Accuracy (%) against test resolution, one line per run."""
+def plot(groups: list[dict], path: str) -> None:
+  """Accuracy (%) against test resolution, one line per group (error bars: std over seeds)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(8.0, 4.2))
   colors = plt.get_cmap("tab20").colors  # 20 distinct colours: one per encoding of a sweep.
-  for i, r in enumerate(runs):
-    sizes = sorted(int(s) for s in r["accuracy"])
-    line, = ax.plot(sizes, [100 * r["accuracy"][str(s)] for s in sizes], marker="o",
-                    label=r["label"], color=colors[i % len(colors)],
-                    linestyle="-" if i < len(colors) else "--")
-    ax.axvline(r["train_image_size"], color=line.get_color(), linestyle=":", alpha=0.6)
+  for i, g in enumerate(groups):
+    sizes = sorted(int(s) for s in g["accuracy_mean"])
+    label = g["label"] + (f" (n={g['n']})" if g["n"] > 1 else "") + (
+        " [unfinished]" if g["unfinished"] else "")
+    container = ax.errorbar(
+        sizes, [100 * g["accuracy_mean"][str(s)] for s in sizes],
+        yerr=[100 * g["accuracy_std"][str(s)] for s in sizes] if g["n"] > 1 else None,
+        marker="o", capsize=3, label=label, color=colors[i % len(colors)],
+        linestyle="-" if i < len(colors) else "--")
+    ax.axvline(g["train_image_size"], color=container.lines[0].get_color(), linestyle=":",
+               alpha=0.6)
   ax.set_xlabel("test resolution (pixels); dotted: training resolution")
   ax.set_ylabel("top-1 accuracy (%)")
-  ax.set_title("Resolution extrapolation")
+  ax.set_title("Resolution extrapolation (mean +- std over seeds)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the lines
   fig.tight_layout()
@@ -123,16 +215,39 @@ def _task_of(workdir: str) -> str:
   return loop.read_config(workdir).task
 
 
+class _QuietOrbax(pylogging.Filter):
+  """Drops orbax's INFO records and its read-only notices (eval.py never writes)."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    if "/orbax/" not in record.pathname:
+      return True
+    message = record.getMessage()
+    return record.levelno >= pylogging.WARNING and "read only" not in message \
+        and "read_only" not in message
+
+
+def _report_unusable(errors: list[str], total: int) -> int:
+  for e in errors:
+    print(f"eval.py: {e}", file=sys.stderr)
+  print(f"eval.py: {len(errors)} of {total} workdirs are not usable; nothing was evaluated.",
+        file=sys.stderr)
+  return 1
+
+
 def main(argv) -> int:
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   workdirs = FLAGS.workdirs
   # Vision-language runs have their own protocol (four conditions, exact match, PTD): hand the
-  # whole command line (same flag names) to it.
-  try:
-    task = _task_of(workdirs[0])
-  except ValueError as e:  # Not a training workdir.
-    print(f"eval.py: {e}", file=sys.stderr)
-    return 1
-  if task == "vlm":
+  # whole command line (same flag names) to it when every workdir is one.
+  tasks_of, errors = {}, []
+  for workdir in workdirs:
+    try:
+      tasks_of[workdir] = _task_of(workdir)
+    except ValueError as e:  # Not a training workdir.
+      errors.append(str(e))
+  if errors:
+    return _report_unusable(errors, len(workdirs))
+  if set(tasks_of.values()) == {"vlm"}:
     from tasks import vlm_eval  # pylint: disable=g-import-not-at-top
     return vlm_eval.main(sys.argv)
   del argv
@@ -147,22 +262,35 @@ def main(argv) -> int:
   except ValueError:
     raise app.UsageError(f"--resolutions={FLAGS.resolutions}: integers expected.") from None
   output = FLAGS.output or os.path.join(workdirs[0], "resolution")
-  runs = []
-  for i, workdir in enumerate(workdirs):
+  # Validate every workdir before evaluating any.
+  prepared, errors = [], []
+  for workdir in workdirs:
     try:
-      run = evaluate_run(workdir, resolutions, FLAGS.checkpoint, FLAGS.batch_size)
+      prepared.append(prepare_run(workdir, resolutions, FLAGS.checkpoint, FLAGS.batch_size))
+    except ValueError as e:
+      errors.append(str(e))
+  if errors:
+    return _report_unusable(errors, len(workdirs))
+  runs = []
+  for i, p in enumerate(prepared):
+    try:
+      run = evaluate_run(p)
     except ValueError as e:
       print(f"eval.py: {e}", file=sys.stderr)
       return 1
-    run["label"] = FLAGS.labels[i] if FLAGS.labels else os.path.basename(
-        os.path.normpath(workdir))
+    run["label"] = FLAGS.labels[i] if FLAGS.labels else run["encoding"]
     runs.append(run)
-    logging.info("%s (step %d): %s", run["label"], run["step"], run["accuracy"])
+    logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
+                 run["total_steps"], run["accuracy"])
+  groups = group_runs(runs)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output + ".json", "w") as f:
-    json.dump({"runs": runs}, f, indent=2)
-  plot(runs, output + ".png")
-  print(table(runs))
+    json.dump({"runs": runs, "groups": groups}, f, indent=2)
+  plot(groups, output + ".png")
+  print(table(runs, groups))
+  unfinished = [r for r in runs if not r["finished"]]
+  if unfinished:
+    print(f"eval.py: warning: {len(unfinished)} run(s) unfinished (marked *).", file=sys.stderr)
   print(f"eval.py: wrote {output}.json and {output}.png")
   return 0
 

@@ -8,10 +8,15 @@ A sweep module defines `get_sweep(arg) -> [{"name", "config", "overrides"}]`. Ea
 WORKDIR_ROOT/<name>; train.py resumes from there, so re-launching a sweep continues where it
 stopped and finished runs return immediately. --mode=local stops at the first failing run
 unless --keep_going; exit code 1 if any run failed.
+
+SIGTERM / SIGINT sent to the launcher are forwarded to the run it started (which saves a
+checkpoint and stops); the launcher then starts no further run and exits with that run's exit
+status (143 / 130), so a job scheduler's stop reaches the training and nothing is orphaned.
 """
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -61,6 +66,42 @@ def pod_command(args: list[str]) -> str:
           f"--worker=all --command={shlex.quote(remote)}")
 
 
+class _Forwarder:
+  """Forwards SIGTERM / SIGINT to the running child; remembers that a stop was asked."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.child: subprocess.Popen | None = None
+    self.received: int | None = None
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signum
+    if self.child is not None and self.child.poll() is None:
+      self.child.send_signal(signum)
+
+  def __enter__(self) -> "_Forwarder":
+    self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc) -> bool:
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+    return False
+
+  def run(self, cmd: list[str]) -> int:
+    self.child = subprocess.Popen(cmd, cwd=REPO)
+    try:
+      while True:
+        try:
+          return self.child.wait()
+        except KeyboardInterrupt:  # Only if SIGINT's handler was not ours; keep waiting.
+          continue
+    finally:
+      self.child = None
+
+
 def main(argv) -> int:
   del argv
   runs = [r for r in load_sweep(FLAGS.sweep) if FLAGS.only in r["name"]]
@@ -69,20 +110,36 @@ def main(argv) -> int:
       print(pod_command(train_args(run, FLAGS.workdir_root)))
     return 0
   failed = []
-  for i, run in enumerate(runs, start=1):
-    cmd = [sys.executable, os.path.join(REPO, "train.py")] + train_args(run, FLAGS.workdir_root)
-    print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
-    if FLAGS.dry_run:
-      continue
-    code = subprocess.call(cmd, cwd=REPO)
-    if code:
-      print(f"[{i}/{len(runs)}] {run['name']} failed with exit code {code}.", flush=True)
-      failed.append(run["name"])
-      if not FLAGS.keep_going:
+  with _Forwarder() as forwarder:
+    for i, run in enumerate(runs, start=1):
+      cmd = [sys.executable, os.path.join(REPO, "train.py")] + train_args(run,
+                                                                         FLAGS.workdir_root)
+      print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
+      if FLAGS.dry_run:
+        continue
+      if forwarder.received is not None:
+        break
+      code = forwarder.run(cmd)
+      if forwarder.received is not None:
+        name = signal.Signals(forwarder.received).name
+        print(f"[{i}/{len(runs)}] {run['name']}: {name} forwarded; the run exited with code "
+              f"{code}. Not starting further runs; re-launch to continue.", file=sys.stderr,
+              flush=True)
+        return code if code else 128 + forwarder.received
+      if _record_failure(i, len(runs), run, code, failed):
         break
   if failed:
     print(f"Failed runs: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0
+
+
+def _record_failure(i: int, n: int, run: dict, code: int, failed: list[str]) -> bool:
+  """Notes a failed run; returns whether to stop the sweep."""
+  if code:
+    print(f"[{i}/{n}] {run['name']} failed with exit code {code}.", flush=True)
+    failed.append(run["name"])
+    return not FLAGS.keep_going
+  return False
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 A task module registers its class with `@register("name")` and is listed in `_TASK_MODULES`
 (imported lazily, so a task's dependencies are only needed when it is used).
+
+The entry points (train.py, eval.py) call `get_task` and hand the task to the trainer
+(`trainer.train_and_evaluate(config, workdir, task=...)`, `trainer.loop.build(config,
+task=...)`): a task may import the trainer, the trainer imports no task
+(tests/test_trainer_imports.py).
 """
 import importlib
 from typing import Callable

@@ -1,6 +1,6 @@
 """The Task interface: everything the training loop needs to know about a problem.
 
-A task turns a config into a model, data and a loss (INTERFACES.md §3). The loop
+A task turns a config into a model, data and a loss. The loop
 (trainer/loop.py) never looks inside batches or models; it only calls these methods. Batches
 are LOCAL (this process's rows) numpy pytrees whose leaves have the example axis first.
 """

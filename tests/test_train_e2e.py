@@ -13,10 +13,16 @@ import jax
 import numpy as np
 import pytest
 
+import tasks
 from configs import vit_common
 from trainer import loop
 from trainer import mesh as mesh_lib
 from trainer import metrics as metrics_lib
+
+
+def _build(config, devices=None):
+  """loop.build with the config's task (the caller picks it; the trainer imports no task)."""
+  return loop.build(config, devices, task=tasks.get_task(config))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A smaller smoke run: one layer, a few steps, extrapolation to smaller and larger grids.
@@ -77,7 +83,7 @@ def test_every_encoding_lowers_train_and_eval_steps(encoding):
   config = vit_common.get_config(encoding, "smoke")
   with config.unlocked():
     config.eval.image_sizes = (4, 12)
-  setup = loop.build(config)
+  setup = _build(config)
   state = loop.abstract_state(setup, config.seed)
   local = setup.task.init_inputs()
   b = config.training.batch_size

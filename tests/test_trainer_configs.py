@@ -6,10 +6,17 @@ import sys
 
 import pytest
 
+import tasks
 from configs import sweep_vit
 from configs import vit_common
 from models import vit
 from trainer import loop
+
+
+def _build(config, devices=None):
+  """loop.build with the config's task (the caller picks it; the trainer imports no task)."""
+  return loop.build(config, devices, task=tasks.get_task(config))
+
 
 ENCODINGS = sorted(vit_common.ENCODINGS)
 MODES = (None,) + vit_common.MODES
@@ -40,7 +47,7 @@ def test_every_encoding_has_a_config_file():
 def test_config_builds_and_validates(encoding, mode):
   config = vit_common.get_config(encoding, mode)
   assert config.is_locked
-  setup = loop.build(config)  # Task (model + data validation), mesh, optimizer.
+  setup = _build(config)  # Task (model + data validation), mesh, optimizer.
   lengths = setup.lengths
   assert 0 < lengths["warmup"] < lengths["total"]
   assert config.model.train_image_size == config.data.image_size
@@ -56,7 +63,7 @@ def test_cifar100_recipe_numbers():
   assert (config.optim.name, config.optim.lr, config.optim.weight_decay) == ("lamb", 4e-3, 0.05)
   assert (config.training.batch_size, config.training.total_epochs) == (1024, 400.0)
   assert (config.model.dropout, config.model.drop_path) == (0.1, 0.1)
-  lengths = loop.build(config).lengths
+  lengths = _build(config).lengths
   # 50000 images / 1024 per step: 400 epochs = 19532 steps, 5 warm-up epochs = 245 steps.
   assert (lengths["total"], lengths["warmup"]) == (19532, 245)
 
@@ -97,7 +104,7 @@ def test_one_key_sets_train_and_model_resolution():
 ])
 def test_bad_options_fail_at_startup_naming_the_option(overrides, option):
   with pytest.raises(ValueError, match=option.replace(".", r"\.")):
-    loop.build(_config("spherical", "smoke", **overrides))
+    _build(_config("spherical", "smoke", **overrides))
 
 
 def test_bad_config_arguments():

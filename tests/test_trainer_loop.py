@@ -27,6 +27,15 @@ from trainer import loop
 from trainer import metrics as metrics_lib
 
 
+def _build(config, devices=None):
+  """loop.build with the config's task (the caller picks it; the trainer imports no task)."""
+  return loop.build(config, devices, task=tasks.get_task(config))
+
+
+def _train(config, workdir, **kwargs):
+  return trainer.train_and_evaluate(config, workdir, task=tasks.get_task(config), **kwargs)
+
+
 class ToyModel(nn.Module):
   num_classes: int
 
@@ -131,7 +140,7 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def final_state(config, workdir, step=None):
-  setup = loop.build(config)
+  setup = _build(config)
   ckpts = loop.open_checkpoints(config, workdir, read_only=True)
   state = ckpts.restore(step or ckpts.latest_step(), loop.abstract_state(setup, config.seed))
   ckpts.close()
@@ -152,7 +161,7 @@ def test_run_logs_metrics_and_keeps_last_n_and_best(tmp_path):
   config = toy_config(**{"training.tensorboard": True, "checkpoint.every_steps": 1,
                          "eval.every_steps": 2, "checkpoint.best_metric": "eval/loss",
                          "checkpoint.best_mode": "max"})
-  result = trainer.train_and_evaluate(config, str(tmp_path))
+  result = _train(config, str(tmp_path))
   assert (result.status, result.step) == ("finished", 8)
 
   ckpts = loop.open_checkpoints(config, str(tmp_path), read_only=True)
@@ -175,7 +184,7 @@ def test_run_logs_metrics_and_keeps_last_n_and_best(tmp_path):
   assert saved.to_dict() == json.loads(config.to_json_best_effort())
 
   # Re-running a finished run restores its last checkpoint and returns without training.
-  again = trainer.train_and_evaluate(config, str(tmp_path))
+  again = _train(config, str(tmp_path))
   assert (again.status, again.step, again.eval_metrics) == ("finished", 8, {})
   assert metrics_lib.read_jsonl(str(tmp_path / "metrics.jsonl")) == records
 
@@ -184,21 +193,26 @@ def test_sigterm_saves_current_step_and_resume_is_bitwise(tmp_path, caplog):
   # Logging every step makes each metrics record one step's values, comparable across runs.
   reference = toy_config(**{"training.total_steps": 10, "checkpoint.every_steps": 4,
                             "training.log_every_steps": 1})
-  trainer.train_and_evaluate(reference, str(tmp_path / "ref"))
+  _train(reference, str(tmp_path / "ref"))
 
   interrupted = toy_config(**{"training.total_steps": 10, "checkpoint.every_steps": 4,
                               "training.log_every_steps": 1, "toy.sigterm_at_step": 5})
-  result = trainer.train_and_evaluate(interrupted, str(tmp_path / "run"))
+  result = _train(interrupted, str(tmp_path / "run"))
   assert (result.status, result.step) == ("preempted", 5)
   ckpts = loop.open_checkpoints(interrupted, str(tmp_path / "run"), read_only=True)
   assert ckpts.latest_step() == 5  # Not a multiple of checkpoint.every_steps: SIGTERM's save.
   ckpts.close()
   assert int(final_state(interrupted, str(tmp_path / "run"))["step"]) == 5
 
-  resumed = trainer.train_and_evaluate(reference, str(tmp_path / "run"))
+  # The resumed run's config differs in one key (no more SIGTERM): refused, then allowed.
+  run_config = (tmp_path / "run" / "config.json").read_bytes()
+  with pytest.raises(loop.ConfigChangedError, match="toy.sigterm_at_step: 5 -> 0"):
+    _train(reference, str(tmp_path / "run"))
+  assert (tmp_path / "run" / "config.json").read_bytes() == run_config
+  resumed = _train(reference, str(tmp_path / "run"), allow_config_change=True)
   assert (resumed.status, resumed.step) == ("finished", 10)
-  # The resumed run's config differs in one key (no more SIGTERM): named in a warning.
-  assert "started with, in: toy.sigterm_at_step." in caplog.text
+  assert "toy.sigterm_at_step: 5 -> 0 from step 5 on; the old config is kept as" in caplog.text
+  assert (tmp_path / "run" / "config.5.json").read_bytes() == run_config
   assert_trees_equal(final_state(reference, str(tmp_path / "run")),
                      final_state(reference, str(tmp_path / "ref")))
   # The metrics file reads like one uninterrupted run, with the same numbers.
@@ -214,7 +228,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
                          "checkpoint.every_steps": 2, "checkpoint.keep": 5,
                          "eval.every_steps": None, "toy.nan_at_step": 5})
   with pytest.raises(trainer.NonFiniteLossError, match=r"loss=nan at step 5\b") as info:
-    trainer.train_and_evaluate(config, str(tmp_path))
+    _train(config, str(tmp_path))
   assert info.value.step == 5
   ckpts = loop.open_checkpoints(config, str(tmp_path), read_only=True)
   assert ckpts.all_steps() == [2, 4]  # Step 6's state (after the NaN) was never saved.
@@ -245,11 +259,11 @@ def _vit_config():
 def test_one_step_on_four_devices_matches_one_device(tmp_path, make_config):
   assert jax.device_count() == 4
   config = make_config()
-  one = trainer.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
-  four = trainer.train_and_evaluate(config, str(tmp_path / "four"))
+  one = _train(config, str(tmp_path / "one"), devices=jax.devices()[:1])
+  four = _train(config, str(tmp_path / "four"))
   state_1 = final_state(config, str(tmp_path / "one"))
   state_4 = final_state(config, str(tmp_path / "four"))
-  setup = loop.build(config)
+  setup = _build(config)
   init = jax.device_get(jax.jit(loop.step_lib.make_init_fn(setup.task, setup.tx))(
       jax.random.key(config.seed)))
   changed = 0
@@ -267,7 +281,7 @@ def test_eval_metrics_are_exact_means_over_valid_examples(tmp_path):
   # 40 eval points in batches of 16 (the last one half padding): the loop's averages must
   # equal a direct computation over the 40 real points.
   config = toy_config(**{"training.total_steps": 2})
-  result = trainer.train_and_evaluate(config, str(tmp_path))
+  result = _train(config, str(tmp_path))
   task = tasks.get_task(config)
   params = final_state(config, str(tmp_path))["params"]
   x, y = task._points(np.random.default_rng(999), 40)  # pylint: disable=protected-access
@@ -292,5 +306,17 @@ def test_eval_metrics_are_exact_means_over_valid_examples(tmp_path):
 def test_bad_config_fails_before_anything_runs(tmp_path, overrides, option):
   config = toy_config(**overrides)
   with pytest.raises(ValueError, match=option.replace(".", r"\.")):
-    trainer.train_and_evaluate(config, str(tmp_path))
+    _train(config, str(tmp_path))
   assert not (tmp_path / "config.json").exists()
+
+
+def test_allowed_change_to_another_model_is_refused_at_restore_not_moved(tmp_path):
+  config = toy_config(**{"training.total_steps": 2, "eval.every_steps": None})
+  _train(config, str(tmp_path))
+  saved = (tmp_path / "config.json").read_bytes()
+  other = toy_config(**{"training.total_steps": 4, "eval.every_steps": None, "toy.dim": 6})
+  with pytest.raises(loop.StructureMismatchError, match=r"another model .*other shape: .*hidden"):
+    _train(other, str(tmp_path), allow_config_change=True)
+  assert (tmp_path / "config.json").read_bytes() == saved  # Not a resumable change.
+  assert not (tmp_path / "damaged_checkpoints").exists()  # Not damage: the checkpoint stays.
+  assert not list(tmp_path.glob("config.*.json"))

@@ -20,8 +20,18 @@ import pytest
 
 import trainer
 from configs import vit_common
+import tasks
 from trainer import loop
 from trainer import metrics as metrics_lib
+
+
+def _build(config, devices=None):
+  """loop.build with the config's task (the caller picks it; the trainer imports no task)."""
+  return loop.build(config, devices, task=tasks.get_task(config))
+
+
+def _train(config, workdir, **kwargs):
+  return trainer.train_and_evaluate(config, workdir, task=tasks.get_task(config), **kwargs)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A one-layer Spherical-RoPE smoke run: checkpoints every 10 steps (keeps them all), logs
@@ -103,7 +113,7 @@ def restore(workdir, step=None):
   config = loop.read_config(str(workdir))
   ckpts = loop.open_checkpoints(config, str(workdir), read_only=True)
   step = ckpts.latest_step() if step is None else step
-  state = ckpts.restore(step, loop.abstract_state(loop.build(config), config.seed))
+  state = ckpts.restore(step, loop.abstract_state(_build(config), config.seed))
   ckpts.close()
   return jax.device_get(state)
 
@@ -178,7 +188,7 @@ def test_two_processes_train_and_checkpoint_like_one(tmp_path, cache_dir):
     config.checkpoint.every_steps = 3
     config.eval.image_sizes = (12,)
     config.data.max_eval_examples = 100
-  single = trainer.train_and_evaluate(config, str(tmp_path / "one"))
+  single = _train(config, str(tmp_path / "one"))
   for x, y in zip(jax.tree.leaves(restore(workdir)), jax.tree.leaves(restore(tmp_path / "one"))):
     np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
   assert final_eval["eval/accuracy"] == pytest.approx(single.eval_metrics["eval/accuracy"],

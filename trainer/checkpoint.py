@@ -10,13 +10,24 @@ well so that orbax writes the metrics next to each checkpoint and `best_step()` 
 ignores them for deletion once a `preservation_policy` is given). Checkpoints saved between
 evaluations carry an empty metrics dict, which `best_fn` scores as the worst possible value, so
 they are never "the best" and only the LatestN rule keeps them.
+
+Damaged checkpoints (an emptied data file, a deleted _METADATA, ...): `restore_checked` tells
+them apart from a state of another structure (a different model: `StructureMismatchError`, a
+config error) by comparing the saved tree's metadata with the expected one first; what then
+fails to read is `DamagedCheckpointError`. `restore_newest_intact` walks back from the newest
+checkpoint to the newest intact one, moving damaged ones aside (training) or skipping them
+(evaluation, which never writes).
 """
+import datetime
 import math
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 BEST_MODES = ("max", "min")
@@ -29,6 +40,48 @@ def _best_fn(metric: str, mode: str):
     return float(metrics.get(metric, missing))
 
   return best_fn
+
+
+DAMAGED_DIR = "damaged_checkpoints"  # Next to checkpoints/: where damaged steps are moved.
+
+
+class DamagedCheckpointError(RuntimeError):
+  """The checkpoint of `step` cannot be read (missing or corrupt files)."""
+
+  def __init__(self, step: int, reason: str):
+    super().__init__(f"checkpoint of step {step} is damaged ({reason})")
+    self.step = step
+    self.reason = reason
+
+
+class StructureMismatchError(ValueError):
+  """The checkpoint holds a state of another structure than the config's model/optimizer."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def _key_name(entry: Any) -> str:
+  for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey (named tuples), SequenceKey.
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _leaves_by_path(tree: Any) -> dict[str, Any]:
+  """{"opt_state/1/0/mu/head/bias": leaf}: named tuples saved as dicts compare equal."""
+  return {"/".join(_key_name(e) for e in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_options(keep: int, best_mode: str) -> None:
+  """ValueError naming checkpoint.keep / checkpoint.best_mode if invalid."""
+  if keep < 1:
+    raise ValueError(f"checkpoint.keep={keep} must be >= 1.")
+  if best_mode not in BEST_MODES:
+    raise ValueError(f"checkpoint.best_mode={best_mode!r}; allowed: {', '.join(BEST_MODES)}.")
 
 
 class Checkpoints:
@@ -47,10 +100,7 @@ class Checkpoints:
       async_save: write checkpoints in a background thread (saves return early).
       read_only: only read (for evaluation): never create, clean up, save or delete.
     """
-    if keep < 1:
-      raise ValueError(f"checkpoint.keep={keep} must be >= 1.")
-    if best_mode not in BEST_MODES:
-      raise ValueError(f"checkpoint.best_mode={best_mode!r}; allowed: {', '.join(BEST_MODES)}.")
+    check_options(keep, best_mode)
     policies = [ocp_managers.LatestN(n=keep)]
     best_fn = None
     if best_metric:
@@ -100,6 +150,45 @@ class Checkpoints:
     """
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def check(self, step: int, abstract_state: Any) -> None:
+    """Compares the saved tree of `step` (paths and shapes) with `abstract_state`.
+
+    Raises:
+      DamagedCheckpointError: the tree metadata is missing or unreadable.
+      StructureMismatchError: it is readable but describes another state (naming the paths).
+    """
+    try:
+      tree = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(self.step_dir(step)) / "default")
+    except Exception as e:  # pylint: disable=broad-except
+      raise DamagedCheckpointError(step, _first_line(e)) from None
+    if tree is None:
+      raise DamagedCheckpointError(step, "its tree metadata (default/_METADATA) is missing")
+    saved, expected = _leaves_by_path(tree), _leaves_by_path(abstract_state)
+    missing, extra = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    reshaped = sorted(k for k in saved.keys() & expected.keys()
+                      if getattr(saved[k], "shape", None) is not None
+                      and tuple(saved[k].shape) != tuple(expected[k].shape))
+    if missing or extra or reshaped:
+      parts = [f"{label} {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+               for label, keys in (("not in the checkpoint:", missing),
+                                   ("only in the checkpoint:", extra),
+                                   ("other shape:", reshaped)) if keys]
+      raise StructureMismatchError(
+          f"the checkpoint of step {step} in {self.directory} holds another model or optimizer "
+          f"than the config ({'; '.join(parts)}). Train this config in a new workdir.")
+
+  def restore_checked(self, step: int, abstract_state: Any) -> Any:
+    """`restore` after `check`; a failure to read becomes DamagedCheckpointError."""
+    self.check(step, abstract_state)
+    try:
+      return self.restore(step, abstract_state)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DamagedCheckpointError(step, _first_line(e)) from None
+
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are written (and old steps deleted)."""
     self._manager.wait_until_finished()
@@ -134,3 +223,52 @@ def select_step(checkpoints: Any, which: str, workdir: str) -> int:
   if step is None:
     raise ValueError(f"{workdir} has no checkpoint.")
   return step
+
+
+def move_aside(checkpoints_dir: str, step: int) -> str:
+  """Moves `<checkpoints_dir>/<step>` to `<checkpoints_dir>/../damaged_checkpoints/`."""
+  dest_root = os.path.join(os.path.dirname(checkpoints_dir.rstrip("/")), DAMAGED_DIR)
+  os.makedirs(dest_root, exist_ok=True)
+  dest = os.path.join(dest_root, str(step))
+  if os.path.exists(dest):
+    dest += "." + datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+  shutil.move(os.path.join(checkpoints_dir, str(step)), dest)
+  return dest
+
+
+def restore_newest_intact(open_checkpoints: Callable[[], Checkpoints], abstract_state: Any, *,
+                          move_damaged: bool, steps: list[int] | None = None,
+                          sync: Callable[[], None] = lambda: None,
+                          is_main: bool = True) -> tuple[Checkpoints, int | None, Any]:
+  """Restores the newest readable checkpoint: (manager, step, state); (manager, None, None).
+
+  Args:
+    open_checkpoints: opens the run's checkpoint manager (re-called after a move: orbax caches
+      the list of steps).
+    abstract_state: the expected state (see `Checkpoints.restore`).
+    move_damaged: move damaged checkpoints aside (training) or only skip them (evaluation).
+    steps: candidate steps, newest first tried first (default: all saved steps).
+    sync: a barrier between processes (after process 0 moved a directory).
+    is_main: whether this process moves directories and logs.
+
+  Raises:
+    StructureMismatchError: a readable checkpoint of another model (not damage: not moved).
+  """
+  checkpoints = open_checkpoints()
+  candidates = sorted(checkpoints.all_steps() if steps is None else steps)
+  while candidates:
+    step = candidates.pop()
+    try:
+      return checkpoints, step, checkpoints.restore_checked(step, abstract_state)
+    except DamagedCheckpointError as e:
+      older = f"step {candidates[-1]}" if candidates else "none (starting from scratch)"
+      if move_damaged:
+        checkpoints.close()
+        if is_main:
+          dest = move_aside(checkpoints.directory, step)
+          logging.warning("The %s: moved it to %s. Newest older checkpoint: %s.", e, dest, older)
+        sync()
+        checkpoints = open_checkpoints()
+      elif is_main:
+        logging.warning("The %s: skipped it. Newest older checkpoint: %s.", e, older)
+  return checkpoints, None, None

@@ -1,14 +1,25 @@
-"""The training loop shared by every task: `train_and_evaluate(config, workdir)`.
+"""The training loop shared by every task: `train_and_evaluate(config, workdir, task=task)`.
 
-Sections: set-up (task, mesh, optimizer) -> state (restore from the workdir or initialise)
--> compile -> loop (step, NaN guard, logs, evals, checkpoints, SIGTERM) -> clean-up.
+The trainer imports no task: the caller (train.py, eval.py, tasks/vlm_eval.py, tests) builds
+the task, normally with `tasks.get_task(config)`, and passes it in.
+
+Sections: set-up (mesh, optimizer, config validation) -> workdir (lock, config check) -> state
+(restore the newest intact checkpoint or initialise) -> compile -> loop (step, NaN guard,
+logs, evals, checkpoints, SIGTERM / SIGINT) -> clean-up.
 
 Guarantees:
-* Resuming: the newest checkpoint in `<workdir>/checkpoints` is restored automatically and the
+* One live run per workdir (trainer/workdir.py `Lock`): a second one raises
+  `WorkdirInUseError` naming the first; a lock left by a killed run is taken over.
+* The workdir's config does not silently change: a config differing from config.json in
+  anything but `trainer.workdir.RUN_KEYS` raises `ConfigChangedError` (listing the keys) before
+  anything in the workdir is written, unless `allow_config_change` (then the old file is kept
+  as config.<step>.json). Extending a run logs how the learning-rate schedule changes.
+* Resuming: the newest intact checkpoint in `<workdir>/checkpoints` is restored automatically
+  (damaged newer ones are logged and moved to `<workdir>/damaged_checkpoints/`) and the
   data stream restarts at its step, so an interrupted and resumed run computes exactly the
   same updates as an uninterrupted one (bitwise on CPU).
-* SIGTERM: the current step finishes, a checkpoint of that step is saved, and
-  `RunResult.status == "preempted"` is returned.
+* SIGTERM / SIGINT: the current step finishes, a checkpoint of that step is saved, and
+  `RunResult.status == "preempted"` is returned (`RunResult.signal` names the signal).
 * A non-finite training metric (loss, grad norm, ...) raises `NonFiniteLossError` naming the
   first bad step. The host checks the metrics of every step before each log line, evaluation
   and checkpoint, so no state computed at or after that step is ever saved and the last good
@@ -25,8 +36,8 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
-import tasks
 from trainer import checkpoint as ckpt_lib
 from trainer import cost
 from trainer import durations
@@ -36,6 +47,11 @@ from trainer import optim
 from trainer import preemption
 from trainer import progress as progress_lib
 from trainer import step as step_lib
+from trainer import workdir as workdir_lib
+
+ConfigChangedError = workdir_lib.ConfigChangedError
+WorkdirInUseError = workdir_lib.WorkdirInUseError
+StructureMismatchError = ckpt_lib.StructureMismatchError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -55,6 +71,7 @@ class RunResult:
   status: str  # "finished" or "preempted".
   step: int  # The step of the final state (== its checkpoint's step).
   eval_metrics: dict[str, float]  # The last evaluation's metrics ({} if none ran).
+  signal: str = ""  # "SIGTERM" / "SIGINT" when preempted.
 
 
 def workdir_paths(workdir: str) -> dict[str, str]:
@@ -113,7 +130,7 @@ def _mean_metrics(values: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float
   return {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[-1]}
 
 
-def evaluate(task: tasks.Task, params: Any, eval_step: Any,
+def evaluate(task: Any, params: Any, eval_step: Any,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
   """Runs every eval set of `task`; returns {"<set>/<metric>": mean over valid examples}."""
   results = {}
@@ -132,37 +149,67 @@ def evaluate(task: tasks.Task, params: Any, eval_step: Any,
   return results
 
 
-def make_eval_step(task: tasks.Task, mesh: jax.sharding.Mesh) -> Any:
-  """The task's eval step, jit-ted with replicated params and a batch-sharded input."""
+def make_eval_step(task: Any, mesh: jax.sharding.Mesh) -> Any:
+  """The task's (a tasks/base.py Task) eval step, jit-ted: replicated params, sharded batch."""
   return jax.jit(task.eval_step,
                  in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
                  out_shardings=mesh_lib.replicated(mesh))
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def _config_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def _write_config(config: ml_collections.ConfigDict, path: str) -> None:
-  """Writes config.json; warns (naming the keys) if a resumed run's config changed."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      old, new = _flatten(json.load(f)), _flatten(json.loads(text))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-      logging.warning("The config differs from the one this workdir was started with, in: %s. "
-                      "config.json now holds the new one.", ", ".join(changed))
+def _write_atomic(path: str, text: str) -> None:
   with open(path + ".tmp", "w") as f:
     f.write(text)
   os.replace(path + ".tmp", path)
+
+
+@dataclasses.dataclass
+class ConfigCheck:
+  """What `check_config` found: the workdir's previous config, if any, and what changed."""
+  old: dict | None  # The previous config.json (None: a new workdir).
+  old_text: str | None
+  changes: dict  # {key: (old, new)} outside trainer.workdir.RUN_KEYS (allowed if non-empty).
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: str, *,
+                 allow_change: bool = False) -> ConfigCheck:
+  """Compares `config` with the workdir's config.json; writes nothing.
+
+  Raises ConfigChangedError (listing the keys) if they differ outside
+  `trainer.workdir.RUN_KEYS` and not `allow_change`.
+  """
+  path = workdir_paths(workdir)["config"]
+  if not os.path.exists(path):
+    return ConfigCheck(old=None, old_text=None, changes={})
+  with open(path) as f:
+    old_text = f.read()
+  old = json.loads(old_text)
+  changes = workdir_lib.config_changes(old, json.loads(_config_json(config)))
+  if changes and not allow_change:
+    raise ConfigChangedError(
+        f"the config differs from the one workdir {workdir} was started with, in "
+        f"{len(changes)} key(s): {_listed(changes)}. Use another --workdir, or pass "
+        "--allow_config_change to continue this run with the new config.", list(changes))
+  return ConfigCheck(old=old, old_text=old_text, changes=changes)
+
+
+def _listed(changes: dict) -> str:
+  return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str, check: ConfigCheck,
+                 step: int) -> None:
+  """Writes config.json; an allowed change first keeps the old one as config.<step>.json."""
+  if check.changes:
+    kept = os.path.join(workdir, f"config.{step}.json")
+    _write_atomic(kept, check.old_text)
+    logging.warning("--allow_config_change: the config changed in %s from step %d on; the old "
+                    "config is kept as %s.", _listed(check.changes), step, kept)
+  os.makedirs(workdir, exist_ok=True)
+  _write_atomic(workdir_paths(workdir)["config"], _config_json(config))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -177,23 +224,29 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 @dataclasses.dataclass
 class Setup:
   """Everything derived from a config before any compilation (see `build`)."""
-  task: tasks.Task
+  task: Any  # A tasks/base.py Task.
   mesh: jax.sharding.Mesh
   lengths: dict[str, int | None]  # total / warmup / eval / checkpoint / log, in steps.
   tx: Any  # optax.GradientTransformation
   schedule: Any  # optax.Schedule
 
 
-def build(config: ml_collections.ConfigDict,
-          devices: Sequence[jax.Device] | None = None) -> Setup:
-  """Validates `config` and builds task, mesh and optimizer (ValueError naming the option)."""
-  task = tasks.get_task(config)
+def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None, *,
+          task: Any) -> Setup:
+  """Validates `config` and builds mesh and optimizer (ValueError naming the option).
+
+  Args:
+    config: the full experiment config.
+    devices: devices of the data-parallel mesh; default all devices of all processes.
+    task: the config's task (a tasks/base.py Task), e.g. `tasks.get_task(config)`.
+  """
   mesh = mesh_lib.make_mesh(devices)
   process_count = jax.process_count()
   mesh_lib.check_batch_size(config.training.batch_size, mesh, process_count,
                             "training.batch_size")
   mesh_lib.check_batch_size(config.eval.batch_size, mesh, process_count, "eval.batch_size")
   lengths = _run_lengths(config, task.num_train_examples)
+  ckpt_lib.check_options(config.checkpoint.keep, config.checkpoint.best_mode)
   tx, schedule = optim.make_optimizer(config.optim, total_steps=lengths["total"],
                                       warmup_steps=lengths["warmup"])
   return Setup(task=task, mesh=mesh, lengths=lengths, tx=tx, schedule=schedule)
@@ -223,56 +276,118 @@ def jit_train_step(setup: Setup) -> Any:
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       devices: Sequence[jax.Device] | None = None) -> RunResult:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task: Any,
+                       devices: Sequence[jax.Device] | None = None,
+                       allow_config_change: bool = False, command: str = "") -> RunResult:
   """Trains `config.task` in `workdir`, resuming from its newest checkpoint if there is one.
 
   Args:
     config: the full, locked experiment config (configs/common.py documents the keys).
-    workdir: directory (created if needed) for config.json, metrics.jsonl, tensorboard/ and
-      checkpoints/.
+    workdir: directory (created if needed) for config.json, metrics.jsonl, tensorboard/,
+      checkpoints/ and the lock file train.lock.
+    task: the config's task (a tasks/base.py Task), e.g. `tasks.get_task(config)`.
     devices: devices of the data-parallel mesh; default all devices of all processes.
+    allow_config_change: continue a workdir whose config.json differs from `config`.
+    command: what the lock file names as this run's command (for the error of a second run).
 
   Returns:
-    A RunResult; status "preempted" if SIGTERM arrived (a checkpoint of `step` is saved).
+    A RunResult; status "preempted" if SIGTERM / SIGINT arrived (a checkpoint of `step` is
+    saved).
 
   Raises:
-    ValueError: bad config (naming the option), before anything is compiled.
+    ValueError: bad config (naming the option) or workdir path, before anything is compiled;
+      ConfigChangedError (a ValueError) for a config differing from the workdir's.
+    WorkdirInUseError: another live run holds the workdir.
+    StructureMismatchError: (a ValueError) the checkpoint holds another model.
     NonFiniteLossError: the loss (or another train metric) became NaN/inf.
   """
-  # SIGTERM is caught from the very start: one arriving during set-up or compilation stops
-  # the run after its first step, with a checkpoint.
+  # SIGTERM / SIGINT are caught from the very start: one arriving during set-up or
+  # compilation stops the run after its first step, with a checkpoint.
   with preemption.StopOnSignal() as stopper:
-    return _train(config, workdir, devices, stopper)
+    workdir = _absolute(workdir)
+    workdir_lib.check_path(workdir)
+    setup = build(config, devices, task=task)  # Rejects bad configs before the workdir.
+    lock = None
+    if jax.process_index() == 0:
+      lock = workdir_lib.Lock(workdir, command=command)
+    try:
+      error = None
+      if lock is not None:
+        try:
+          lock.acquire()
+          if lock.stale_message:
+            logging.warning("%s", lock.stale_message)
+        except WorkdirInUseError as e:
+          error = e
+      if jax.process_count() > 1:  # Every process stops if process 0 could not lock.
+        flags = multihost_utils.process_allgather(np.int32(error is not None))
+        if np.any(flags) and error is None:
+          error = WorkdirInUseError(f"workdir {workdir} is in use by another run.")
+      if error is not None:
+        raise error
+      return _train(config, workdir, setup, stopper, allow_config_change)
+    finally:
+      if lock is not None:
+        lock.release()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str,
-           devices: Sequence[jax.Device] | None,
-           stopper: preemption.StopOnSignal) -> RunResult:
-  """`train_and_evaluate`'s body, with the signal handler installed."""
-  # --- Set-up: everything that can reject the config runs before any compilation. ---
-  workdir = _absolute(workdir)
+def _schedule_change(config: ml_collections.ConfigDict, old: dict, setup: Setup,
+                     step: int) -> str | None:
+  """What extending / shortening a resumed run does to its learning-rate schedule."""
+  changed = workdir_lib.length_changes(old, json.loads(_config_json(config)))
+  if not changed or step <= 0:
+    return None
+  try:
+    old_config = ml_collections.ConfigDict(old)
+    old_total = _run_lengths(old_config, setup.task.num_train_examples)["total"]
+  except (ValueError, KeyError, AttributeError, TypeError):
+    return None
+  old_schedule = optim.make_schedule(config.optim, total_steps=old_total,
+                                     warmup_steps=setup.lengths["warmup"])
+  before, after = float(old_schedule(step - 1)), float(setup.schedule(step))
+  total = setup.lengths["total"]
+  how = ("the cosine decay is recomputed over the new length, so the learning rate jumps"
+         if config.optim.schedule == "cosine" else "the constant schedule is unchanged:")
+  return (f"The run length changed from {old_total} to {total} steps "
+          f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}), resuming at "
+          f"step {step}: {how} from {before:.3g} (step {step}, old schedule) to {after:.3g} "
+          f"(step {step + 1}), and reaches optim.end_lr={config.optim.end_lr:g} at step "
+          f"{total}.")
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
+           stopper: preemption.StopOnSignal, allow_config_change: bool) -> RunResult:
+  """`train_and_evaluate`'s body, with the signal handler installed and the workdir locked."""
   paths = workdir_paths(workdir)
   process_index, process_count = jax.process_index(), jax.process_count()
   is_main = process_index == 0
-  setup = build(config, devices)
   task, mesh, lengths = setup.task, setup.mesh, setup.lengths
   total_steps = lengths["total"]
-  checkpoints = open_checkpoints(config, workdir)
+  # Refuses a changed config before anything in the workdir is written.
+  config_check = check_config(config, workdir, allow_change=allow_config_change)
+  old_config = config_check.old
   if is_main:
-    _write_config(config, paths["config"])
     logging.info("Workdir %s; %d process(es), %d device(s); %d steps (warm-up %d; every %s).",
                  workdir, process_count, mesh.size, total_steps, lengths["warmup"],
                  ", ".join(f"{k} {v}" for k, v in lengths.items()
                            if k not in ("total", "warmup")))
 
-  # --- State: restore the newest checkpoint, or initialise on device. ---
+  # --- State: restore the newest intact checkpoint, or initialise on device. ---
   replicated = mesh_lib.replicated(mesh)
   abstract = abstract_state(setup, config.seed)
-  start_step = checkpoints.latest_step()
+  sync = ((lambda: multihost_utils.sync_global_devices("damaged checkpoint moved"))
+          if process_count > 1 else (lambda: None))
+  checkpoints, start_step, state = ckpt_lib.restore_newest_intact(
+      lambda: open_checkpoints(config, workdir), abstract, move_damaged=True, sync=sync,
+      is_main=is_main)
+  if is_main:  # After the restore: a checkpoint of another model leaves config.json as it was.
+    write_config(config, workdir, config_check, start_step or 0)
   if start_step is not None:
-    state = checkpoints.restore(start_step, abstract)
     logging.info("Resumed from checkpoint at step %d.", start_step)
+    if old_config is not None and is_main:
+      message = _schedule_change(config, old_config, setup, start_step)
+      if message:
+        logging.warning("%s", message)
   else:
     start_step = 0
     state = jax.jit(step_lib.make_init_fn(task, setup.tx), out_shardings=replicated)(
@@ -349,7 +464,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       result.step = step
       if stop and not is_last:
         result.status = "preempted"
-        logging.warning("%s received: saved the checkpoint of step %d in %s; stopping. "
+        result.signal = stopper.signal_name
+        logging.info("%s received: saved the checkpoint of step %d in %s; stopping. "
                         "Run the same command again to resume.", stopper.signal_name, step,
                         paths["checkpoints"])
         break

@@ -4,6 +4,7 @@ Everything is built from `config.optim` (see configs/common.py for the keys). Th
 rate is linear warm-up followed by cosine decay, stepped every update (timm steps it per
 epoch; per step is smoother and equal in the limit).
 """
+import math
 from typing import Any, Callable
 
 import jax
@@ -13,7 +14,7 @@ import optax
 OPTIMIZERS = ("lamb", "adamw")
 SCHEDULES = ("cosine", "constant")
 
-# Names that mark a parameter as exempt from weight decay (INTERFACES.md §1): substrings of any
+# Names that mark a parameter as exempt from weight decay (see `decays`): substrings of any
 # path element, or the exact name of the leaf.
 _NO_DECAY_SUBSTRINGS = ("posenc", "norm")
 _NO_DECAY_NAMES = ("bias", "cls", "ls")
@@ -50,12 +51,28 @@ def decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(lambda path, _: decays(path), params)
 
 
+def check_learning_rates(optim: ml_collections.ConfigDict) -> None:
+  """ValueError naming the option unless optim.lr > 0 and the other rates are >= 0 (finite)."""
+  for key, minimum in (("lr", None), ("warmup_init_lr", 0.0), ("end_lr", 0.0)):
+    value = optim.get(key)
+    if value is None and key != "lr":
+      continue
+    try:
+      number = float(value)
+    except (TypeError, ValueError):
+      raise ValueError(f"optim.{key}={value!r} must be a number.") from None
+    if not math.isfinite(number) or (number <= 0 if minimum is None else number < minimum):
+      need = "a positive finite number" if minimum is None else "a finite number >= 0"
+      raise ValueError(f"optim.{key}={value} must be {need}.")
+
+
 def make_schedule(optim: ml_collections.ConfigDict, *, total_steps: int,
                   warmup_steps: int) -> optax.Schedule:
   """Linear warm-up from `optim.warmup_init_lr` to `optim.lr`, then cosine to `optim.end_lr`.
 
   The learning rate used for update `s` (0-based) is `schedule(s)`.
   """
+  check_learning_rates(optim)
   if optim.schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule={optim.schedule!r}; allowed: {', '.join(SCHEDULES)}.")
   if not 0 <= warmup_steps < total_steps:
@@ -99,8 +116,7 @@ def make_optimizer(optim: ml_collections.ConfigDict, *, total_steps: int,
   """
   if optim.name not in OPTIMIZERS:
     raise ValueError(f"optim.name={optim.name!r}; allowed: {', '.join(OPTIMIZERS)}.")
-  if optim.lr <= 0:
-    raise ValueError(f"optim.lr={optim.lr} must be positive.")
+  check_learning_rates(optim)
   schedule = make_schedule(optim, total_steps=total_steps, warmup_steps=warmup_steps)
   if optim.name == "lamb":
     tx = _lamb(schedule, optim, decay_mask)

@@ -1,4 +1,4 @@
-"""Graceful stop on SIGTERM (preemption): finish the step, save a checkpoint, exit.
+"""Graceful stop on SIGTERM (preemption) and SIGINT (Ctrl-C): finish the step, save, exit.
 
 The signal handler only sets a flag; the training loop polls `should_stop(step)` after each
 step. With several processes, all of them must stop after the same step (checkpointing is a
@@ -14,9 +14,10 @@ from jax.experimental import multihost_utils
 
 
 class StopOnSignal:
-  """Context manager that turns SIGTERM into a stop request polled by the loop."""
+  """Context manager that turns SIGTERM / SIGINT into a stop request polled by the loop."""
 
-  def __init__(self, *, sync_every: int = 1, signals: tuple[int, ...] = (signal.SIGTERM,)):
+  def __init__(self, *, sync_every: int = 1,
+               signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
     self.sync_every = max(1, int(sync_every))
     self.signals = signals
     self.received: int | None = None
@@ -31,6 +32,8 @@ class StopOnSignal:
     # worker thread) there is no handler and the run simply cannot be stopped by a signal.
     if threading.current_thread() is threading.main_thread():
       for s in self.signals:
+        if signal.getsignal(s) is signal.SIG_IGN:
+          continue  # Ignored on purpose (nohup, a shell's background job): leave it so.
         self._previous[s] = signal.signal(s, self._handle)
     return self
 

@@ -13,9 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tasks.base import Task
-
 State = dict[str, Any]
+Task = Any  # A tasks/base.py Task; not imported: the trainer imports no task code.
 
 
 def make_init_fn(task: Task, tx: optax.GradientTransformation) -> Callable[[jax.Array], State]:
