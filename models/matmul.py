@@ -275,3 +275,39 @@ class PatchEmbed(nn.Module):
     return jax.lax.platform_dependent(
         images, kernel, bias, cpu=_patch_matmul,
         default=functools.partial(_patch_conv, dtype=self.dtype))
+
+
+def _attention_cpu(q, k, v, bias, scale):
+  """`jax.nn.dot_product_attention`'s math with the bf16 CPU dots of `_bf16_einsum`."""
+  logits = _bf16_einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+  logits = logits.astype(jnp.float32)
+  if bias is not None:
+    logits = logits + bias
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return _bf16_einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                          bias: Optional[jax.Array] = None, *, scale: float,
+                          implementation: str = "xla") -> jax.Array:
+  """`jax.nn.dot_product_attention(q, k, v, bias, scale=, implementation=)`.
+
+  Args:
+    q: `[B, Q, H, D]`; k, v: `[B, L, H, D]`, all of one dtype (float32 or bfloat16).
+    bias: None or a float32 logit bias broadcastable to `[B, H, Q, L]`.
+    scale: logit scale (1/sqrt(D)).
+    implementation: "xla" (every platform) or "cudnn" (GPU, bfloat16).
+
+  Returns:
+    `[B, Q, H, D]` in q's dtype. bfloat16 lowered for CPU computes the same math with this
+  module's bf16 x bf16 -> f32 dots (`_attention_cpu`); everything else is jax's function, so
+  TPU / GPU reach their fused attention kernels.
+  """
+  def plain(q, k, v, bias):
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                        implementation=implementation)
+  if q.dtype == jnp.bfloat16:
+    return jax.lax.platform_dependent(q, k, v, bias,
+                                      cpu=functools.partial(_attention_cpu, scale=scale),
+                                      default=plain)
+  return plain(q, k, v, bias)
