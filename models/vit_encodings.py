@@ -8,20 +8,20 @@ name up once (`ENCODINGS.get(config.encoding)`) and only ever talks to the entry
 branches on the name. All rotary math comes from the `rope` package (its contract:
 docs/API.md; the references' conventions: docs/spec/vision_rope.md).
 
-| encoding            | reference                       | parameters / frequencies                 | positions |
-|---------------------|---------------------------------|------------------------------------------|-----------|
-| `none`              | -                               | -                                        | -         |
-| `ape`               | DeiT-III / rope-vit pos_embed   | `[h, w, width]`, trunc-normal(0.02)      | -         |
-| `sincos`            | big_vision posemb_sincos_2d     | fixed `[h, w, width]`                    | -         |
-| `axial`             | rope-vit RoPE-Axial             | `freqs_axial(D, theta=100)`              | `index`   |
-| `mixed`             | rope-vit RoPE-Mixed             | per layer `init_mixed_freqs(theta=10)`   | `index`   |
-| `liere`             | LieRE_g (true per layer)        | per layer `init_liere(block_size=8)`     | `unit`    |
-| `spherical`         | Spherical RoPE (fixed)          | `spherical_freqs(D, theta=100)`          | `pi`      |
-| `spherical_learned` | Learned Spherical RoPE          | per layer `[H, D/3, 2]`, U[0, 1)         | `pi`      |
-| `axial_pi`          | Spherical paper's Axial         | `freqs_axial(D, theta=10)`               | `pi`      |
-| `axial_learned`     | Learned Axial                   | per layer `[H, D/4, 2]`, U[0, 1)         | `pi`      |
-| `mixed_pi`          | Spherical paper's Mixed         | per layer `[H, D/2, 2]`, U[0, 1)         | `pi`      |
-| `uniform`           | Uniform RoPE                    | one frequency `omega` (1/pi) on all pairs| `pi`      |
+| encoding            | reference                    | parameters / frequencies        | positions |
+|---------------------|------------------------------|---------------------------------|-----------|
+| `none`              | -                            | -                               | -         |
+| `ape`               | DeiT-III / rope-vit pos_embed| `[h, w, width]`, trunc-normal   | -         |
+| `sincos`            | big_vision posemb_sincos_2d  | fixed `[h, w, width]`           | -         |
+| `axial`             | rope-vit RoPE-Axial          | `freqs_axial(D, theta=100)`     | `index`   |
+| `mixed`             | rope-vit RoPE-Mixed          | per layer, `init_mixed_freqs`   | `index`   |
+| `liere`             | LieRE_g (true per layer)     | per layer, `init_liere(g=8)`    | `unit`    |
+| `spherical`         | Spherical RoPE (fixed)       | `spherical_freqs(D, theta=100)` | `pi`      |
+| `spherical_learned` | Learned Spherical RoPE       | per layer `[H, D/3, 2]`, U[0,1) | `pi`      |
+| `axial_pi`          | Spherical paper's Axial      | `freqs_axial(D, theta=10)`      | `pi`      |
+| `axial_learned`     | Learned Axial                | per layer `[H, D/4, 2]`, U[0,1) | `pi`      |
+| `mixed_pi`          | Spherical paper's Mixed      | per layer `[H, D/2, 2]`, U[0,1) | `pi`      |
+| `uniform`           | Uniform RoPE                 | one frequency `omega` (1/pi)    | `pi`      |
 
 Old names (the `model.posenc` values of configs and checkpoints written before the registry)
 are aliases: `ape_learned` -> `ape`, `ape_sincos` -> `sincos`, `rope_axial` -> `axial`,
@@ -240,8 +240,12 @@ def pair_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
 
 
 def rotate_pairs(x: jax.Array, tables: Tables) -> jax.Array:
-  """Pair rotation of strided q / k (`group=2`: pair j is channels (j, j + D/2))."""
-  return rope.apply_cos_sin(x, tables["cos"], tables["sin"], layout="half")
+  """Pair rotation of strided q / k (`group=2`: pair j is channels (j, j + D/2)).
+
+  The tables are per-axis trig broadcast over the grid (plus the class token's ones and
+  zeros): `materialize=False` lets XLA form them inside the rotation rather than re-read a
+  written [L, H, D/2] table for every image of the batch."""
+  return rope.apply_cos_sin(x, tables["cos"], tables["sin"], layout="half", materialize=False)
 
 
 def triplet_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
@@ -255,7 +259,7 @@ def triplet_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
 def rotate_triplets(x: jax.Array, tables: Tables) -> jax.Array:
   """Spherical rotation of strided q / k (`group=3`: triplet t is (t, t + D/3, t + 2D/3))."""
   return rope.apply_spherical(x, tuple(tables[n] for n in ("ca", "sa", "cb", "sb")),
-                              layout="thirds")
+                              layout="thirds", materialize=False)   # as rotate_pairs
 
 
 def rotate_blocks(x: jax.Array, tables: Tables) -> jax.Array:

@@ -9,9 +9,10 @@ import pytest
 from configs import sweep_vit
 from configs import vit_common
 from models import vit
+from models.vit_encodings import ENCODINGS as REGISTRY
 from trainer import loop
 
-ENCODINGS = sorted(vit_common.ENCODINGS)
+ENCODINGS = vit_common.config_names()
 MODES = (None,) + vit_common.MODES
 
 
@@ -28,11 +29,12 @@ def test_every_encoding_has_a_config_file():
   for encoding in ENCODINGS:
     module = importlib.import_module(f"configs.vit_{encoding}")
     config = module.get_config("smoke")
-    assert config.model.posenc == vit_common.ENCODINGS[encoding]["posenc"]
+    assert config.model.encoding in REGISTRY.names()   # The registry name, no renaming.
+    assert config.model.encoding == encoding.removesuffix("_ape")
+    assert config.model.ape == encoding.endswith("_ape")
     assert f"configs/vit_{encoding}.py:smoke" in module.__doc__  # The command is documented.
-  # The encodings cover every position encoding the model offers.
-  assert {e["posenc"] for e in vit_common.ENCODINGS.values()} == set(
-      vit.vit_posenc.POSENCS)
+  # Every registered encoding has its config file, under its registry name.
+  assert set(REGISTRY.names()) <= set(ENCODINGS)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -85,7 +87,7 @@ def test_one_key_sets_train_and_model_resolution():
 
 
 @pytest.mark.parametrize("overrides, option", [
-    ({"model.posenc": "rope_hyperbolic"}, "model.posenc"),
+    ({"model.encoding": "rope_hyperbolic"}, "model.encoding"),
     ({"data.name": "mnist3d"}, "mnist3d"),
     ({"data.image_size": 9}, "data.image_size=9"),
     ({"eval.image_sizes": (4, 7)}, "eval.image_sizes=7"),
@@ -111,9 +113,9 @@ def test_bad_config_arguments():
 
 def test_sweep_lists_every_encoding_and_seed():
   runs = sweep_vit.get_sweep("smoke")
-  assert len(runs) == 3 * len(vit_common.ENCODINGS)
+  assert len(runs) == 3 * len(ENCODINGS)
   assert {(r["config"], r["overrides"]["seed"]) for r in runs} == {
-      (f"configs/vit_{e}.py:smoke", s) for e in vit_common.ENCODINGS for s in range(3)}
+      (f"configs/vit_{e}.py:smoke", s) for e in ENCODINGS for s in range(3)}
   assert len({r["name"] for r in runs}) == len(runs)
   assert [r["config"] for r in sweep_vit.get_sweep("seeds=1,encodings=axial+liere")] == [
       "configs/vit_axial.py", "configs/vit_liere.py"]

@@ -20,6 +20,7 @@ import rope
 
 import flax.linen as nn
 
+from configs import vit_common
 from models import registry
 from models import vit
 from models import vit_encodings
@@ -596,25 +597,29 @@ def test_old_names_and_keys_map_to_the_registry_names():
     vit.model_from_config(ml_collections.ConfigDict({**d, "posenc": "rope_foo"}), 10)
 
 
-def _toy_rope(positions: jax.Array, head_dim: int, omega: float = 0.5) -> jax.Array:
-  """A toy fixed-frequency encoding: rope-vit's axial layout, every frequency `omega`."""
-  return rope.angles(positions, omega * rope.freqs_axial(head_dim, theta=1.0))
+def freqs_toy(head_dim: int, omega: float = 0.5) -> jax.Array:
+  """The README's new `rope` function: rope-vit's axial layout, every frequency `omega`."""
+  return omega * rope.freqs_axial(head_dim, theta=1.0)
 
 
 def test_a_new_encoding_is_one_registry_entry(monkeypatch):
-  # README "Adding an encoding": a rope function, one entry, one config file (here: the config).
+  # README "Adding an encoding", verbatim: a rope function (above), one entry, one config file.
   encodings = copy.deepcopy(ENCODINGS)
-  monkeypatch.setattr(vit_encodings, "ENCODINGS", encodings)
-  monkeypatch.setattr(vit, "ENCODINGS", encodings)
-  encodings.register("toy", vit_encodings.Encoding(
-      reference="README 'Adding an encoding'", kind="rotary", scale="index", multiple=4,
-      channels="channel pairs in two halves",
-      tables=lambda p, tokens, o: {"angles": _toy_rope(tokens["positions"], o.head_dim)},
-      rotate=lambda x, t: rope.apply(x, t["angles"], layout="interleaved")))
+  for module in (vit_encodings, vit, vit_common):
+    monkeypatch.setattr(module, "ENCODINGS", encodings)
+  from models.vit_encodings import Encoding, pair_tables, rotate_pairs   # as in the module
+  encodings.register("toy", Encoding(
+      reference="README 'Adding an encoding'", kind="rotary", scale="index", omega=0.5,
+      multiple=4, channels="channel pairs, split into two halves (x / y)", group=2,
+      tables=lambda params, tokens, o: pair_tables(tokens, freqs_toy(o.head_dim, o.omega)),
+      rotate=rotate_pairs))
+  config = vit_common.get_config("toy", "smoke")     # configs/vit_toy.py's get_config
+  assert config.model.encoding == "toy"
   model = vit.model_from_config(tiny_config("toy"), 10)
   params = init(model)
   assert "posenc" not in params["encoderblock_0"]["attention"]     # no parameters
-  loss, grads = jax.value_and_grad(_loss_fn(model))(params, images(TRAIN), jax.random.PRNGKey(0))
+  loss, grads = jax.value_and_grad(_loss_fn(model))(params, images(TRAIN),
+                                                    jax.random.PRNGKey(0))
   assert np.isfinite(loss) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   logits = model.apply({"params": params}, images(24), train=False)
   assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
@@ -628,6 +633,8 @@ def test_a_new_encoding_is_one_registry_entry(monkeypatch):
   np.testing.assert_allclose(q[:, 1:], _rotate_pairs(q0[:, 1:], ang), atol=1e-5)
   with pytest.raises(ValueError, match="head_dim"):
     vit.model_from_config(tiny_config("toy", head_dim=22), 10)
+  with pytest.raises(ValueError, match="theta"):
+    vit.model_from_config(tiny_config("toy", theta=3.0), 10)
 
 
 def test_an_entry_with_a_logit_bias_reaches_the_attention(monkeypatch):
