@@ -216,6 +216,8 @@ def main(argv=None):
                       help="repeatable; default 112 and 224")
   parser.add_argument("--encodings", default=",".join(DEFAULT_ENCODINGS),
                       help=f"comma-separated, from {ENCODINGS.names()}")
+  parser.add_argument("--posencs", dest="encodings",
+                      help="the old name of --encodings (old names such as rope_mixed work)")
   parser.add_argument("--variant", default="S/16")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=5)
@@ -234,8 +236,9 @@ def main(argv=None):
   sizes = args.image_size or [112, 224]
   encodings = [p for p in args.encodings.split(",") if p]
   for p in encodings:
-    if p not in ENCODINGS.names():
+    if p not in ENCODINGS:
       raise ValueError(f"--encodings: {p!r} is unknown; allowed: {ENCODINGS.names()}.")
+  encodings = [ENCODINGS.canonical(p) for p in encodings]   # old names (rope_mixed) too
   for name in ("batch_size", "repeats"):
     if getattr(args, name) < 1:
       raise ValueError(f"--{name}={getattr(args, name)} must be >= 1.")
