@@ -38,6 +38,7 @@ Arguments (after the colon, see configs.common.parse_arg):
              batch 64, LAMB lr 1e-2, 600 steps, evals also at 4/6/12/16 px): 1-2 min on
              2 CPU cores, ~85-90% top-1.
 """
+import importlib
 import pathlib
 
 import ml_collections
@@ -67,6 +68,14 @@ def config_names() -> tuple[str, ...]:
   here = pathlib.Path(__file__).resolve().parent
   return tuple(sorted(p.stem[len("vit_"):] for p in here.glob("vit_*.py")
                       if p.stem != "vit_common"))
+
+
+def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config of configs/vit_<name>.py (a name of `config_names()`) with argument `arg`."""
+  if name not in config_names():
+    raise ValueError(f"config {name!r}: no configs/vit_{name}.py; allowed: "
+                     f"{', '.join(config_names())}.")
+  return importlib.import_module(f"configs.vit_{name}").get_config(arg)
 
 
 def _model(encoding: str, options: dict, **recipe) -> ml_collections.ConfigDict:

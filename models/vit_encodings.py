@@ -209,7 +209,7 @@ class Encoding:
     if multiple is None and self.uses_block_size:
       multiple = options.block_size
     if multiple and options.head_dim % multiple:
-      what = "block_size" if self.multiple is None else str(multiple)
+      what = f"block_size={multiple}" if self.multiple is None else str(multiple)
       return (f"head_dim={options.head_dim} cannot be split: it needs head_dim % {what} == 0 "
               f"({self.channels})")
     return self.check(options) if self.check else None

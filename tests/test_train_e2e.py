@@ -74,7 +74,7 @@ def test_every_encoding_lowers_train_and_eval_steps(encoding):
   # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of
   # the 4-device mesh, eval at smaller/larger grids). Full runs: the test above (Spherical,
   # APE), tests/test_trainer_processes.py (Spherical) and the model's own tests.
-  config = vit_common.get_config(encoding, "smoke")
+  config = vit_common.load(encoding, "smoke")
   with config.unlocked():
     config.eval.image_sizes = (4, 12)
   setup = loop.build(config)

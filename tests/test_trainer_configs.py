@@ -40,7 +40,7 @@ def test_every_encoding_has_a_config_file():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_config_builds_and_validates(encoding, mode):
-  config = vit_common.get_config(encoding, mode)
+  config = vit_common.load(encoding, mode)
   assert config.is_locked
   setup = loop.build(config)  # Task (model + data validation), mesh, optimizer.
   lengths = setup.lengths
