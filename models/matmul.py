@@ -278,13 +278,18 @@ class PatchEmbed(nn.Module):
 
 
 def _attention_cpu(q, k, v, bias, scale):
-  """`jax.nn.dot_product_attention`'s math with the bf16 CPU dots of `_bf16_einsum`."""
-  logits = _bf16_einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+  """`jax.nn.dot_product_attention`'s math with the bf16 CPU dots of `_bf16_einsum`.
+
+  Heads go first before the dots (`[B, H, L, D]`, batch axes leading): XLA:CPU's thunk for
+  bf16 x bf16 -> f32 dots rejects some of the batch-dot forms that tokens-first operands
+  lower to ("Unsupported element type for DotThunk")."""
+  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
+  logits = _bf16_einsum("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k)
   logits = logits.astype(jnp.float32)
   if bias is not None:
     logits = logits + bias
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return _bf16_einsum("bhqk,bkhd->bqhd", probs, v)
+  return jnp.swapaxes(_bf16_einsum("bhqk,bhkd->bhqd", probs, v), 1, 2)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
