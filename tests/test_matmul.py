@@ -159,3 +159,14 @@ def test_dense_and_einsum_modules_match_flax():
   mine = matmul.Einsum((8, 3, 2, 4), "bld,dkhe->kbhle")
   np.testing.assert_allclose(mine.apply(params, x), flax_einsum.apply(params, x),
                              rtol=1e-6, atol=1e-6)
+
+
+def test_dot_product_attention_float32_is_jax_and_bfloat16_cpu_matches():
+  q, k, v = _normal(0, (2, 3, 4, 8)), _normal(1, (2, 5, 4, 8)), _normal(2, (2, 5, 4, 8))
+  bias = _normal(3, (1, 4, 3, 5))
+  want = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=0.3)
+  np.testing.assert_array_equal(matmul.dot_product_attention(q, k, v, bias, scale=0.3), want)
+  got = jax.jit(lambda *a: matmul.dot_product_attention(*a, scale=0.3))(
+      q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), bias)
+  assert got.dtype == jnp.bfloat16 and got.shape == want.shape
+  np.testing.assert_allclose(got.astype(jnp.float32), want, atol=0.05, rtol=0.05)
