@@ -1,7 +1,7 @@
 """Training-step cost of every ViT position encoding, and the PyTorch reference (issue 5).
 
   python -m benchmarks.bench_vit_step                   # ViT-S/16, batch 32, 112 and 224 px
-  python -m benchmarks.bench_vit_step --image_size 112 --repeats 2 --posencs none,rope_mixed
+  python -m benchmarks.bench_vit_step --image_size 112 --repeats 2 --encodings none,mixed
   python -m benchmarks.bench_vit_step --dtype bfloat16 --torch
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_vit_step
 
@@ -26,7 +26,7 @@ hits all encodings alike rather than one of them; each encoding first gets `--wa
 steps. Medians over `--repeats`.
 
 `--torch` also runs `benchmarks.torch_vit` (rope-vit's ViT RoPE-Mixed, eager, AdamW) for
-rope_mixed and none, in a subprocess with this process's environment (so the same LD_PRELOAD
+mixed and none, in a subprocess with this process's environment (so the same LD_PRELOAD
 allocator), after the JAX rows of each image size, and prints its images/s and the JAX/torch
 ratio next to the JAX row of the same encoding (head_dim 64). Before timing it checks, once,
 that the two are the same model: Flax params are copied into the torch model
@@ -41,6 +41,7 @@ import sys
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,15 +50,15 @@ import optax
 
 from benchmarks import common
 from models import vit
-from models import vit_posenc
+from models.vit_encodings import ENCODINGS
 from trainer import cost
 from trainer import optim as optim_lib
 from trainer import step as step_lib
 
-DEFAULT_POSENCS = ("none", "rope_mixed", "rope_axial", "uniform", "axial_pi", "mixed_pi",
+DEFAULT_ENCODINGS = ("none", "mixed", "axial", "uniform", "axial_pi", "mixed_pi",
                    "axial_learned", "spherical", "spherical_learned", "liere")
 NUM_CLASSES = 1000
-TORCH_POSENCS = ("none", "rope_mixed")
+TORCH_ENCODINGS = ("none", "mixed")
 
 
 class SyntheticClassification:
@@ -72,7 +73,7 @@ class SyntheticClassification:
 
   def init_params(self, rng: jax.Array) -> Any:
     images = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
-    return self.model.init({"params": rng}, images, train=False)["params"]
+    return nn.unbox(self.model.init({"params": rng}, images, train=False)["params"])
 
   def loss_fn(self, params, batch, rng):
     logits = self.model.apply({"params": params}, batch["image"], train=True,
@@ -91,26 +92,25 @@ def adamw_config() -> ml_collections.ConfigDict:
   return c
 
 
-def model_config(posenc: str, *, variant: str, head_dim, image_size: int, dtype: str,
+def model_config(encoding: str, *, variant: str, head_dim, image_size: int, dtype: str,
                  layerscale) -> ml_collections.ConfigDict:
   c = vit.default_config()
-  c.variant, c.posenc, c.head_dim, c.dtype = variant, posenc, head_dim, dtype
+  c.variant, c.encoding, c.head_dim, c.dtype = variant, encoding, head_dim, dtype
   c.train_image_size = image_size
   c.layerscale_init = layerscale
   return c
 
 
-def rows(posencs: list[str], variant: str) -> list[tuple[str, str, Any]]:
-  """(label, posenc, head_dim or None) to time; adds the `none` baselines the overheads need."""
-  needs_63 = [p for p in posencs if vit_posenc.ROPE_KINDS.get(p) and
-              vit_posenc.ROPE_KINDS[p].head_dim_multiple == 3]
+def rows(encodings: list[str], variant: str) -> list[tuple[str, str, Any]]:
+  """(label, encoding, head_dim or None) to time; adds the `none` baselines the overheads need."""
+  needs_63 = [p for p in encodings if ENCODINGS.get(p).multiple == 3]
   size, _ = vit.parse_variant(variant)
   width, _, heads, _ = vit.VARIANTS[size]
   base_head_dim = width // heads
   out = [("none", "none", None)]
   if needs_63 and base_head_dim % 3:
     out.append(("none@63", "none", 63))
-  for p in posencs:
+  for p in encodings:
     if p == "none":
       continue
     if p in needs_63 and base_head_dim % 3:
@@ -120,10 +120,10 @@ def rows(posencs: list[str], variant: str) -> list[tuple[str, str, Any]]:
   return out
 
 
-def build(label_posenc_hd, args, image_size: int, batch) -> dict:
+def build(label_encoding_hd, args, image_size: int, batch) -> dict:
   """Compiles one encoding's donated train step and creates its state."""
-  label, posenc, head_dim = label_posenc_hd
-  config = model_config(posenc, variant=args.variant, head_dim=head_dim, image_size=image_size,
+  label, encoding, head_dim = label_encoding_hd
+  config = model_config(encoding, variant=args.variant, head_dim=head_dim, image_size=image_size,
                         dtype=args.dtype, layerscale=args.layerscale)
   model = vit.model_from_config(config, NUM_CLASSES)
   task = SyntheticClassification(model, image_size)
@@ -133,7 +133,7 @@ def build(label_posenc_hd, args, image_size: int, batch) -> dict:
   compiled = jax.jit(step_lib.make_train_step(task, tx, schedule), donate_argnums=0).lower(
       state, batch).compile()
   compile_s = time.perf_counter() - t0
-  return {"label": label, "posenc": posenc, "head_dim": vit.model_dims(config)["head_dim"],
+  return {"label": label, "encoding": encoding, "head_dim": vit.model_dims(config)["head_dim"],
           "step": compiled, "state": state, "flops": cost.flops_per_device(compiled),
           "compile_s": compile_s, "times": []}
 
@@ -155,9 +155,9 @@ def time_round_robin(entries: list[dict], batch, *, repeats: int, warmup: int) -
     print(f"  repeat {r + 1}/{repeats} done", file=sys.stderr, flush=True)
 
 
-def run_torch(args, posenc: str, image_size: int) -> dict | None:
+def run_torch(args, encoding: str, image_size: int) -> dict | None:
   """benchmarks.torch_vit in a subprocess with this environment; its JSON or None on failure."""
-  cmd = [sys.executable, "-m", "benchmarks.torch_vit", "--json", "--posenc", posenc,
+  cmd = [sys.executable, "-m", "benchmarks.torch_vit", "--json", "--encoding", encoding,
          "--variant", args.variant, "--image_size", str(image_size),
          "--batch_size", str(args.batch_size), "--repeats", str(args.repeats),
          "--warmup", str(args.warmup), "--dtype", args.torch_dtype, "--adamw", args.torch_adamw]
@@ -183,14 +183,14 @@ def print_parity() -> bool:
   result = _json_subprocess([sys.executable, "-m", "benchmarks.torch_vit", "--parity", "--json"])
   if result is None:
     return False
-  for posenc in TORCH_POSENCS:
-    print(f"parity Flax vs torch ({posenc}, 32 px, depth 2, float32): max |dlogits| = "
-          f"{result[posenc]:.2e} (max |logit| {result[posenc + '_max_abs_logit']:.2f})")
+  for encoding in TORCH_ENCODINGS:
+    print(f"parity Flax vs torch ({encoding}, 32 px, depth 2, float32): max |dlogits| = "
+          f"{result[encoding]:.2e} (max |logit| {result[encoding + '_max_abs_logit']:.2f})")
   return True
 
 
 def print_table(entries: list[dict], image_size: int, batch_size: int, torch_results: dict):
-  base = {e["head_dim"]: statistics.median(e["times"]) for e in entries if e["posenc"] == "none"}
+  base = {e["head_dim"]: statistics.median(e["times"]) for e in entries if e["encoding"] == "none"}
   header = (f"{'encoding':<22}{'ms/step':>10}{'img/s':>8}{'vs none':>9}{'GFLOP':>8}"
             f"{'GFLOP/s':>9}{'compile s':>10}")
   if torch_results:
@@ -214,8 +214,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--image_size", type=int, action="append",
                       help="repeatable; default 112 and 224")
-  parser.add_argument("--posencs", default=",".join(DEFAULT_POSENCS),
-                      help=f"comma-separated, from {vit_posenc.POSENCS}")
+  parser.add_argument("--encodings", default=",".join(DEFAULT_ENCODINGS),
+                      help=f"comma-separated, from {ENCODINGS.names()}")
+  parser.add_argument("--posencs", dest="encodings",
+                      help="the old name of --encodings (old names such as rope_mixed work)")
   parser.add_argument("--variant", default="S/16")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=5)
@@ -225,31 +227,32 @@ def main(argv=None):
   parser.add_argument("--layerscale", type=float, default=None,
                       help="LayerScale init for every model (rope-vit _LS: 1e-4); default none")
   parser.add_argument("--torch", action="store_true",
-                      help="also time benchmarks.torch_vit (rope_mixed, none) and check parity")
+                      help="also time benchmarks.torch_vit (mixed, none) and check parity")
   parser.add_argument("--torch_dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--torch_adamw", default="default", choices=["default", "foreach", "fused"])
   args = parser.parse_args(argv)
 
   # Bad input -> ValueError before any compilation.
   sizes = args.image_size or [112, 224]
-  posencs = [p for p in args.posencs.split(",") if p]
-  for p in posencs:
-    if p not in vit_posenc.POSENCS:
-      raise ValueError(f"--posencs: {p!r} is unknown; allowed: {vit_posenc.POSENCS}.")
+  encodings = [p for p in args.encodings.split(",") if p]
+  for p in encodings:
+    if p not in ENCODINGS:
+      raise ValueError(f"--encodings: {p!r} is unknown; allowed: {ENCODINGS.names()}.")
+  encodings = [ENCODINGS.canonical(p) for p in encodings]   # old names (rope_mixed) too
   for name in ("batch_size", "repeats"):
     if getattr(args, name) < 1:
       raise ValueError(f"--{name}={getattr(args, name)} must be >= 1.")
   if args.warmup < 0:
     raise ValueError(f"--warmup={args.warmup} must be >= 0.")
-  plan = rows(posencs, args.variant)
+  plan = rows(encodings, args.variant)
   for size in sizes:
-    for _, posenc, head_dim in plan:
+    for _, encoding, head_dim in plan:
       try:
-        vit.validate_config(model_config(posenc, variant=args.variant, head_dim=head_dim,
+        vit.validate_config(model_config(encoding, variant=args.variant, head_dim=head_dim,
                                          image_size=size, dtype=args.dtype,
                                          layerscale=args.layerscale), size)
       except ValueError as e:
-        raise ValueError(f"--image_size={size} / --variant / --posencs={posenc}: {e}") from e
+        raise ValueError(f"--image_size={size} / --variant / --encodings={encoding}: {e}") from e
 
   print(common.header())
   print(f"ViT {args.variant}, batch {args.batch_size}, {args.dtype} compute, AdamW, state "
@@ -268,12 +271,12 @@ def main(argv=None):
     time_round_robin(entries, batch, repeats=args.repeats, warmup=args.warmup)
     torch_results = {}
     if use_torch:
-      for posenc in TORCH_POSENCS:
-        if any(e["label"] == posenc for e in entries):
-          print(f"  torch {posenc} @ {size}px", file=sys.stderr, flush=True)
-          result = run_torch(args, posenc, size)
+      for encoding in TORCH_ENCODINGS:
+        if any(e["label"] == encoding for e in entries):
+          print(f"  torch {encoding} @ {size}px", file=sys.stderr, flush=True)
+          result = run_torch(args, encoding, size)
           if result:
-            torch_results[posenc] = result
+            torch_results[encoding] = result
     print(f"\n{size}x{size} px ({(size // vit.parse_variant(args.variant)[1]) ** 2} patches)")
     print_table(entries, size, args.batch_size, torch_results)
     for e in entries:  # Free this size's states and executables before the next size.

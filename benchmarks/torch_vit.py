@@ -4,7 +4,7 @@
   python -m benchmarks.torch_vit --parity --json     # logits vs the Flax models.vit (needs jax)
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.torch_vit
 
-The model follows naver-ai/rope-vit `models/vit_rope.py` (`rope_mixed_deit_small_patch16_LS`)
+The model follows naver-ai/rope-vit `models/vit_rope.py` (`mixed_deit_small_patch16_LS`)
 on top of DeiT / timm's pre-norm ViT: patch conv, class token, blocks
 `x + LS(attn(LN x))`, `x + LS(mlp(LN x))` with qkv bias, exact GELU, LayerNorm eps 1e-6, final
 LayerNorm, class-token head. LayerScale is optional (`--layerscale`, rope-vit's `_LS` models use
@@ -13,7 +13,7 @@ one parameter `freqs [2, depth, H*D/2]` ((x, y) = (col, row) frequencies of ever
 `freqs_cis` computed once per forward from the grid positions with `torch.polar`, and
 `apply_rotary_emb` (complex multiplication of adjacent channel pairs) on q and k of the patch
 tokens only, written back in place as rope-vit does; attention is the manual
-`softmax((q * scale) @ k^T) @ v`. `--posenc none` drops the rotation. Training step:
+`softmax((q * scale) @ k^T) @ v`. `--encoding none` drops the rotation. Training step:
 `F.cross_entropy`, `backward`, `torch.optim.AdamW` (weight decay 0.05 on weights, none on
 biases, norms, cls token and freqs, as timm's parameter groups with rope-vit's no_weight_decay).
 
@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-POSENCS = ("none", "rope_mixed")
+ENCODINGS = ("none", "mixed")
 ADAMW_IMPLS = ("default", "foreach", "fused")
 NUM_CLASSES = 1000
 _MISSING_TORCH = ("benchmarks.torch_vit needs PyTorch: pip install -r benchmarks/requirements.txt "
@@ -47,24 +47,24 @@ def import_torch():
 
 
 def flax_to_torch_state(params: Mapping[str, Any], *, num_heads: int,
-                        posenc: str) -> dict[str, np.ndarray]:
+                        encoding: str) -> dict[str, np.ndarray]:
   """The state dict of `build_model(...)` holding the weights of a Flax `models.vit.ViT`.
 
   Args:
     params: the Flax ViT's params (pool "cls", no APE; LayerScale optional), numpy or jax arrays.
     num_heads: H.
-    posenc: "none" or "rope_mixed".
+    encoding: "none" or "mixed".
 
   Returns:
     name -> float32 numpy array, named and laid out as torch/timm/rope-vit:
     Conv2d `[out, in, kh, kw]` (Flax `[kh, kw, in, out]`), Linear `[out, in]` (Flax Dense
     `[in, out]`), qkv output index `(k, h, d)` row-major (Flax Einsum kernel `[width, 3, H, D]`),
-    proj input index `(h, d)` (Flax `[H, D, width]`), and for rope_mixed
+    proj input index `(h, d)` (Flax `[H, D, width]`), and for mixed
     `freqs[0, i] = x (col)`, `freqs[1, i] = y (row)` frequencies of layer i flattened over
     `(h, j)`, from Flax's per-layer `[H, D/2, 2]` in (row, col) order.
   """
-  if posenc not in POSENCS:
-    raise ValueError(f"posenc={posenc!r}; allowed: {POSENCS}.")
+  if encoding not in ENCODINGS:
+    raise ValueError(f"encoding={encoding!r}; allowed: {ENCODINGS}.")
   f32 = lambda a: np.asarray(a, np.float32)
   depth = sum(1 for name in params if name.startswith("encoderblock_"))
   width = params["cls"].shape[-1]
@@ -101,14 +101,14 @@ def flax_to_torch_state(params: Mapping[str, Any], *, num_heads: int,
     if "layerscale_attn" in p:
       state[t + "gamma_1"] = f32(p["layerscale_attn"]["ls"])
       state[t + "gamma_2"] = f32(p["layerscale_mlp"]["ls"])
-    if posenc == "rope_mixed":
+    if encoding == "mixed":
       freqs = f32(a["posenc"]["freqs"])                            # [H, D/2, (row, col)]
       if freqs.shape[0] != num_heads:
         raise ValueError(f"num_heads={num_heads} but the freqs of layer {i} have "
                          f"{freqs.shape[0]} heads.")
       freqs_x.append(freqs[..., 1].reshape(-1))
       freqs_y.append(freqs[..., 0].reshape(-1))
-  if posenc == "rope_mixed":
+  if encoding == "mixed":
     state["freqs"] = np.stack([np.stack(freqs_x), np.stack(freqs_y)])   # [2, depth, H*D/2]
   return state
 
@@ -120,11 +120,11 @@ def grid_t_xy(end_x: int, end_y: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_model(*, width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int,
-                image_size: int, posenc: str, layerscale: Optional[float] = None,
+                image_size: int, encoding: str, layerscale: Optional[float] = None,
                 theta: float = 10.0, num_classes: int = NUM_CLASSES):
   """rope-vit's ViT (see the module docstring) as a `torch.nn.Module`, timm-initialised."""
-  if posenc not in POSENCS:
-    raise ValueError(f"posenc={posenc!r}; allowed: {POSENCS}.")
+  if encoding not in ENCODINGS:
+    raise ValueError(f"encoding={encoding!r}; allowed: {ENCODINGS}.")
   torch = import_torch()
   nn = torch.nn
   head_dim = width // num_heads
@@ -216,7 +216,7 @@ def build_model(*, width: int, depth: int, num_heads: int, mlp_dim: int, patch_s
       self.blocks = nn.ModuleList([Block() for _ in range(depth)])
       self.norm = nn.LayerNorm(width, eps=1e-6)
       self.head = nn.Linear(width, num_classes)
-      if posenc == "rope_mixed":
+      if encoding == "mixed":
         freqs = torch.stack([init_random_2d_freqs() for _ in range(depth)], dim=1)
         self.freqs = nn.Parameter(freqs.view(2, depth, -1).clone())
         grid = image_size // patch_size
@@ -248,7 +248,7 @@ def build_model(*, width: int, depth: int, num_heads: int, mlp_dim: int, patch_s
       b, _, h, w = x.shape
       x = self.patch_embed(x)
       x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
-      if posenc == "rope_mixed":
+      if encoding == "mixed":
         if self.freqs_t_x.shape[0] != x.shape[1] - 1:
           t_x, t_y = (torch.from_numpy(t) for t in grid_t_xy(w // patch_size, h // patch_size))
         else:
@@ -279,7 +279,7 @@ def make_optimizer(model, impl: str = "default", lr: float = 1e-3, weight_decay:
   return torch.optim.AdamW(groups, lr=lr, **options)
 
 
-def time_training_step(*, variant: str = "S/16", posenc: str = "rope_mixed",
+def time_training_step(*, variant: str = "S/16", encoding: str = "mixed",
                        image_size: int = 224, batch_size: int = 32, repeats: int = 3,
                        warmup: int = 1, layerscale: Optional[float] = None,
                        dtype: str = "float32", adamw: str = "default") -> dict:
@@ -294,7 +294,7 @@ def time_training_step(*, variant: str = "S/16", posenc: str = "rope_mixed",
     raise ValueError(f"--dtype={dtype!r}; allowed: float32, bfloat16.")
   torch.manual_seed(0)
   model = build_model(width=width, depth=depth, num_heads=heads, mlp_dim=mlp_dim,
-                      patch_size=patch, image_size=image_size, posenc=posenc,
+                      patch_size=patch, image_size=image_size, encoding=encoding,
                       layerscale=layerscale)
   model.train()
   opt = make_optimizer(model, adamw)
@@ -319,7 +319,7 @@ def time_training_step(*, variant: str = "S/16", posenc: str = "rope_mixed",
     step()
     times.append(time.perf_counter() - t0)
   seconds = statistics.median(times)
-  return {"posenc": posenc, "variant": variant, "image_size": image_size,
+  return {"encoding": encoding, "variant": variant, "image_size": image_size,
           "batch_size": batch_size, "dtype": dtype, "adamw": adamw, "repeats": repeats,
           "ms_per_step": seconds * 1e3, "images_per_s": batch_size / seconds,
           "times_ms": [t * 1e3 for t in times], "torch": torch.__version__,
@@ -327,24 +327,25 @@ def time_training_step(*, variant: str = "S/16", posenc: str = "rope_mixed",
 
 
 def parity(*, image_size: int = 32, depth: int = 2, batch_size: int = 2, seed: int = 0,
-           posencs=POSENCS) -> dict[str, float]:
+           encodings=ENCODINGS) -> dict[str, float]:
   """max |logits| difference, Flax models.vit vs this model with the converted weights.
 
-  Builds the Flax ViT-S/16 (float32, cls pool, `depth` layers) for each posenc, initialises it,
+  Builds the Flax ViT-S/16 (float32, cls pool, `depth` layers) for each encoding, initialises it,
   copies its params with `flax_to_torch_state` and compares logits on the same random images.
   """
   torch = import_torch()
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from models import vit  # pylint: disable=g-import-not-at-top
   out = {}
-  for posenc in posencs:
+  for encoding in encodings:
     config = vit.default_config()
-    config.posenc, config.depth, config.train_image_size = posenc, depth, image_size
+    config.encoding, config.depth, config.train_image_size = encoding, depth, image_size
     model = vit.model_from_config(config, NUM_CLASSES)
     dims = vit.model_dims(config)
     images = np.asarray(jax.random.normal(jax.random.PRNGKey(seed + 1),
                                           (batch_size, image_size, image_size, 3)))
-    params = model.init(jax.random.PRNGKey(seed), images, train=False)["params"]
+    params = nn.unbox(model.init(jax.random.PRNGKey(seed), images, train=False)["params"])
     # Random (not zero) biases, cls token and head, so a misplaced one shows in the logits.
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed + 2), len(leaves))
@@ -353,24 +354,24 @@ def parity(*, image_size: int = 32, depth: int = 2, batch_size: int = 2, seed: i
     ref = np.asarray(model.apply({"params": params}, images, train=False))
     tm = build_model(width=dims["width"], depth=dims["depth"], num_heads=dims["num_heads"],
                      mlp_dim=dims["mlp_dim"], patch_size=dims["patch_size"],
-                     image_size=image_size, posenc=posenc)
+                     image_size=image_size, encoding=encoding)
     state = flax_to_torch_state(jax.device_get(params), num_heads=dims["num_heads"],
-                                posenc=posenc)
+                                encoding=encoding)
     state = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
     buffers = {k: v for k, v in tm.state_dict().items() if k.startswith("freqs_t_")}
     tm.load_state_dict({**state, **buffers}, strict=True)
     tm.eval()
     with torch.no_grad():
       got = tm(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
-    out[posenc] = float(np.max(np.abs(got - ref)))
-    out[posenc + "_max_abs_logit"] = float(np.max(np.abs(ref)))
+    out[encoding] = float(np.max(np.abs(got - ref)))
+    out[encoding + "_max_abs_logit"] = float(np.max(np.abs(ref)))
   return out
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--variant", default="S/16")
-  parser.add_argument("--posenc", default="rope_mixed", choices=POSENCS)
+  parser.add_argument("--encoding", default="mixed", choices=ENCODINGS)
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
@@ -392,7 +393,7 @@ def main(argv=None):
     result = parity()
   else:
     result = time_training_step(
-        variant=args.variant, posenc=args.posenc, image_size=args.image_size,
+        variant=args.variant, encoding=args.encoding, image_size=args.image_size,
         batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
         layerscale=args.layerscale, dtype=args.dtype, adamw=args.adamw)
   if args.json:

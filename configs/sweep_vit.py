@@ -9,8 +9,9 @@ r"""The ViT sweep: every encoding of configs/vit_*.py x seeds (the paper's Table
   python eval.py --workdirs=$(ls -d /tmp/sweep/*/* | paste -sd,) --output=/tmp/sweep/resolution
 
 Arguments: the mode of every run (smoke | fmnist | imagenet; none = the CIFAR-100 recipe),
-seeds=N (default 3, the paper's), encodings="a+b+c" (default: all of vit_common.ENCODINGS).
-The smoke sweep (14 encodings x 3 seeds) takes ~1 h on 2 CPU cores.
+seeds=N (default 3, the paper's), encodings="a+b+c" (names of configs/vit_<name>.py; default:
+all of them, vit_common.config_names()). The smoke sweep (14 configs x 3 seeds) takes ~1 h on
+2 CPU cores.
 """
 from configs import common
 from configs import vit_common
@@ -18,7 +19,7 @@ from configs import vit_common
 
 def get_sweep(arg: str | None = None) -> list[dict]:
   """The runs: [{"name": "<encoding>/seed<s>", "config": "configs/vit_x.py[:mode]",
-  "overrides": {"seed": s}}], encodings in vit_common.ENCODINGS order."""
+  "overrides": {"seed": s}}], encodings in vit_common.config_names() order."""
   arg = common.parse_arg(arg, smoke=False, fmnist=False, imagenet=False, seeds=3,
                          encodings="")
   modes = [m for m in vit_common.MODES if arg[m]]
@@ -26,11 +27,12 @@ def get_sweep(arg: str | None = None) -> list[dict]:
     raise ValueError(f"sweep arguments {modes} exclude each other.")
   if arg.seeds < 1:
     raise ValueError(f"sweep argument seeds={arg.seeds} must be >= 1.")
-  encodings = [e for e in arg.encodings.split("+") if e] or list(vit_common.ENCODINGS)
-  unknown = [e for e in encodings if e not in vit_common.ENCODINGS]
+  names = vit_common.config_names()
+  encodings = [e for e in arg.encodings.split("+") if e] or list(names)
+  unknown = [e for e in encodings if e not in names]
   if unknown:
     raise ValueError(f"sweep argument encodings: unknown {unknown}; allowed: "
-                     f"{', '.join(vit_common.ENCODINGS)}.")
+                     f"{', '.join(names)}.")
   suffix = f":{modes[0]}" if modes else ""
   return [{"name": f"{encoding}/seed{seed}", "config": f"configs/vit_{encoding}.py{suffix}",
            "overrides": {"seed": seed}}

@@ -1,7 +1,11 @@
 """A full ViT classification config from an encoding name (used by every configs/vit_*.py).
 
+The encoding name is the registry name (`model.encoding`, models/vit_encodings.py); a config
+file is `get_config("<name>", arg)`, plus model options for a variant of an entry (e.g.
+configs/vit_axial_ape.py: `get_config("axial", arg, ape=True)`).
+
 Default: the Spherical-RoPE paper's CIFAR-100 ViT-S recipe (van de Geijn et al., App. G and
-Table 6; ../shared/spec/vision_rope.md §9.1). Its text and tables conflict; taken here:
+Table 6; docs/spec/vision_rope.md §9.1). Its text and tables conflict; taken here:
   * patch 4x4 on 32x32 (text; Table 6's "16x16" would leave a 2x2 grid),
   * 6 heads x head_dim 60 = width 360, MLP 1440, depth 12 (text "60 x heads" with ViT-S's
     6 heads; Table 6's 12 heads would make it 720 wide, not a ViT-S),
@@ -34,30 +38,17 @@ Arguments (after the colon, see configs.common.parse_arg):
              batch 64, LAMB lr 1e-2, 600 steps, evals also at 4/6/12/16 px): 1-2 min on
              2 CPU cores, ~85-90% top-1.
 """
+import importlib
+import pathlib
+
 import ml_collections
 from ml_collections import config_dict
 
 from configs import common
 from data import vision
 from models import vit
+from models.vit_encodings import ENCODINGS
 
-# Config-file encoding name -> model options (models.vit.default_config keys).
-ENCODINGS = {
-    "none": dict(posenc="none"),  # No position information at all.
-    "ape": dict(posenc="ape_learned"),  # Learned absolute embedding (DeiT / timm).
-    "sincos": dict(posenc="ape_sincos"),  # Fixed 2-D sin-cos absolute embedding.
-    "axial": dict(posenc="rope_axial"),  # rope-vit RoPE-Axial (integer positions, theta 100).
-    "axial_ape": dict(posenc="rope_axial", ape=True),  # rope-vit RoPE-Axial + APE.
-    "mixed": dict(posenc="rope_mixed"),  # rope-vit RoPE-Mixed (learned, theta-10 init).
-    "mixed_ape": dict(posenc="rope_mixed", ape=True),  # rope-vit RoPE-Mixed + APE.
-    "liere": dict(posenc="liere"),  # LieRE (learned generators; block size below).
-    "spherical": dict(posenc="spherical"),  # Spherical RoPE, fixed frequencies.
-    "spherical_learned": dict(posenc="spherical_learned"),  # Learned Spherical RoPE.
-    "axial_pi": dict(posenc="axial_pi"),  # The Spherical paper's Axial ([-pi, pi] positions).
-    "axial_learned": dict(posenc="axial_learned"),  # The Spherical paper's Learned Axial.
-    "mixed_pi": dict(posenc="mixed_pi"),  # The Spherical paper's Mixed (U[0,1) init).
-    "uniform": dict(posenc="uniform"),  # Uniform RoPE (one frequency, 1/pi).
-}
 MODES = ("smoke", "fmnist", "imagenet")  # Besides the default (CIFAR-100).
 
 # Model keys whose default is None, with the type a command-line value gets.
@@ -72,35 +63,54 @@ def _overridable(section: ml_collections.ConfigDict, types: dict) -> None:
       section[key] = config_dict.placeholder(types.get(key, object))
 
 
-def _model(encoding: str, **overrides) -> ml_collections.ConfigDict:
+def config_names() -> tuple[str, ...]:
+  """The names <x> of every configs/vit_<x>.py (the runs of configs/sweep_vit.py), sorted."""
+  here = pathlib.Path(__file__).resolve().parent
+  return tuple(sorted(p.stem[len("vit_"):] for p in here.glob("vit_*.py")
+                      if p.stem != "vit_common"))
+
+
+def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config of configs/vit_<name>.py (a name of `config_names()`) with argument `arg`."""
+  if name not in config_names():
+    raise ValueError(f"config {name!r}: no configs/vit_{name}.py; allowed: "
+                     f"{', '.join(config_names())}.")
+  return importlib.import_module(f"configs.vit_{name}").get_config(arg)
+
+
+def _model(encoding: str, options: dict, **recipe) -> ml_collections.ConfigDict:
   m = vit.default_config()
   _overridable(m, _OPTIONAL_MODEL_KEYS)
-  m.update(ENCODINGS[encoding])
-  m.update(overrides)
-  if m.posenc == "liere":  # Dense LieRE, and it follows a --config.model.head_dim override.
-    m.block_size = m.get_ref("head_dim")
+  m.encoding = encoding
+  m.update(recipe)
+  m.update(options)
+  if ENCODINGS.get(encoding).uses_block_size:
+    m.block_size = m.get_ref("head_dim")  # Dense LieRE; follows --config.model.head_dim.
   return m
 
 
-def get_config(encoding: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """The full, locked config for `encoding` (a key of ENCODINGS) and a mode argument."""
-  if encoding not in ENCODINGS:
-    raise ValueError(f"encoding={encoding!r} is unknown; allowed: {', '.join(ENCODINGS)}.")
+def get_config(encoding: str, arg: str | None = None,
+               **model_options) -> ml_collections.ConfigDict:
+  """The full, locked config for `encoding` (a registry name), a mode argument, and model
+  options that make a variant of the entry (e.g. ape=True)."""
+  entry = ENCODINGS.get(encoding)   # ValueError listing the names.
+  encoding = ENCODINGS.canonical(encoding)
   arg = common.parse_arg(arg, smoke=False, fmnist=False, imagenet=False)
   modes = [m for m in MODES if arg[m]]
   if len(modes) > 1:
     raise ValueError(f"config arguments {modes} exclude each other; give at most one of "
                      f"{', '.join(MODES)}.")
   mode = modes[0] if modes else "cifar100"
-  spherical = ENCODINGS[encoding]["posenc"] in ("spherical", "spherical_learned")
+  # ImageNet's head_dim 64, rounded down to what the entry can split (63 for triplets: Table 5).
+  imagenet_head_dim = 64 - 64 % (entry.multiple or 1)
 
   c = common.training_defaults()
   c.task = "classification"  # tasks/classification.py.
   c.loss = "softmax_xent"  # "softmax_xent" | "sigmoid_xent" (DeiT-III BCE).
   if mode == "cifar100":
     c.data = vision.default_config("spherical_cifar100")  # RRC, flip, 3-Aug, CJ, Mixup/CutMix.
-    c.model = _model(encoding, variant="S/4", head_dim=60, dropout=0.1, drop_path=0.1,
-                     layerscale_init=1e-4)
+    c.model = _model(encoding, model_options, variant="S/4", head_dim=60, dropout=0.1,
+                     drop_path=0.1, layerscale_init=1e-4)
     c.training.batch_size = 1024
     c.training.total_epochs = 400.0
     c.optim.update(name="lamb", lr=4e-3, weight_decay=0.05, warmup_epochs=5.0)
@@ -108,7 +118,7 @@ def get_config(encoding: str, arg: str | None = None) -> ml_collections.ConfigDi
     c.checkpoint.every_epochs = 10.0
   elif mode == "imagenet":
     c.data = vision.default_config("spherical_imagenet")  # RRC, flip, 3-Aug, CJ; no mixing.
-    c.model = _model(encoding, variant="S/16", head_dim=63 if spherical else 64,
+    c.model = _model(encoding, model_options, variant="S/16", head_dim=imagenet_head_dim,
                      dropout=0.0, drop_path=0.0, layerscale_init=1e-4)
     c.training.batch_size = 512
     c.training.total_epochs = 200.0
@@ -119,8 +129,8 @@ def get_config(encoding: str, arg: str | None = None) -> ml_collections.ConfigDi
     c.data = vision.default_config("none")
     c.data.update(name="fashion_mnist", image_size=28, crop="pad", crop_padding=2, flip=True)
     # head_dim 24 (3 heads, width 72): divisible by 3 and 4, so every encoding splits it.
-    c.model = _model(encoding, variant="Ti/4", head_dim=24, depth=4, dropout=0.0,
-                     drop_path=0.0, layerscale_init=None)
+    c.model = _model(encoding, model_options, variant="Ti/4", head_dim=24, depth=4,
+                     dropout=0.0, drop_path=0.0, layerscale_init=None)
     c.training.batch_size = 128
     c.training.total_epochs = 3.0  # Sized so that a 14-encoding sweep fits ~70 min on 2 cores.
     c.optim.update(name="lamb", lr=1e-2, weight_decay=0.05, warmup_epochs=0.5)
@@ -131,8 +141,8 @@ def get_config(encoding: str, arg: str | None = None) -> ml_collections.ConfigDi
   else:  # smoke
     c.data = vision.default_config("none")
     c.data.update(name="digits", image_size=8, num_workers=0)
-    c.model = _model(encoding, variant="Ti/2", head_dim=12, depth=2, dropout=0.0,
-                     drop_path=0.0, layerscale_init=None)
+    c.model = _model(encoding, model_options, variant="Ti/2", head_dim=12, depth=2,
+                     dropout=0.0, drop_path=0.0, layerscale_init=None)
     c.training.batch_size = 64
     c.training.total_steps = 600
     c.training.log_every_steps = 50

@@ -21,4 +21,4 @@ from configs import vit_common
 
 
 def get_config(arg=None):
-  return vit_common.get_config("mixed_ape", arg)
+  return vit_common.get_config("mixed", arg, ape=True)

@@ -1,16 +1,25 @@
-"""Matmuls of the models: float32, or bfloat16 inputs with float32 accumulation both ways.
+"""Matmuls of the models: float32, or bfloat16 with CPU-only mixed-precision kernels.
 
-Why this module exists (no library does it): with `dtype=bfloat16`, Flax's `Dense` / `Einsum`
-/ `Conv` run their dots with bfloat16 outputs, and the transpose rules of `lax.dot_general`
-differentiate a `preferred_element_type=float32` dot with a float32 cotangent, so XLA runs the
-backward dots in float32. On XLA:CPU only bf16 x bf16 -> f32 dots reach the fast bf16 kernels
-(AMX / AVX-512-BF16: measured here 1.0-1.4 TFLOP/s against ~0.3 for float32 and for bf16 ->
-bf16). `einsum` below makes all three dots of a layer (forward, both gradients) bf16 x bf16 ->
-f32, then rounds the result to bf16: the usual mixed-precision recipe (bf16 compute, float32
-parameters and accumulation, float32 gradients of float32 parameters).
+The plain formulation is the reference and the default on every platform: with
+`dtype=bfloat16` it is what Flax's `nn.Dense` / `nn.Einsum` / `nn.Conv` compute (bf16 operands,
+bf16 result), which TPU and GPU run at full speed. Only when lowering for CPU
+(`jax.lax.platform_dependent(cpu=...)`) do the bf16 ops take the kernels of this module:
 
-The modules keep Flax's parameter names and shapes (`kernel`, `bias`), so float32 and bfloat16
-models share checkpoints, and the float32 path is the plain `jnp.einsum` of Flax.
+* XLA:CPU reaches its fast bf16 dot kernels (AMX / AVX-512-BF16) only for bf16 x bf16 -> f32
+  dots, and autodiff of a `preferred_element_type=float32` dot runs the backward dots on
+  float32 cotangents. `_bf16_einsum` (a `jax.custom_vjp`) makes all three dots of a layer
+  (forward, both gradients) bf16 x bf16 -> f32, then rounds the result to bf16: the usual
+  mixed-precision recipe (bf16 compute, float32 parameters and accumulation, float32
+  gradients of float32 parameters).
+* a bias gradient as a dot with ones, a bf16 unstack whose gradient is one stack, and the patch
+  embedding as a matmul: the bf16 forms XLA:CPU otherwise lowers to slow loops.
+
+Measured speed-ups are in benchmarks/RESULTS.md. float32 is the plain op on every platform.
+
+The modules keep Flax's parameter names and shapes (`kernel`, `bias`) on both paths, so
+float32 and bfloat16 models share checkpoints, and every parameter is created with its logical
+axis names (`axes`, `nn.with_logical_partitioning`; the vocabulary: models/vit.py
+`LOGICAL_AXES`), so a mesh can shard them whichever path runs.
 """
 import functools
 from typing import Any, Callable, Optional, Sequence
@@ -66,16 +75,18 @@ def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Any = jnp.float32) -> j
     spec: explicit two-operand spec such as "bld,dkhe->kbhle" (every index of an operand
       appears in the other operand or the output).
     a, b: operands of any float dtype.
-    dtype: float32 (plain einsum of float32 operands) or bfloat16 (bf16 x bf16 -> float32
-      accumulation -> bf16 result, and the same for both gradients, which come back in the
-      operands' own dtypes).
+    dtype: float32 (plain einsum of float32 operands) or bfloat16 (bf16 operands and result;
+      on CPU bf16 x bf16 -> float32 accumulation -> bf16, and the same for both gradients,
+      which come back in the operands' own dtypes).
 
   Returns:
     The product in `dtype`.
   """
   _parse(spec)
   if jnp.dtype(dtype) == jnp.bfloat16:
-    return _bf16_einsum(spec, a, b)
+    return jax.lax.platform_dependent(
+        a, b, cpu=functools.partial(_bf16_einsum, spec),
+        default=lambda a, b: jnp.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)))
   if jnp.dtype(dtype) != jnp.float32:
     raise ValueError(f"dtype={jnp.dtype(dtype)}; allowed: float32, bfloat16.")
   return jnp.einsum(spec, a.astype(dtype), b.astype(dtype))
@@ -118,10 +129,12 @@ _add_bias_bf16.defvjp(_add_bias_fwd, _add_bias_bwd)
 def add_bias(y: jax.Array, bias: jax.Array, spec: str) -> jax.Array:
   """`y + bias` broadcast by `spec` ("kbhle->khe": bias axes k, h, e of y), in y's dtype.
 
-  For a bfloat16 `y` the bias gradient is computed by `_sum_by_dot` (the bf16 sum otherwise
-  lowers to a reduce-window: ~3.5 ms per ViT-S qkv bias); float32 is Flax's plain add."""
+  On CPU, for a bfloat16 `y`, the bias gradient is computed by `_sum_by_dot` (XLA:CPU lowers
+  the bf16 sum to a slow reduce-window); elsewhere, and for float32, Flax's plain add."""
   if y.dtype == jnp.bfloat16:
-    return _add_bias_bf16(y, bias, spec)
+    return jax.lax.platform_dependent(
+        y, bias, cpu=lambda y, bias: _add_bias_bf16(y, bias, spec),
+        default=lambda y, bias: _broadcast_add(y, bias, spec))
   return _broadcast_add(y, bias, spec)
 
 
@@ -145,11 +158,17 @@ def unstack(x: jax.Array) -> tuple[jax.Array, ...]:
   """`tuple(x[i] for i in range(x.shape[0]))`; for bfloat16 `x` its gradient is one stack.
 
   Differentiating plain indexing gives a sum of zero-padded cotangents, which XLA:CPU fuses
-  into one slow loop in bf16 (~6 ms for the [3, 32, 6, 50, 64] qkv of a ViT-S layer); a stack
-  is a copy. float32 keeps plain indexing (as fast there)."""
+  into one slow loop in bf16; a stack is a copy. Only on CPU; float32 and other platforms keep
+  plain indexing."""
+  plain = lambda x: tuple(x[i] for i in range(x.shape[0]))
   if x.dtype == jnp.bfloat16:
-    return _unstack_bf16(x)
-  return tuple(x[i] for i in range(x.shape[0]))
+    return jax.lax.platform_dependent(x, cpu=_unstack_bf16, default=plain)
+  return plain(x)
+
+
+def _boxed(init: Callable, axes: Optional[Sequence[Optional[str]]]) -> Callable:
+  """`init` whose value carries logical axis names (None: a plain, unnamed parameter)."""
+  return init if axes is None else nn.with_logical_partitioning(init, tuple(axes))
 
 
 class Einsum(nn.Module):
@@ -160,6 +179,10 @@ class Einsum(nn.Module):
     spec: einsum spec "x,kernel->out"; the bias has the kernel's axes that reach the output.
     use_bias: add a zero-initialised bias.
     kernel_init: kernel initializer.
+    reorder: a function applied to the stored kernel and bias before use (a fixed
+      re-indexing of output channels that keeps the parameters in the reference layout, e.g.
+      `models.vit.to_strided`).
+    axes: logical axis names of the kernel (the bias takes those of its axes); None: unnamed.
     dtype: compute dtype (parameters are float32).
   """
   shape: Sequence[int]
@@ -167,64 +190,129 @@ class Einsum(nn.Module):
   use_bias: bool = True
   kernel_init: Callable = nn.initializers.lecun_normal()
   reorder: Optional[Callable] = None
+  axes: Optional[Sequence[Optional[str]]] = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Attributes beyond Flax's: `reorder`, a function applied to the stored kernel and bias
-    before use (a fixed re-indexing of output channels that keeps the parameters in the
-    reference layout, e.g. `models.vit.to_strided`)."""
     _, rhs, out = _parse(self.spec)
     reorder = self.reorder or (lambda a: a)
-    kernel = self.param("kernel", self.kernel_init, tuple(self.shape), jnp.float32)
+    kernel = self.param("kernel", _boxed(self.kernel_init, self.axes), tuple(self.shape),
+                        jnp.float32)
     y = einsum(self.spec, x, reorder(kernel), self.dtype)
     if not self.use_bias:
       return y
     kept = "".join(c for c in out if c in rhs)
-    bias = self.param("bias", nn.initializers.zeros,
+    bias_axes = None if self.axes is None else [self.axes[rhs.index(c)] for c in kept]
+    bias = self.param("bias", _boxed(nn.initializers.zeros, bias_axes),
                       tuple(self.shape[rhs.index(c)] for c in kept), jnp.float32)
     return add_bias(y, reorder(bias), f"{out}->{kept}")
 
 
 class Dense(nn.Module):
-  """Flax `nn.Dense` (`kernel [in, out]`, `bias [out]`) with this module's mixed precision."""
+  """Flax `nn.Dense` (`kernel [in, out]`, `bias [out]`) with this module's mixed precision.
+
+  `axes`: logical names of the kernel's (in, out) axes; the bias takes `out`'s."""
   features: int
   kernel_init: Callable = nn.initializers.lecun_normal()
+  axes: Optional[Sequence[Optional[str]]] = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x `[..., in]` -> `[..., features]`."""
     lead = x.shape[:-1]
-    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    kernel = self.param("kernel", _boxed(self.kernel_init, self.axes),
+                        (x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", _boxed(nn.initializers.zeros, self.axes and self.axes[-1:]),
+                      (self.features,), jnp.float32)
     y = einsum("mi,io->mo", x.reshape(-1, x.shape[-1]), kernel, self.dtype)
     return add_bias(y, bias, "mo->o").reshape(lead + (self.features,))
 
 
-class PatchEmbed(nn.Module):
-  """Non-overlapping patch embedding: Flax `nn.Conv(width, (p, p), strides=p, "VALID")` as one
-  matmul over patchified pixels (same `kernel [p, p, C, width]`, `bias [width]`).
+def _patch_matmul(images, kernel, bias):
+  """The bf16 patch embedding on CPU: patchify, then one `_bf16_einsum` (XLA:CPU has no fast
+  bf16 convolution)."""
+  b, h, w, c = images.shape
+  p = kernel.shape[0]
+  patches = images.reshape(b, h // p, p, w // p, p, c)
+  y = _bf16_einsum("bhpwqc,pqco->bhwo", patches, kernel)
+  return _add_bias_bf16(y, bias, "bhwo->o")
 
-  A strided convolution with kernel = stride is a reshape and a matmul; bfloat16 runs it so,
-  through `einsum` (XLA:CPU's bf16 convolution has no fast kernel); float32 is the convolution.
+
+def _patch_conv(images, kernel, bias, dtype):
+  """Flax's `nn.Conv(width, (p, p), strides=p, padding="VALID")` in `dtype`."""
+  p = kernel.shape[0]
+  y = jax.lax.conv_general_dilated(images.astype(dtype), kernel.astype(dtype), (p, p), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y + bias.astype(dtype)
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping patch embedding: Flax `nn.Conv(width, (p, p), strides=p, "VALID")` (same
+  `kernel [p, p, C, width]`, `bias [width]`).
+
+  A strided convolution with kernel = stride is a reshape and a matmul; on CPU bfloat16 runs it
+  so (`_patch_matmul`); everywhere else, and in float32, it is the convolution.
+  `axes`: logical names of the kernel's 4 axes; the bias takes the last.
   """
   width: int
   patch_size: int
+  axes: Optional[Sequence[Optional[str]]] = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     """images `[B, H, W, C]` (H, W divisible by p) -> `[B, H/p, W/p, width]`."""
-    b, h, w, c = images.shape
+    c = images.shape[-1]
     p = self.patch_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width),
-                        jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.width,), jnp.float32)
+    kernel = self.param("kernel", _boxed(nn.initializers.lecun_normal(), self.axes),
+                        (p, p, c, self.width), jnp.float32)
+    bias = self.param("bias", _boxed(nn.initializers.zeros, self.axes and self.axes[-1:]),
+                      (self.width,), jnp.float32)
     if jnp.dtype(self.dtype) == jnp.float32:   # Flax's nn.Conv, exactly.
-      y = jax.lax.conv_general_dilated(images.astype(jnp.float32), kernel, (p, p), "VALID",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      return y + bias
-    patches = images.reshape(b, h // p, p, w // p, p, c)
-    y = einsum("bhpwqc,pqco->bhwo", patches, kernel, self.dtype)
-    return add_bias(y, bias, "bhwo->o")
+      return _patch_conv(images, kernel, bias, jnp.float32)
+    return jax.lax.platform_dependent(
+        images, kernel, bias, cpu=_patch_matmul,
+        default=functools.partial(_patch_conv, dtype=self.dtype))
+
+
+def _attention_cpu(q, k, v, bias, scale):
+  """`jax.nn.dot_product_attention`'s math with the bf16 CPU dots of `_bf16_einsum`.
+
+  Heads go first before the dots (`[B, H, L, D]`, batch axes leading): XLA:CPU's thunk for
+  bf16 x bf16 -> f32 dots rejects some of the batch-dot forms that tokens-first operands
+  lower to ("Unsupported element type for DotThunk")."""
+  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
+  logits = _bf16_einsum("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+  logits = logits.astype(jnp.float32)
+  if bias is not None:
+    logits = logits + bias
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.swapaxes(_bf16_einsum("bhqk,bhkd->bhqd", probs, v), 1, 2)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                          bias: Optional[jax.Array] = None, *, scale: float,
+                          implementation: str = "xla") -> jax.Array:
+  """`jax.nn.dot_product_attention(q, k, v, bias, scale=, implementation=)`.
+
+  Args:
+    q: `[B, Q, H, D]`; k, v: `[B, L, H, D]`, all of one dtype (float32 or bfloat16).
+    bias: None or a float32 logit bias broadcastable to `[B, H, Q, L]`.
+    scale: logit scale (1/sqrt(D)).
+    implementation: "xla" (every platform) or "cudnn" (GPU, bfloat16).
+
+  Returns:
+    `[B, Q, H, D]` in q's dtype. bfloat16 lowered for CPU computes the same math with this
+  module's bf16 x bf16 -> f32 dots (`_attention_cpu`); everything else is jax's function, so
+  TPU / GPU reach their fused attention kernels.
+  """
+  def plain(q, k, v, bias):
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                        implementation=implementation)
+  if q.dtype == jnp.bfloat16:
+    return jax.lax.platform_dependent(q, k, v, bias,
+                                      cpu=functools.partial(_attention_cpu, scale=scale),
+                                      default=plain)
+  return plain(q, k, v, bias)

@@ -1,18 +1,27 @@
-"""Vision Transformer (Flax linen) with a configurable position encoding.
+"""Vision Transformer (Flax linen) with a registered position encoding.
 
 Pre-norm ViT as in timm / DeiT-III (qkv bias, exact GELU, LayerNorm eps 1e-6, optional
 LayerScale and stochastic depth), sizes Ti / S / B by a variant string such as "S/16", class
-token or global average pooling. The position encoding is one config string (`posenc`, see
-`models.vit_posenc`): absolute embeddings are added to the patch tokens, rotary encodings turn
-q and k in every layer (never the class token).
+token or global average pooling. The position encoding is one registry name
+(`model.encoding`, models/vit_encodings.py): `model_from_config` looks it up once and hands the
+entry to the model, which asks the entry for everything (parameters, tables, rotation, logit
+bias, absolute embedding) and never branches on the name.
 
 Any image size divisible by the patch size is accepted: rotary positions follow the reference
 convention of the encoding, absolute embeddings are bicubically resized from the training grid.
 
+Attention is `jax.nn.dot_product_attention` (`model.attention_impl`), tokens before heads
+(`[B, L, H, D]`), so TPU / GPU reach their fused kernels; an encoding's logit bias is its
+`bias` argument.
+
+Every parameter carries logical axis names (`LOGICAL_AXES`): `model.init` returns them boxed
+(`nn.Partitioned`), `nn.get_partition_spec` gives their specs, and `nn.unbox` the plain arrays
+the training loop keeps (tasks/classification.py).
+
 Usage:
-  config = default_config(); config.posenc = "rope_mixed"
+  config = default_config(); config.encoding = "mixed"
   model = model_from_config(config, num_classes=1000)
-  params = model.init(jax.random.PRNGKey(0), images, train=False)["params"]
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), images, train=False)["params"])
   logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
 """
 import functools
@@ -27,7 +36,8 @@ import numpy as np
 
 from models import activations
 from models import matmul
-from models import vit_posenc
+from models import vit_encodings
+from models.vit_encodings import ENCODINGS
 
 # width, depth, heads, mlp_dim (timm / DeiT).
 VARIANTS = {
@@ -37,6 +47,26 @@ VARIANTS = {
 }
 POOLS = ("cls", "gap")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ATTENTION_IMPLS = ("xla", "cudnn")   # jax.nn.dot_product_attention(implementation=...)
+
+# The logical axis names of every parameter (one vocabulary for the models; a mesh maps them
+# to mesh axes with `nn.logical_to_mesh_axes` / `flax.linen.logical_axis_rules`).
+LOGICAL_AXES = {
+    "embed": "token width (the residual stream)",
+    "mlp": "MLP hidden units",
+    "heads": "attention heads",
+    "kv": "channels of one head (head_dim)",
+    "qkv": "the query / key / value stack of the fused projection (3)",
+    "classes": "classifier outputs",
+    "patch_rows": "pixel rows of a patch (embedding kernel)",
+    "patch_cols": "pixel columns of a patch (embedding kernel)",
+    "channels": "image channels",
+    "grid_rows": "patch-grid rows of an absolute embedding table",
+    "grid_cols": "patch-grid columns of an absolute embedding table",
+    "rotary": "rotation groups of one head (channel pairs, triplets or blocks)",
+    "position": "position coordinates (row, col)",
+}
+_TRUNC_NORMAL = nn.initializers.truncated_normal(stddev=0.02)  # timm / DeiT Linear init.
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -51,21 +81,23 @@ def default_config() -> ml_collections.ConfigDict:
   c.prune_last_block = True     # with pool "cls": the last block computes the class token's
   #                               output only (k, v still see every token). The patch tokens'
   #                               last outputs feed nothing, so logits and gradients are the
-  #                               same; ViT-S/16 at 112 px: ~6% fewer FLOPs per step. False keeps
-  #                               them (e.g. to read final patch features with
-  #                               capture_intermediates).
-  c.posenc = "rope_mixed"       # one of models.vit_posenc.POSENCS (none, ape_learned,
-  #                               ape_sincos, rope_axial, rope_mixed, liere, spherical,
-  #                               spherical_learned, axial_pi, axial_learned, mixed_pi, uniform).
-  c.theta = None                # frequency base; None: the reference's (rope_axial 100,
-  #                               rope_mixed 10 (init), spherical 100, axial_pi 10). Only
-  #                               allowed for those four.
-  c.position_scale = None       # None: the reference's ("index" rope-vit, "unit" LieRE, "pi"
+  #                               same, for fewer FLOPs. False keeps them (e.g. to read final
+  #                               patch features with capture_intermediates).
+  c.encoding = "mixed"          # a name of models.vit_encodings.ENCODINGS (none, ape, sincos,
+  #                               axial, mixed, liere, spherical, spherical_learned, axial_pi,
+  #                               axial_learned, mixed_pi, uniform); old names (rope_mixed, ...)
+  #                               and the old key `posenc` are accepted (upgrade_config).
+  c.theta = None                # frequency base; None: the entry's default (axial 100, mixed
+  #                               10 (init), spherical 100, axial_pi 10). Refused by entries
+  #                               without one.
+  c.position_scale = None       # None: the entry's ("index" rope-vit, "unit" LieRE, "pi"
   #                               Spherical-paper variants); or "index" | "unit" | "pi".
   c.block_size = 8              # LieRE block size g (must divide head_dim); liere only.
   c.omega = None                # Uniform RoPE frequency; None: 1/pi (authors' code). uniform only.
   c.ape = False                 # also add a learned APE to the patch tokens (rope-vit
-  #                               "RoPE + APE"); only with a rotary posenc.
+  #                               "RoPE + APE"); only with a rotary (or bias) encoding.
+  c.attention_impl = "xla"      # jax.nn.dot_product_attention implementation: "xla" (every
+  #                               platform) | "cudnn" (GPU, bfloat16 only).
   c.train_image_size = 224      # training resolution: "unit"/"pi" positions are normalised to
   #                               its grid and the APE is stored for it.
   c.dropout = 0.0               # dropout after the embedding, in the MLP, after attention/MLP.
@@ -73,6 +105,37 @@ def default_config() -> ml_collections.ConfigDict:
   c.layerscale_init = None      # None: no LayerScale; a float: its initial value (DeiT-III 1e-4).
   c.dtype = "float32"           # compute dtype "float32" | "bfloat16" (params stay float32).
   return c
+
+
+def upgrade_config(config) -> ml_collections.ConfigDict:
+  """A model config written by any earlier version, in today's keys and names.
+
+  Configs (config.json of old workdirs, old config files) from before the registry name the
+  encoding `posenc` with the old values (`rope_mixed`, `ape_learned`, ...): the key becomes
+  `encoding` and the value its registry name (`ENCODINGS.canonical`); options added since
+  (`prune_last_block`, `attention_impl`) get their defaults, which reproduce the old model. The
+  parameters are unchanged, so old checkpoints restore into the upgraded model. An unknown
+  name is left for `validate_config` to refuse (listing the allowed ones). Returns a new,
+  unlocked ConfigDict (or `config` itself if nothing changes).
+  """
+  d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  changed = False
+  if "posenc" in d:
+    if "encoding" in d:
+      raise ValueError(f"model.posenc={d['posenc']!r} (the old name of model.encoding) and "
+                       f"model.encoding={d['encoding']!r} are both set; keep model.encoding.")
+    d["encoding"] = d.pop("posenc")
+    changed = True
+  if d.get("encoding") in ENCODINGS and ENCODINGS.canonical(d["encoding"]) != d["encoding"]:
+    d["encoding"] = ENCODINGS.canonical(d["encoding"])
+    changed = True
+  for key, default in (("prune_last_block", True), ("attention_impl", "xla")):
+    if key not in d:
+      d[key] = default
+      changed = True
+  if not changed and isinstance(config, ml_collections.ConfigDict):
+    return config
+  return ml_collections.ConfigDict(d)
 
 
 def parse_variant(variant: str) -> tuple[str, int]:
@@ -105,13 +168,22 @@ def _number(value: Any) -> bool:
   return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
-def _prune_last_block(config) -> Any:
-  """`config.prune_last_block`; True for configs written before the option existed."""
-  return config.get("prune_last_block", True)
+def encoding_options(config, entry: vit_encodings.Encoding) -> vit_encodings.Options:
+  """The entry's resolved options: config values, else the entry's defaults."""
+  dims = model_dims(config)
+  train_grid = int(config.train_image_size) // dims["patch_size"]
+  pick = lambda value, default: default if value is None or default is None else float(value)
+  return vit_encodings.Options(
+      num_heads=dims["num_heads"], head_dim=dims["head_dim"], width=dims["width"],
+      train_grid=(train_grid, train_grid),
+      scale=(config.position_scale or entry.scale) if entry.scale else None,
+      theta=pick(config.theta, entry.theta), omega=pick(config.omega, entry.omega),
+      block_size=int(config.block_size))
 
 
 def validate_config(config, image_size: int) -> None:
   """Checks a model config for images of `image_size` pixels; ValueError naming the option."""
+  config = upgrade_config(config)
   if config.name != "vit":
     raise ValueError(f"model.name={config.name!r}; models.vit builds only 'vit'.")
   _, patch = parse_variant(config.variant)
@@ -121,11 +193,17 @@ def validate_config(config, image_size: int) -> None:
       raise ValueError(f"model.{key}={value!r} must be None or a positive integer.")
   if config.pool not in POOLS:
     raise ValueError(f"model.pool={config.pool!r} is not supported; allowed: {POOLS}.")
-  prune = _prune_last_block(config)
-  if not isinstance(prune, bool):
-    raise ValueError(f"model.prune_last_block={prune!r} must be True or False.")
+  if not isinstance(config.prune_last_block, bool):
+    raise ValueError(f"model.prune_last_block={config.prune_last_block!r} must be True or "
+                     f"False.")
   if config.dtype not in DTYPES:
     raise ValueError(f"model.dtype={config.dtype!r} is not supported; allowed: {tuple(DTYPES)}.")
+  if config.attention_impl not in ATTENTION_IMPLS:
+    raise ValueError(f"model.attention_impl={config.attention_impl!r} is not supported; "
+                     f"allowed: {ATTENTION_IMPLS}.")
+  if config.attention_impl == "cudnn" and config.dtype != "bfloat16":
+    raise ValueError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN's "
+                     "fused attention has no float32 kernel).")
   for key in ("dropout", "drop_path"):
     if not _number(config[key]) or not 0.0 <= config[key] < 1.0:
       raise ValueError(f"model.{key}={config[key]!r} must be a number in [0, 1).")
@@ -138,49 +216,42 @@ def validate_config(config, image_size: int) -> None:
     if size % patch:
       raise ValueError(f"{key}={size} is not divisible by the patch size {patch} of "
                        f"model.variant={config.variant!r}.")
-  _validate_posenc(config, model_dims(config))
+  _validate_encoding(config)
 
 
-def _validate_posenc(config, dims: dict) -> None:
-  posenc = config.posenc
-  if posenc not in vit_posenc.POSENCS:
-    raise ValueError(f"model.posenc={posenc!r} is unknown; allowed: {vit_posenc.POSENCS}.")
-  kind = vit_posenc.ROPE_KINDS.get(posenc)
-  if config.theta is not None:
-    if kind is None or kind.theta is None:
-      users = [k for k, v in vit_posenc.ROPE_KINDS.items() if v.theta is not None]
-      raise ValueError(f"model.theta={config.theta!r} is not used by posenc={posenc!r}; "
-                       f"only by {users}. Leave it None.")
-    if not _number(config.theta) or config.theta <= 0:
-      raise ValueError(f"model.theta={config.theta!r} must be a positive number.")
-  if config.omega is not None:
-    if posenc != "uniform":
-      raise ValueError(f"model.omega={config.omega!r} is only used by posenc='uniform'.")
-    if not _number(config.omega):
-      raise ValueError(f"model.omega={config.omega!r} must be a number.")
-  if config.position_scale is not None:
-    if kind is None:
-      raise ValueError(f"model.position_scale={config.position_scale!r} is only used by the "
-                       f"rotary encodings {tuple(vit_posenc.ROPE_KINDS)}.")
-    if config.position_scale not in vit_posenc.POSITION_SCALES:
-      raise ValueError(f"model.position_scale={config.position_scale!r}; allowed: None or "
-                       f"{vit_posenc.POSITION_SCALES}.")
+def _validate_encoding(config) -> None:
+  """The encoding's options, asked of its registry entry."""
+  name = config.encoding
+  entry = ENCODINGS.get(name)           # ValueError naming model.encoding and the names
+  users = lambda field: [n for n, e in ENCODINGS.items() if getattr(e, field) is not None]
+  for key, field in (("theta", "theta"), ("omega", "omega"), ("position_scale", "scale")):
+    value = config[key]
+    if value is None:
+      continue
+    if getattr(entry, field) is None:
+      raise ValueError(f"model.{key}={value!r} is not used by encoding={name!r}; only by "
+                       f"{users(field)}. Leave it None.")
+    if key == "position_scale":
+      if value not in vit_encodings.POSITION_SCALES:
+        raise ValueError(f"model.position_scale={value!r}; allowed: None or "
+                         f"{vit_encodings.POSITION_SCALES}.")
+    elif not _number(value) or (key == "theta" and value <= 0):
+      raise ValueError(f"model.{key}={value!r} must be a "
+                       f"{'positive ' if key == 'theta' else ''}number.")
   if not isinstance(config.ape, bool):
     raise ValueError(f"model.ape={config.ape!r} must be True or False.")
-  if config.ape and kind is None:
-    raise ValueError(f"model.ape=True adds a learned APE to a rotary encoding; posenc="
-                     f"{posenc!r} is not rotary (use posenc='ape_learned' for APE alone).")
-  if posenc == "liere" and (not _positive_int(config.block_size) or config.block_size < 2):
+  if config.ape and not entry.uses_positions:
+    raise ValueError(f"model.ape=True adds a learned APE to a rotary encoding; encoding="
+                     f"{name!r} is {entry.kind} (use encoding='ape' for APE alone).")
+  if entry.uses_block_size and (not _positive_int(config.block_size) or config.block_size < 2):
     raise ValueError(f"model.block_size={config.block_size!r} must be an integer >= 2.")
-  error = vit_posenc.head_dim_error(posenc, dims["head_dim"], config.block_size)
+  error = entry.error(encoding_options(config, entry))
   if error:
-    raise ValueError(f"model.head_dim / model.variant: {error}.")
-  if posenc == "ape_sincos" and dims["width"] % 4:
-    raise ValueError(f"model.head_dim: posenc='ape_sincos' needs a width divisible by 4, "
-                     f"got {dims['width']}.")
+    raise ValueError(f"model.head_dim / model.variant: encoding={name!r}: {error}.")
 
 
-_TRUNC_NORMAL = nn.initializers.truncated_normal(stddev=0.02)  # timm / DeiT Linear init.
+def _logical(init, *axes):
+  return nn.with_logical_partitioning(init, axes)
 
 
 class MlpBlock(nn.Module):
@@ -191,13 +262,13 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    dense = lambda n, name: matmul.Dense(n, kernel_init=_TRUNC_NORMAL, dtype=self.dtype,
-                                         name=name)
+    dense = lambda n, axes, name: matmul.Dense(n, kernel_init=_TRUNC_NORMAL, axes=axes,
+                                               dtype=self.dtype, name=name)
     width = x.shape[-1]
-    x = dense(self.mlp_dim, "fc1")(x)
+    x = dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x)
     x = activations.gelu(x)  # timm / torch GELU is the exact (erf) one.
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    x = dense(width, "fc2")(x)
+    x = dense(width, ("mlp", "embed"), "fc2")(x)
     return nn.Dropout(self.dropout)(x, deterministic=deterministic)
 
 
@@ -219,70 +290,66 @@ def from_strided(x: jax.Array, group: int) -> jax.Array:
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with the position rotation applied to q and k.
+  """Multi-head self-attention; the encoding entry rotates q and k and / or biases the logits.
 
   Attributes:
     num_heads: H.
     head_dim: D.
-    posenc: the config string; rotary ones rotate q and k (see vit_posenc.LayerRotation).
-    theta, block_size: options of the per-layer rotary parameters.
+    encoding: the registry entry (models/vit_encodings.py).
+    options: its resolved options.
+    attention_impl: `jax.nn.dot_product_attention` implementation ("xla" | "cudnn").
     dropout: output dropout.
     queries: None, or attend from the first `queries` tokens only.
     dtype: compute dtype.
   """
   num_heads: int
   head_dim: int
-  posenc: str
-  theta: Optional[float] = None
-  block_size: int = vit_posenc.DEFAULT_BLOCK_SIZE
+  encoding: vit_encodings.Encoding
+  options: vit_encodings.Options
+  attention_impl: str = "xla"
   dropout: float = 0.0
   queries: Optional[int] = None
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, positions: Optional[dict], fixed: Optional[dict], *,
+  def __call__(self, x: jax.Array, tokens: Optional[dict], shared: Optional[dict], *,
                deterministic: bool) -> jax.Array:
-    """Args: x `[B, L, width]`; positions: `vit_posenc.token_positions(...)` (or None); fixed:
-    the shared rotation (or None). Returns `[B, Q, width]`: Q = L, or the first `queries`
-    tokens only (keys and values are still every token)."""
+    """Args: x `[B, L, width]`; tokens: the entry's positions (or None); shared: the tables
+    built once per forward pass (entries without parameters), or None. Returns `[B, Q, width]`:
+    Q = L, or the first `queries` tokens only (keys and values are still every token)."""
     h, d = self.num_heads, self.head_dim
     width = x.shape[-1]
-    # Heads before tokens throughout ([B, H, L, D]): the projection writes that layout directly
-    # and both attention einsums batch over (B, H) without transposes (measured ~5% faster
-    # training steps on CPU than [B, L, H, D] + jax.nn.dot_product_attention).
-    # Pair rotations turn adjacent channels (2j, 2j+1), Spherical RoPE triplets (3t, 3t+1,
-    # 3t+2): the reference layout. q . k is unchanged when q and k list their channels in the
-    # same other order, so the projection emits them strided ((evens, odds); (u's, v's, w's))
-    # and the rotation reads contiguous runs of channels (rotate-half is ~2.5x faster on CPU
-    # than strided pairs). The parameters stay in the reference layout (checkpoints port
-    # unchanged). LieRE's contiguous blocks are left as they are.
-    group = (vit_posenc.ROPE_KINDS[self.posenc].group
-             if self.posenc in vit_posenc.ROPE_KINDS else None)
+    enc = self.encoding
+    rotary = enc.kind == "rotary"
+    # An entry with `group` rotates groups of adjacent channels (the reference layout); the
+    # projection emits q and k with those groups strided (models/vit_encodings.py explains
+    # why), by re-indexing the stored kernel: the parameters keep the reference layout.
+    group = enc.group if rotary else None
     reorder = functools.partial(to_strided, group=group) if group else None
-    qkv = matmul.Einsum((width, 3, h, d), "bld,dkhe->kbhle", kernel_init=_TRUNC_NORMAL,
-                        reorder=reorder, dtype=self.dtype, name="qkv")(x)      # [3, B, H, L, D]
+    qkv = matmul.Einsum((width, 3, h, d), "bld,dkhe->kblhe", kernel_init=_TRUNC_NORMAL,
+                        reorder=reorder, axes=("embed", "qkv", "heads", "kv"),
+                        dtype=self.dtype, name="qkv")(x)                # [3, B, L, H, D]
     q, k, v = matmul.unstack(qkv)
-    if self.posenc in vit_posenc.ROPE_KINDS:
-      rotation = vit_posenc.LayerRotation(self.posenc, h, d, theta=self.theta,
-                                          block_size=self.block_size, name="posenc")(
-                                              positions, fixed)
-      rotation = vit_posenc.heads_first(rotation, h)             # once for q and k
-      q = vit_posenc.rotate(q, rotation, strided=bool(group))
-      k = vit_posenc.rotate(k, rotation, strided=bool(group))
+    params = (vit_encodings.Posenc(enc, self.options, name="posenc")()
+              if enc.uses_positions and enc.params else {})
+    if rotary:
+      tables = shared if enc.shared else enc.tables(params, tokens, self.options)
+      q, k = enc.rotate(q, tables), enc.rotate(k, tables)
+    bias = enc.bias(params, tokens, self.options) if enc.bias is not None else None
     if self.is_mutable_collection("intermediates"):
       # For analysis and tests: rotated q, k as [B, L, H, D] in the reference channel order
-      # (logits = q . k / sqrt(D)).
+      # (logits = q . k / sqrt(D) + bias).
       restore = functools.partial(from_strided, group=group) if group else (lambda a: a)
-      self.sow("intermediates", "q", restore(jnp.swapaxes(q, 1, 2)))
-      self.sow("intermediates", "k", restore(jnp.swapaxes(k, 1, 2)))
+      self.sow("intermediates", "q", restore(q))
+      self.sow("intermediates", "k", restore(k))
     if self.queries is not None:
-      q = q[:, :, :self.queries]
-    logits = matmul.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(d ** -0.5, q.dtype), k,
-                           self.dtype)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = matmul.einsum("bhqk,bhkd->bhqd", probs, v, self.dtype)
-    out = matmul.Einsum((h, d, width), "bhld,hde->ble", kernel_init=_TRUNC_NORMAL,
-                        dtype=self.dtype, name="out")(out)   # [B, L, width]
+      q = q[:, :self.queries]
+      if bias is not None:
+        bias = bias[..., :self.queries, :]
+    out = matmul.dot_product_attention(q, k, v, bias, scale=d ** -0.5,
+                                       implementation=self.attention_impl)   # [B, Q, H, D]
+    out = matmul.Einsum((h, d, width), "blhd,hde->ble", kernel_init=_TRUNC_NORMAL,
+                        axes=("heads", "kv", "embed"), dtype=self.dtype, name="out")(out)
     return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 
@@ -292,7 +359,8 @@ class LayerScale(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    ls = self.param("ls", nn.initializers.constant(self.init_value), (x.shape[-1],))
+    ls = self.param("ls", _logical(nn.initializers.constant(self.init_value), "embed"),
+                    (x.shape[-1],))
     return x * ls.astype(x.dtype)
 
 
@@ -309,6 +377,12 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def _layer_norm(dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name,
+                      scale_init=_logical(nn.initializers.ones, "embed"),
+                      bias_init=_logical(nn.initializers.zeros, "embed"))
+
+
 class EncoderBlock(nn.Module):
   """Pre-norm transformer block: x + DP(LS(attn(LN x))), then x + DP(LS(mlp(LN x))).
 
@@ -317,9 +391,9 @@ class EncoderBlock(nn.Module):
   num_heads: int
   head_dim: int
   mlp_dim: int
-  posenc: str
-  theta: Optional[float] = None
-  block_size: int = vit_posenc.DEFAULT_BLOCK_SIZE
+  encoding: vit_encodings.Encoding
+  options: vit_encodings.Options
+  attention_impl: str = "xla"
   dropout: float = 0.0
   drop_path: float = 0.0
   layerscale_init: Optional[float] = None
@@ -327,22 +401,21 @@ class EncoderBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, fixed, *, deterministic: bool):
+  def __call__(self, x, tokens, shared, *, deterministic: bool):
     def branch(y, name):
       if self.layerscale_init is not None:
         y = LayerScale(self.layerscale_init, name=f"layerscale_{name}")(y)
       return DropPath(self.drop_path)(y, deterministic=deterministic)
 
-    norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
-    y = norm("norm_attn")(x)
-    y = Attention(self.num_heads, self.head_dim, self.posenc, theta=self.theta,
-                  block_size=self.block_size, dropout=self.dropout, queries=self.outputs,
-                  dtype=self.dtype, name="attention")(y, positions, fixed,
-                                                      deterministic=deterministic)
+    y = _layer_norm(self.dtype, "norm_attn")(x)
+    y = Attention(self.num_heads, self.head_dim, self.encoding, self.options,
+                  attention_impl=self.attention_impl, dropout=self.dropout,
+                  queries=self.outputs, dtype=self.dtype, name="attention")(
+                      y, tokens, shared, deterministic=deterministic)
     if self.outputs is not None:
       x = x[:, :self.outputs]
     x = x + branch(y, "attn")
-    y = norm("norm_mlp")(x)
+    y = _layer_norm(self.dtype, "norm_mlp")(x)
     y = MlpBlock(self.mlp_dim, dropout=self.dropout, dtype=self.dtype, name="mlp")(
         y, deterministic=deterministic)
     return x + branch(y, "mlp")
@@ -351,9 +424,11 @@ class EncoderBlock(nn.Module):
 class ViT(nn.Module):
   """ViT classifier. Build it with `model_from_config`, which validates and resolves options.
 
-  Attributes mirror the resolved config: sizes, `posenc` and its resolved options (`theta`,
-  `omega`, `position_scale` already set to the reference default if unset), `train_grid` =
-  train_image_size // patch_size per axis.
+  Attributes mirror the resolved config: sizes, the `encoding` entry and its resolved
+  `options` (sizes, `theta`, `omega`, `scale` set to the entry's default if unset, `train_grid`
+  = train_image_size // patch_size per axis), and `absolute`: the entry whose embedding is
+  added to the patch tokens (the encoding itself if absolute, the `ape` entry with
+  `model.ape=True`, else None).
   """
   num_classes: int
   patch_size: int
@@ -361,15 +436,12 @@ class ViT(nn.Module):
   depth: int
   num_heads: int
   mlp_dim: int
+  encoding: vit_encodings.Encoding
+  options: vit_encodings.Options
+  absolute: Optional[vit_encodings.Encoding] = None
   pool: str = "cls"
   prune_last_block: bool = True
-  posenc: str = "rope_mixed"
-  theta: Optional[float] = None
-  omega: Optional[float] = None
-  position_scale: Optional[str] = None
-  block_size: int = vit_posenc.DEFAULT_BLOCK_SIZE
-  ape: bool = False
-  train_grid: tuple[int, int] = (14, 14)
+  attention_impl: str = "xla"
   dropout: float = 0.0
   drop_path: float = 0.0
   layerscale_init: Optional[float] = None
@@ -385,27 +457,30 @@ class ViT(nn.Module):
                        f"size {p} (model.variant).")
     grid = (height // p, width // p)
     head_dim = self.width // self.num_heads
+    enc, options = self.encoding, self.options
 
-    x = matmul.PatchEmbed(self.width, p, dtype=self.dtype, name="embedding")(images)
+    x = matmul.PatchEmbed(self.width, p, axes=("patch_rows", "patch_cols", "channels", "embed"),
+                          dtype=self.dtype, name="embedding")(images)
     x = x.reshape(b, grid[0] * grid[1], self.width)
-    if self.posenc in vit_posenc.APE_KINDS or self.ape:
-      kind = "sincos" if self.posenc == "ape_sincos" else "learned"
-      ape = vit_posenc.AbsolutePosenc(kind, self.train_grid, self.width, name="posenc")(grid)
+    if self.absolute is not None:
+      params = vit_encodings.Posenc(self.absolute, options, name="posenc")()
+      ape = self.absolute.embed(params, grid, options)
       x = x + ape.astype(x.dtype)        # patch tokens only, before the class token (rope-vit)
     num_prefix = 1 if self.pool == "cls" else 0
     if num_prefix:
-      cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width))
+      cls = self.param("cls", _logical(nn.initializers.zeros, None, None, "embed"),
+                       (1, 1, self.width))
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], axis=1)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
-    # Positions and fixed rotations depend only on the grid: computed once here (no batch axis)
-    # and shared by every layer and example.
-    positions, fixed = None, None
-    if self.posenc in vit_posenc.ROPE_KINDS:
-      positions = vit_posenc.token_positions(grid, self.train_grid, self.position_scale,
-                                             num_prefix)
-      fixed = vit_posenc.fixed_rotation(self.posenc, positions, head_dim, self.theta,
-                                        self.omega)
+    # Positions, and the tables of entries without parameters, depend only on the grid:
+    # computed once here (no batch axis) and shared by every layer and example.
+    tokens, shared = None, None
+    if enc.uses_positions:
+      key = self.make_rng("dropout") if (train and enc.train_key) else None
+      tokens = enc.positions(grid, options, num_prefix, key)
+      if enc.shared and enc.tables is not None:
+        shared = enc.tables({}, tokens, options)
 
     rates = np.linspace(0.0, self.drop_path, self.depth) if self.depth > 1 else [self.drop_path]
     for i in range(self.depth):
@@ -413,42 +488,36 @@ class ViT(nn.Module):
       # skips the patch tokens' out-projection, residual and MLP (exact; see prune_last_block).
       outputs = 1 if (i == self.depth - 1 and self.pool == "cls" and
                       self.prune_last_block) else None
-      x = EncoderBlock(self.num_heads, head_dim, self.mlp_dim, self.posenc, theta=self.theta,
-                       block_size=self.block_size, dropout=self.dropout,
+      x = EncoderBlock(self.num_heads, head_dim, self.mlp_dim, enc, options,
+                       attention_impl=self.attention_impl, dropout=self.dropout,
                        drop_path=float(rates[i]), layerscale_init=self.layerscale_init,
                        outputs=outputs, dtype=self.dtype, name=f"encoderblock_{i}")(
-                           x, positions, fixed, deterministic=not train)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm_final")(x)
+                           x, tokens, shared, deterministic=not train)
+    x = _layer_norm(self.dtype, "norm_final")(x)
     x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    logits = matmul.Dense(self.num_classes, kernel_init=_TRUNC_NORMAL, dtype=self.dtype,
-                          name="head")(x)
+    logits = matmul.Dense(self.num_classes, kernel_init=_TRUNC_NORMAL, axes=("embed", "classes"),
+                          dtype=self.dtype, name="head")(x)
     return logits.astype(jnp.float32)
 
 
 def model_from_config(model_config, num_classes: int) -> ViT:
-  """Validates `model_config` (at its train_image_size) and builds the ViT."""
+  """Validates `model_config` (at its train_image_size; old keys and names are upgraded by
+  `upgrade_config`) and builds the ViT with its encoding's registry entry."""
+  model_config = upgrade_config(model_config)
   validate_config(model_config, model_config.train_image_size)
   if not _positive_int(num_classes):
     raise ValueError(f"num_classes={num_classes!r} must be a positive integer.")
   dims = model_dims(model_config)
-  kind = vit_posenc.ROPE_KINDS.get(model_config.posenc)
-  theta, omega, scale = None, None, None
-  if kind is not None:
-    theta = model_config.theta if model_config.theta is not None else kind.theta
-    scale = model_config.position_scale or kind.scale
-    if kind.uses_omega:
-      omega = model_config.omega if model_config.omega is not None else vit_posenc.DEFAULT_OMEGA
-  train_grid = model_config.train_image_size // dims["patch_size"]
+  entry = ENCODINGS.get(model_config.encoding)
+  absolute = entry if entry.kind == "absolute" else (
+      vit_encodings.APE if model_config.ape else None)
   return ViT(
       num_classes=int(num_classes), patch_size=dims["patch_size"], width=dims["width"],
       depth=dims["depth"], num_heads=dims["num_heads"], mlp_dim=dims["mlp_dim"],
-      pool=model_config.pool, prune_last_block=_prune_last_block(model_config),
-      posenc=model_config.posenc,
-      theta=None if theta is None else float(theta),
-      omega=None if omega is None else float(omega), position_scale=scale,
-      block_size=int(model_config.block_size), ape=bool(model_config.ape),
-      train_grid=(train_grid, train_grid), dropout=float(model_config.dropout),
+      encoding=entry, options=encoding_options(model_config, entry), absolute=absolute,
+      pool=model_config.pool, prune_last_block=model_config.prune_last_block,
+      attention_impl=model_config.attention_impl, dropout=float(model_config.dropout),
       drop_path=float(model_config.drop_path),
       layerscale_init=(None if model_config.layerscale_init is None
                        else float(model_config.layerscale_init)),

@@ -1,7 +1,8 @@
 """Image classification: a vision model (models.<model.name>) on data.vision datasets.
 
 Config keys read here (configs/vit_common.py sets and documents them):
-  model.*                 the model config (model.name picks the module, e.g. "vit").
+  model.*                 the model config (model.name picks the module, e.g. "vit"); configs
+                          of old runs (model.posenc) are read by models.vit.upgrade_config.
   data.*                  data.vision options (dataset, resolution, augmentation).
   loss                    "softmax_xent" (cross-entropy with the possibly soft/mixed targets) or
                           "sigmoid_xent" (DeiT-III / rope-vit's binary cross-entropy, averaged
@@ -17,6 +18,7 @@ eval.image_sizes. Metrics: accuracy (top-1) and loss.
 import importlib
 from typing import Any, Iterator, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -96,6 +98,13 @@ class Classification(base.Task):
             "label": np.zeros((1, k), np.float32)}
 
   def init_params(self, rng: jax.Array) -> Any:
+    # The model boxes every parameter with its logical axis names (models/vit.py
+    # LOGICAL_AXES); the loop, optax and orbax keep plain arrays, and apply takes either.
+    return nn.unbox(self.init_boxed_params(rng))
+
+  def init_boxed_params(self, rng: jax.Array) -> Any:
+    """Fresh parameters as `nn.Partitioned` boxes carrying their logical axis names (for a
+    mesh: `nn.get_partition_spec(jax.eval_shape(task.init_boxed_params, rng))`)."""
     images = jnp.asarray(self.init_inputs()["image"])
     return self.model.init({"params": rng}, images, train=False)["params"]
 

@@ -5,6 +5,7 @@ layouts: Conv2d `[out, in, kh, kw]` on NCHW, Linear `y = x W^T + b`, qkv reshape
 `(B, N, 3, H, D)`, `freqs_cis = polar(1, t_x Fx + t_y Fy)` applied by complex multiplication to
 the patch tokens only) run on the converted state dict; it must reproduce the Flax logits.
 """
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def _layer_norm(x, w, b, eps=1e-6):
   return (x - mu) / np.sqrt(var + eps) * w + b
 
 
-def _rope_vit_forward(state, images_nchw, *, depth, num_heads, posenc):
+def _rope_vit_forward(state, images_nchw, *, depth, num_heads, encoding):
   """rope-vit's forward pass in float64 NumPy on a torch-layout state dict."""
   s = {k: v.astype(np.float64) for k, v in state.items()}
   b, c, h, w = images_nchw.shape
@@ -36,7 +37,7 @@ def _rope_vit_forward(state, images_nchw, *, depth, num_heads, posenc):
   head_dim = width // num_heads
   x = np.concatenate([np.broadcast_to(s["cls_token"], (b, 1, width)), x], axis=1)
   n = x.shape[1]
-  if posenc == "rope_mixed":
+  if encoding == "mixed":
     t_x, t_y = torch_vit.grid_t_xy(gw, gh)
     fx = (t_x[:, None] * s["freqs"][0][:, None, :]).reshape(depth, n - 1, num_heads, -1)
     fy = (t_y[:, None] * s["freqs"][1][:, None, :]).reshape(depth, n - 1, num_heads, -1)
@@ -47,7 +48,7 @@ def _rope_vit_forward(state, images_nchw, *, depth, num_heads, posenc):
     qkv = y @ s[t + "attn.qkv.weight"].T + s[t + "attn.qkv.bias"]
     qkv = qkv.reshape(b, n, 3, num_heads, head_dim).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv[0].copy(), qkv[1].copy(), qkv[2]
-    if posenc == "rope_mixed":
+    if encoding == "mixed":
       for z in (q, k):
         zc = z[:, :, 1:, 0::2] + 1j * z[:, :, 1:, 1::2]
         zc = zc * freqs_cis[i][None]
@@ -67,14 +68,14 @@ def _rope_vit_forward(state, images_nchw, *, depth, num_heads, posenc):
   return x[:, 0] @ s["head.weight"].T + s["head.bias"]
 
 
-def _flax_vit(posenc, layerscale, depth):
+def _flax_vit(encoding, layerscale, depth):
   """A tiny Flax ViT-S/16, its params with every leaf perturbed, images, its logits."""
   config = vit.default_config()
-  config.posenc, config.depth, config.train_image_size = posenc, depth, IMAGE_SIZE
+  config.encoding, config.depth, config.train_image_size = encoding, depth, IMAGE_SIZE
   config.layerscale_init = layerscale
   model = vit.model_from_config(config, num_classes=7)
   images = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, IMAGE_SIZE, IMAGE_SIZE, 3)))
-  params = model.init(jax.random.PRNGKey(0), images, train=False)["params"]
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), images, train=False)["params"])
   # Zero biases / cls token and unit norms would hide a misplaced or transposed leaf.
   leaves, treedef = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
@@ -84,25 +85,25 @@ def _flax_vit(posenc, layerscale, depth):
   return jax.device_get(params), images.transpose(0, 3, 1, 2).astype(np.float64), logits
 
 
-@pytest.mark.parametrize("posenc,layerscale", [("rope_mixed", None), ("rope_mixed", 0.5),
+@pytest.mark.parametrize("encoding,layerscale", [("mixed", None), ("mixed", 0.5),
                                                ("none", None)])
-def test_converted_weights_reproduce_flax_logits(posenc, layerscale):
-  params, nchw, expected = _flax_vit(posenc, layerscale, depth=2)
-  state = torch_vit.flax_to_torch_state(params, num_heads=6, posenc=posenc)
-  got = _rope_vit_forward(state, nchw, depth=2, num_heads=6, posenc=posenc)
+def test_converted_weights_reproduce_flax_logits(encoding, layerscale):
+  params, nchw, expected = _flax_vit(encoding, layerscale, depth=2)
+  state = torch_vit.flax_to_torch_state(params, num_heads=6, encoding=encoding)
+  got = _rope_vit_forward(state, nchw, depth=2, num_heads=6, encoding=encoding)
   np.testing.assert_allclose(got, expected, atol=2e-4, rtol=1e-4)
-  assert ("freqs" in state) == (posenc == "rope_mixed")
+  assert ("freqs" in state) == (encoding == "mixed")
   assert ("blocks.1.gamma_2" in state) == (layerscale is not None)
-  if posenc == "rope_mixed":
+  if encoding == "mixed":
     assert state["freqs"].shape == (2, 2, 6 * 32)
 
 
 def test_swapping_x_and_y_freqs_changes_the_logits():
   """The conversion's (row, col) -> (y, x) order is observable, so the check above can fail."""
-  params, nchw, expected = _flax_vit("rope_mixed", None, depth=1)
-  state = torch_vit.flax_to_torch_state(params, num_heads=6, posenc="rope_mixed")
+  params, nchw, expected = _flax_vit("mixed", None, depth=1)
+  state = torch_vit.flax_to_torch_state(params, num_heads=6, encoding="mixed")
   state["freqs"] = state["freqs"][::-1].copy()
-  wrong = _rope_vit_forward(state, nchw, depth=1, num_heads=6, posenc="rope_mixed")
+  wrong = _rope_vit_forward(state, nchw, depth=1, num_heads=6, encoding="mixed")
   assert np.max(np.abs(wrong - expected)) > 1e-2
 
 
@@ -112,14 +113,14 @@ def test_grid_t_xy_is_column_then_row_major():
   np.testing.assert_array_equal(t_y, [0, 0, 0, 1, 1, 1])
 
 
-def test_unknown_posenc_is_a_value_error():
-  with pytest.raises(ValueError, match="posenc"):
-    torch_vit.flax_to_torch_state({}, num_heads=6, posenc="rope_axial")
+def test_unknown_encoding_is_a_value_error():
+  with pytest.raises(ValueError, match="encoding"):
+    torch_vit.flax_to_torch_state({}, num_heads=6, encoding="axial")
 
 
 def test_rows_add_the_none_baselines_at_each_head_dim():
-  plan = bench_vit_step.rows(["rope_mixed", "spherical", "liere"], "S/16")
+  plan = bench_vit_step.rows(["mixed", "spherical", "liere"], "S/16")
   assert plan == [("none", "none", None), ("none@63", "none", 63),
-                  ("rope_mixed", "rope_mixed", None), ("spherical@63", "spherical", 63),
+                  ("mixed", "mixed", None), ("spherical@63", "spherical", 63),
                   ("liere", "liere", None)]
   assert bench_vit_step.rows(["none"], "S/16") == [("none", "none", None)]

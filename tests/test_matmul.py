@@ -1,4 +1,6 @@
 """models.matmul: the mixed-precision einsum, its bias / unstack gradients, the Flax modules."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.extend
@@ -56,15 +58,48 @@ def test_bfloat16_value_and_gradients_match_float32(spec, sa, sb):
     np.testing.assert_allclose(g, r, rtol=0.03, atol=0.03 * float(jnp.abs(r).max()))
 
 
-def test_bfloat16_backward_dots_take_bf16_and_accumulate_in_float32():
-  # The point of the module: every dot of the gradient too is bf16 x bf16 -> f32 (autodiff of
-  # a preferred_element_type=f32 dot would run the backward dots on float32 cotangents).
-  a, b = _normal(0, (6, 5)), _normal(1, (5, 7))
-  grad = jax.grad(lambda a, b: jnp.sum(matmul.einsum("mi,io->mo", a, b, jnp.bfloat16)
+def _lowered_dots(fn, args, platforms):
+  """(lhs, rhs, out) element types of every dot_general in fn lowered for `platforms`."""
+  if platforms == ("cpu",):
+    text = jax.jit(fn).lower(*args).as_text()
+  else:
+    text = jax.export.export(jax.jit(fn), platforms=platforms)(*args).mlir_module()
+  sig = re.compile(r"stablehlo\.dot_general.*:\s*\(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\)"
+                   r"\s*->\s*tensor<[^>]*x(\w+)>")
+  return [m.groups() for m in map(sig.search, text.splitlines()) if m]
+
+
+def _bf16_grad():
+  return jax.grad(lambda a, b: jnp.sum(matmul.einsum("mi,io->mo", a, b, jnp.bfloat16)
                                        .astype(jnp.float32) ** 2), argnums=(0, 1))
-  dots = _dots(grad, a, b)
-  assert len(dots) == 3
-  assert all(d == (jnp.bfloat16, jnp.bfloat16, jnp.float32) for d in dots), dots
+
+
+def test_bfloat16_backward_dots_take_bf16_and_accumulate_in_float32_on_cpu():
+  # The point of the CPU kernels: every dot of the gradient too is bf16 x bf16 -> f32 (autodiff
+  # of a preferred_element_type=f32 dot would run the backward dots on float32 cotangents).
+  a, b = _normal(0, (6, 5)), _normal(1, (5, 7))
+  dots = _lowered_dots(_bf16_grad(), (a, b), ("cpu",))
+  assert dots == [("bf16", "bf16", "f32")] * 3, dots
+
+
+def test_accelerators_get_the_plain_bf16_dots():
+  # Lowered for TPU / GPU the CPU kernels are gone: Flax's plain bf16 einsum and its autodiff.
+  a, b = _normal(0, (6, 5)), _normal(1, (5, 7))
+  dots = _lowered_dots(_bf16_grad(), (a, b), ("tpu",))
+  assert len(dots) == 3 and all(d == ("bf16", "bf16", "bf16") for d in dots), dots
+
+
+def test_modules_carry_logical_axis_names():
+  x = _normal(0, (2, 3, 8))
+  boxed = matmul.Einsum((8, 3, 2, 4), "bld,dkhe->kbhle", axes=("embed", "qkv", "heads", "kv"))
+  variables = boxed.init(jax.random.PRNGKey(0), x)
+  specs = nn.get_partition_spec(variables)["params"]
+  assert tuple(specs["kernel"]) == ("embed", "qkv", "heads", "kv")
+  assert tuple(specs["bias"]) == ("qkv", "heads", "kv")
+  dense = matmul.Dense(5, axes=("embed", "mlp")).init(jax.random.PRNGKey(0), x)["params"]
+  assert dense["kernel"].names == ("embed", "mlp") and dense["bias"].names == ("mlp",)
+  # apply takes boxed and unboxed parameters alike.
+  np.testing.assert_array_equal(boxed.apply(variables, x), boxed.apply(nn.unbox(variables), x))
 
 
 def test_bad_spec_and_dtype_raise_naming_the_argument():
@@ -124,3 +159,14 @@ def test_dense_and_einsum_modules_match_flax():
   mine = matmul.Einsum((8, 3, 2, 4), "bld,dkhe->kbhle")
   np.testing.assert_allclose(mine.apply(params, x), flax_einsum.apply(params, x),
                              rtol=1e-6, atol=1e-6)
+
+
+def test_dot_product_attention_float32_is_jax_and_bfloat16_cpu_matches():
+  q, k, v = _normal(0, (2, 3, 4, 8)), _normal(1, (2, 5, 4, 8)), _normal(2, (2, 5, 4, 8))
+  bias = _normal(3, (1, 4, 3, 5))
+  want = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=0.3)
+  np.testing.assert_array_equal(matmul.dot_product_attention(q, k, v, bias, scale=0.3), want)
+  got = jax.jit(lambda *a: matmul.dot_product_attention(*a, scale=0.3))(
+      q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), bias)
+  assert got.dtype == jnp.bfloat16 and got.shape == want.shape
+  np.testing.assert_allclose(got.astype(jnp.float32), want, atol=0.05, rtol=0.05)

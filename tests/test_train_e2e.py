@@ -74,13 +74,13 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.parametrize("encoding", sorted(vit_common.ENCODINGS))
+@pytest.mark.parametrize("encoding", vit_common.config_names())
 def test_every_encoding_lowers_train_and_eval_steps(encoding):
   # Compiling 14 models would take minutes on CI's CPUs; lowering runs everything up to XLA
   # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of
   # the 4-device mesh, eval at smaller/larger grids). Full runs: the test above (Spherical,
   # APE), tests/test_trainer_processes.py (Spherical) and the model's own tests.
-  config = vit_common.get_config(encoding, "smoke")
+  config = vit_common.load(encoding, "smoke")
   with config.unlocked():
     config.eval.image_sizes = (4, 12)
   setup = _build(config)
@@ -106,7 +106,7 @@ def test_every_encoding_lowers_train_and_eval_steps(encoding):
 
 def test_bad_options_fail_at_startup_on_the_command_line(tmp_path, env):
   # (More bad options, in-process: tests/test_trainer_configs.py.)
-  cases = [("--config.model.posenc=hyperbolic", "model.posenc"),
+  cases = [("--config.model.encoding=hyperbolic", "model.encoding"),
            ("--config.data.image_size=9", "data.image_size=9")]
   for flag, option in cases:
     proc = run("train.py", ["--config=configs/vit_axial.py:smoke", f"--workdir={tmp_path}",

@@ -10,6 +10,7 @@ import tasks
 from configs import sweep_vit
 from configs import vit_common
 from models import vit
+from models.vit_encodings import ENCODINGS as REGISTRY
 from trainer import loop
 
 
@@ -18,7 +19,7 @@ def _build(config, devices=None):
   return loop.build(config, devices, task=tasks.get_task(config))
 
 
-ENCODINGS = sorted(vit_common.ENCODINGS)
+ENCODINGS = vit_common.config_names()
 MODES = (None,) + vit_common.MODES
 
 
@@ -35,17 +36,18 @@ def test_every_encoding_has_a_config_file():
   for encoding in ENCODINGS:
     module = importlib.import_module(f"configs.vit_{encoding}")
     config = module.get_config("smoke")
-    assert config.model.posenc == vit_common.ENCODINGS[encoding]["posenc"]
+    assert config.model.encoding in REGISTRY.names()   # The registry name, no renaming.
+    assert config.model.encoding == encoding.removesuffix("_ape")
+    assert config.model.ape == encoding.endswith("_ape")
     assert f"configs/vit_{encoding}.py:smoke" in module.__doc__  # The command is documented.
-  # The encodings cover every position encoding the model offers.
-  assert {e["posenc"] for e in vit_common.ENCODINGS.values()} == set(
-      vit.vit_posenc.POSENCS)
+  # Every registered encoding has its config file, under its registry name.
+  assert set(REGISTRY.names()) <= set(ENCODINGS)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_config_builds_and_validates(encoding, mode):
-  config = vit_common.get_config(encoding, mode)
+  config = vit_common.load(encoding, mode)
   assert config.is_locked
   setup = _build(config)  # Task (model + data validation), mesh, optimizer.
   lengths = setup.lengths
@@ -92,7 +94,7 @@ def test_one_key_sets_train_and_model_resolution():
 
 
 @pytest.mark.parametrize("overrides, option", [
-    ({"model.posenc": "rope_hyperbolic"}, "model.posenc"),
+    ({"model.encoding": "rope_hyperbolic"}, "model.encoding"),
     ({"data.name": "mnist3d"}, "mnist3d"),
     ({"data.image_size": 9}, "data.image_size=9"),
     ({"eval.image_sizes": (4, 7)}, "eval.image_sizes=7"),
@@ -118,9 +120,9 @@ def test_bad_config_arguments():
 
 def test_sweep_lists_every_encoding_and_seed():
   runs = sweep_vit.get_sweep("smoke")
-  assert len(runs) == 3 * len(vit_common.ENCODINGS)
+  assert len(runs) == 3 * len(ENCODINGS)
   assert {(r["config"], r["overrides"]["seed"]) for r in runs} == {
-      (f"configs/vit_{e}.py:smoke", s) for e in vit_common.ENCODINGS for s in range(3)}
+      (f"configs/vit_{e}.py:smoke", s) for e in ENCODINGS for s in range(3)}
   assert len({r["name"] for r in runs}) == len(runs)
   assert [r["config"] for r in sweep_vit.get_sweep("seeds=1,encodings=axial+liere")] == [
       "configs/vit_axial.py", "configs/vit_liere.py"]

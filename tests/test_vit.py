@@ -6,6 +6,7 @@ except the parameter counts, which use `jax.eval_shape` (no compute) on full ViT
 Tiny models run eagerly (op by op, compiled ops are cached across tests): far cheaper on CPU
 than compiling a whole program per test; one test checks `jax.jit`.
 """
+import copy
 import math
 
 import jax
@@ -15,11 +16,18 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from models import vit
-from models import vit_posenc
+import rope
 
-ROPES = tuple(vit_posenc.ROPE_KINDS)
-RELATIVE = ("rope_axial", "rope_mixed", "axial_pi", "axial_learned", "mixed_pi", "uniform")
+import flax.linen as nn
+
+from configs import vit_common
+from models import registry
+from models import vit
+from models import vit_encodings
+from models.vit_encodings import ENCODINGS
+
+ROPES = tuple(n for n, e in ENCODINGS.items() if e.kind == "rotary")
+RELATIVE = ("axial", "mixed", "axial_pi", "axial_learned", "mixed_pi", "uniform")
 NOT_RELATIVE = ("spherical", "spherical_learned", "liere")
 HEADS, HEAD_DIM, TRAIN = 3, 24, 16      # 24 splits into pairs, quarters, triplets and 8-blocks.
 
@@ -29,12 +37,12 @@ TIMM_VIT_S16 = 22_050_664
 TIMM_POS_EMBED_S16 = 197 * 384
 
 
-def tiny_config(posenc, **overrides):
+def tiny_config(encoding, **overrides):
   c = vit.default_config()
   c.variant = "Ti/4"
   c.head_dim = HEAD_DIM
   c.depth = 2
-  c.posenc = posenc
+  c.encoding = encoding
   c.train_image_size = TRAIN
   for k, v in overrides.items():
     c[k] = v
@@ -48,7 +56,7 @@ def images(size, batch=2, seed=0):
 
 
 def init(model, size=TRAIN, seed=0):
-  return model.init(jax.random.PRNGKey(seed), images(size), train=False)["params"]
+  return nn.unbox(model.init(jax.random.PRNGKey(seed), images(size), train=False)["params"])
 
 
 def count(tree):
@@ -58,11 +66,12 @@ def count(tree):
 def param_shapes(config, num_classes=1000, size=224):
   model = vit.model_from_config(config, num_classes)
   x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)["params"]
+  return nn.unbox(
+      jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)["params"])
 
 
 def without_posenc(tree):
-  """The parameter tree of the same model with posenc='none' (drops every 'posenc' entry)."""
+  """The parameter tree of the same model with encoding='none' (drops every 'posenc' entry)."""
   return {k: without_posenc(v) if isinstance(v, dict) else v
           for k, v in tree.items() if k != "posenc"}
 
@@ -77,8 +86,8 @@ def layer0_qk(model, params, x):
 # --------------------------------------------------------------------------- parameter counts
 
 
-def test_vit_s16_rope_mixed_parameter_count():
-  shapes = param_shapes(vit.default_config())   # default: S/16, rope_mixed, cls, 224
+def test_vit_s16_mixed_parameter_count():
+  shapes = param_shapes(vit.default_config())   # default: S/16, mixed, cls, 224
   # rope-vit: freqs [2, depth, heads * hd / 2] = depth * embed_dim, and no pos_embed.
   assert count(shapes) == TIMM_VIT_S16 - TIMM_POS_EMBED_S16 + 12 * 384
   for i in range(12):
@@ -87,7 +96,7 @@ def test_vit_s16_rope_mixed_parameter_count():
 
 def test_vit_s16_ape_parameter_count():
   c = vit.default_config()
-  c.posenc = "ape_learned"
+  c.encoding = "ape"
   # Same as timm except the APE has no cls slot (rope-vit / DeiT-III convention).
   assert count(param_shapes(c)) == TIMM_VIT_S16 - 384
 
@@ -95,7 +104,7 @@ def test_vit_s16_ape_parameter_count():
 @pytest.mark.parametrize("block_size, paper_count", [(2, 9_216), (8, 64_512), (64, 580_608)])
 def test_liere_vit_b_generator_counts_match_paper(block_size, paper_count):
   c = vit.default_config()
-  c.variant, c.posenc, c.block_size = "B/16", "liere", block_size
+  c.variant, c.encoding, c.block_size = "B/16", "liere", block_size
   shapes = param_shapes(c)
   gens = [shapes[f"encoderblock_{i}"]["attention"]["posenc"]["generators"] for i in range(12)]
   g = block_size
@@ -108,7 +117,7 @@ def test_liere_vit_b_generator_counts_match_paper(block_size, paper_count):
 
 def test_liere_vit_s16_parameter_count():
   c = vit.default_config()
-  c.posenc = "liere"
+  c.encoding = "liere"
   shapes = param_shapes(c)
   assert count(shapes) == TIMM_VIT_S16 - TIMM_POS_EMBED_S16 + 12 * 2 * 6 * 8 * 64
   # Half the heads of ViT-B: half of Table 10's 64,512 free parameters.
@@ -125,14 +134,14 @@ def test_variant_sizes_and_head_dim_override():
     assert (dims["width"], dims["num_heads"], dims["mlp_dim"], dims["depth"]) == (
         width, heads, mlp, 12)
   c = vit.default_config()
-  c.head_dim, c.posenc = 63, "spherical"
+  c.head_dim, c.encoding = 63, "spherical"
   shapes = param_shapes(c)
   assert shapes["encoderblock_0"]["attention"]["qkv"]["kernel"].shape == (378, 3, 6, 63)
   assert shapes["encoderblock_0"]["mlp"]["fc1"]["kernel"].shape == (378, 4 * 378)
 
 
 def test_no_decay_names():
-  c = tiny_config("rope_mixed", ape=True, layerscale_init=1e-4)
+  c = tiny_config("mixed", ape=True, layerscale_init=1e-4)
   params = param_shapes(c, num_classes=10, size=TRAIN)
   paths = ["/".join(str(getattr(k, "key", k)) for k in path)
            for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -146,13 +155,13 @@ def test_no_decay_names():
 
 
 def _all_configs():
-  yield from ((p, {}) for p in vit_posenc.POSENCS)
-  yield "rope_mixed", {"ape": True}
+  yield from ((p, {}) for p in ENCODINGS.names())
+  yield "mixed", {"ape": True}
 
 
-@pytest.mark.parametrize("posenc, overrides", list(_all_configs()))
-def test_builds_and_runs_at_other_resolutions(posenc, overrides):
-  model = vit.model_from_config(tiny_config(posenc, **overrides), 10)
+@pytest.mark.parametrize("encoding, overrides", list(_all_configs()))
+def test_builds_and_runs_at_other_resolutions(encoding, overrides):
+  model = vit.model_from_config(tiny_config(encoding, **overrides), 10)
   params = init(model)
   for size in (TRAIN, 24, (8, 12)):   # training grid, larger, smaller and non-square
     logits = model.apply({"params": params}, images(size), train=False)
@@ -161,12 +170,12 @@ def test_builds_and_runs_at_other_resolutions(posenc, overrides):
 
 
 def test_average_pooling_has_no_class_token():
-  model = vit.model_from_config(tiny_config("rope_mixed", pool="gap"), 10)
+  model = vit.model_from_config(tiny_config("mixed", pool="gap"), 10)
 
   # New token counts: one compiled program is cheaper than op-by-op compilation here.
   @jax.jit
   def run(key):
-    params = model.init(key, images(TRAIN), train=False)["params"]
+    params = nn.unbox(model.init(key, images(TRAIN), train=False)["params"])
     return params, [model.apply({"params": params}, images(s), train=False) for s in (8, 24)]
 
   params, outputs = run(jax.random.PRNGKey(0))
@@ -225,41 +234,41 @@ def _liere(x, row, col, raw):
   return out.reshape(x.shape)
 
 
-def _expected_patch_rotation(posenc, x, grid, p0):
+def _expected_patch_rotation(encoding, x, grid, p0):
   """Rotated patch queries per the references (spec §2-§6), x [B, N, H, D] float64."""
-  kind = vit_posenc.ROPE_KINDS[posenc]
+  kind = ENCODINGS.get(encoding)
   row = np.repeat(_axis(grid, TRAIN // 4, kind.scale), grid)   # row-major tokens
   col = np.tile(_axis(grid, TRAIN // 4, kind.scale), grid)
   d = x.shape[-1]
   t = np.arange(d // 4)
-  if posenc in ("rope_axial", "axial_pi", "uniform"):
-    f = {"rope_axial": 100.0 ** (-4.0 * t / d),      # rope-vit, theta 100
+  if encoding in ("axial", "axial_pi", "uniform"):
+    f = {"axial": 100.0 ** (-4.0 * t / d),      # rope-vit, theta 100
          "axial_pi": 100.0 ** (-2.0 * t / d),        # Spherical paper App. G
-         "uniform": np.full(d // 4, 1 / np.pi)}[posenc]
+         "uniform": np.full(d // 4, 1 / np.pi)}[encoding]
     ang = np.concatenate([np.outer(col, f), np.outer(row, f)], -1)[:, None]   # x half first
     return _rotate_pairs(x, ang)
-  if posenc in ("rope_mixed", "mixed_pi"):
+  if encoding in ("mixed", "mixed_pi"):
     f = np.asarray(p0["freqs"], np.float64)                                   # [H, D/2, 2]
     return _rotate_pairs(x, row[:, None, None] * f[..., 0] + col[:, None, None] * f[..., 1])
-  if posenc == "axial_learned":
+  if encoding == "axial_learned":
     f = np.asarray(p0["freqs"], np.float64)                                   # [H, D/4, 2]
     ang = np.concatenate([col[:, None, None] * f[..., 1], row[:, None, None] * f[..., 0]], -1)
     return _rotate_pairs(x, ang)
-  if posenc == "spherical":
+  if encoding == "spherical":
     w = 100.0 ** (-2.0 * np.arange(d // 3) / d)[None]
     return _spherical(x, row, col, w, w)
-  if posenc == "spherical_learned":
+  if encoding == "spherical_learned":
     f = np.asarray(p0["freqs"], np.float64)                                   # [H, D/3, 2]
     return _spherical(x, row, col, f[..., 0], f[..., 1])
-  if posenc == "liere":
+  if encoding == "liere":
     return _liere(x, row, col, p0["generators"])
-  raise AssertionError(posenc)
+  raise AssertionError(encoding)
 
 
-@pytest.mark.parametrize("posenc", ROPES)
+@pytest.mark.parametrize("encoding", ROPES)
 @pytest.mark.parametrize("size", [TRAIN, 24])    # training grid 4x4 and extrapolation to 6x6
-def test_rotation_matches_reference_and_spares_cls(posenc, size):
-  model = vit.model_from_config(tiny_config(posenc), 10)
+def test_rotation_matches_reference_and_spares_cls(encoding, size):
+  model = vit.model_from_config(tiny_config(encoding), 10)
   plain = vit.model_from_config(tiny_config("none"), 10)
   params = init(model)
   x = images(size, seed=1)
@@ -269,15 +278,15 @@ def test_rotation_matches_reference_and_spares_cls(posenc, size):
   np.testing.assert_array_equal(q[:, 0], q0[:, 0])
   np.testing.assert_array_equal(k[:, 0], k0[:, 0])
   p0 = params["encoderblock_0"]["attention"].get("posenc", {})
-  tol = 5e-5 if posenc == "liere" else 1e-5
+  tol = 5e-5 if encoding == "liere" else 1e-5
   for got, raw in ((q, q0), (k, k0)):
-    want = _expected_patch_rotation(posenc, raw[:, 1:], size // 4, p0)
+    want = _expected_patch_rotation(encoding, raw[:, 1:], size // 4, p0)
     np.testing.assert_allclose(got[:, 1:], want, atol=tol, rtol=0)
     assert np.abs(got[:, 1:] - raw[:, 1:]).max() > 1e-2   # the patches did rotate
 
 
 def test_cls_logits_independent_of_rope_frequencies():
-  model = vit.model_from_config(tiny_config("rope_mixed"), 10)
+  model = vit.model_from_config(tiny_config("mixed"), 10)
   params = init(model)
   other = jax.tree_util.tree_map_with_path(
       lambda path, v: v * 3.0 + 1.0 if "posenc" in jax.tree_util.keystr(path) else v, params)
@@ -290,17 +299,17 @@ def test_cls_logits_independent_of_rope_frequencies():
 
 
 def test_learned_rotations_are_per_layer():
-  for posenc in ("rope_mixed", "liere", "spherical_learned", "mixed_pi", "axial_learned"):
-    params = init(vit.model_from_config(tiny_config(posenc), 10))
+  for encoding in ("mixed", "liere", "spherical_learned", "mixed_pi", "axial_learned"):
+    params = init(vit.model_from_config(tiny_config(encoding), 10))
     p = [jax.tree.leaves(params[f"encoderblock_{i}"]["attention"]["posenc"])[0]
          for i in range(2)]
-    assert p[0].shape == p[1].shape and p[0].shape[1 if posenc == "liere" else 0] == HEADS
-    assert not np.allclose(p[0], p[1]), posenc
+    assert p[0].shape == p[1].shape and p[0].shape[1 if encoding == "liere" else 0] == HEADS
+    assert not np.allclose(p[0], p[1]), encoding
 
 
-def test_rope_mixed_init_is_rope_vit():
+def test_mixed_init_is_rope_vit():
   # rope-vit: per head one direction a, |F_j| = 10^(-4j/D) on both halves, halves orthogonal.
-  params = init(vit.model_from_config(tiny_config("rope_mixed"), 10))
+  params = init(vit.model_from_config(tiny_config("mixed"), 10))
   f = np.asarray(params["encoderblock_0"]["attention"]["posenc"]["freqs"], np.float64)
   m = 10.0 ** (-4.0 * np.arange(HEAD_DIM // 4) / HEAD_DIM)
   np.testing.assert_allclose(np.linalg.norm(f, axis=-1), np.tile(m, 2)[None].repeat(HEADS, 0),
@@ -312,14 +321,14 @@ def test_rope_mixed_init_is_rope_vit():
 # ------------------------------------------------------------------- shift (in)variance
 
 
-def _shift_gap(posenc):
+def _shift_gap(encoding):
   """Layer-0 patch<->patch logits of the same patches seen one patch further down-right.
 
   Crop A is the top-left 4x4 patches of a 5x5-patch image, crop B the bottom-right ones; the
   3x3 patches they share have identical pre-rotation q / k (no APE) but positions shifted by
   one patch. Returns max |logit_A - logit_B| relative to max |logit|.
   """
-  model = vit.model_from_config(tiny_config(posenc), 10)
+  model = vit.model_from_config(tiny_config(encoding), 10)
   params = init(model)
   big = np.asarray(images(20, seed=3))
   logits = []
@@ -330,14 +339,14 @@ def _shift_gap(posenc):
   return np.abs(logits[0] - logits[1]).max() / np.abs(logits[0]).max()
 
 
-@pytest.mark.parametrize("posenc", RELATIVE)
-def test_commuting_encodings_are_shift_invariant(posenc):
-  assert _shift_gap(posenc) < 1e-5
+@pytest.mark.parametrize("encoding", RELATIVE)
+def test_commuting_encodings_are_shift_invariant(encoding):
+  assert _shift_gap(encoding) < 1e-5
 
 
-@pytest.mark.parametrize("posenc", NOT_RELATIVE)
-def test_non_commuting_encodings_are_not(posenc):
-  assert _shift_gap(posenc) > 1e-2
+@pytest.mark.parametrize("encoding", NOT_RELATIVE)
+def test_non_commuting_encodings_are_not(encoding):
+  assert _shift_gap(encoding) > 1e-2
 
 
 # -------------------------------------------------- rotations computed once, not per layer
@@ -360,16 +369,16 @@ def _trig_shapes(jaxpr):
 
 # Tables take their trig per grid axis (rope.grid_cos_sin, rope.spherical_grid_cos_sin): 4 rows
 # + 4 columns of the 4x4 grid, not 17 tokens; the class token's cos 1 / sin 0 need none.
-@pytest.mark.parametrize("posenc, per_model, per_layer", [
-    ("rope_axial", [(4, 1, 12)] * 2, []),
+@pytest.mark.parametrize("encoding, per_model, per_layer", [
+    ("axial", [(4, 1, 12)] * 2, []),
     ("uniform", [(4, 1, 12)] * 2, []),
     ("spherical", [(4, 1, 8)] * 2, []),       # alpha of the rows, beta of the columns
-    ("rope_mixed", [], [(4, HEADS, 12)] * 2),
+    ("mixed", [], [(4, HEADS, 12)] * 2),
     ("spherical_learned", [], [(4, HEADS, 8)] * 2),
 ])
-def test_rotations_computed_once_without_batch_axis(posenc, per_model, per_layer):
+def test_rotations_computed_once_without_batch_axis(encoding, per_model, per_layer):
   depth, batch = 3, 5
-  model = vit.model_from_config(tiny_config(posenc, depth=depth), 10)
+  model = vit.model_from_config(tiny_config(encoding, depth=depth), 10)
   params = init(model)
   jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x, train=False))(
       params, images(TRAIN, batch=batch))
@@ -381,7 +390,7 @@ def test_rotations_computed_once_without_batch_axis(posenc, per_model, per_layer
 
 def test_ape_resize_is_identity_on_training_grid():
   table = jax.random.normal(jax.random.PRNGKey(0), (4, 5, 8))
-  np.testing.assert_allclose(vit_posenc.resize_ape(table, (4, 5)), table, atol=1e-6)
+  np.testing.assert_allclose(vit_encodings.resize_ape(table, (4, 5)), table, atol=1e-6)
 
 
 def test_ape_resize_is_bicubic_and_centre_aligned():
@@ -390,7 +399,7 @@ def test_ape_resize_is_bicubic_and_centre_aligned():
   n, m = 6, 12
   rows = np.arange(n, dtype=np.float32)
   table = np.broadcast_to(rows[:, None, None] * 2.0 + 1.0, (n, n, 3)).astype(np.float32)
-  out = np.asarray(vit_posenc.resize_ape(jnp.asarray(table), (m, m)))
+  out = np.asarray(vit_encodings.resize_ape(jnp.asarray(table), (m, m)))
   src = (np.arange(m) + 0.5) * n / m - 0.5
   inner = slice(4, m - 4)
   np.testing.assert_allclose(out[inner, inner, 0], (src[inner, None] * 2 + 1).repeat(4, 1),
@@ -398,17 +407,16 @@ def test_ape_resize_is_bicubic_and_centre_aligned():
 
 
 def test_learned_ape_used_as_stored_at_training_resolution():
-  model = vit.model_from_config(tiny_config("ape_learned"), 10)
+  model = vit.model_from_config(tiny_config("ape"), 10)
   params = init(model)
   table = params["posenc"]["ape"]
   assert table.shape == (4, 4, HEADS * HEAD_DIM)
-  module = vit_posenc.AbsolutePosenc("learned", (4, 4), HEADS * HEAD_DIM)
-  out = module.apply({"params": {"ape": table}}, (4, 4))
+  out = vit_encodings.APE.embed({"ape": table}, (4, 4), model.options)
   np.testing.assert_allclose(out, table.reshape(16, -1), atol=1e-6)
 
 
 def test_sincos_table():
-  pe = vit_posenc.sincos_2d(3, 5, 16)
+  pe = vit_encodings.sincos_2d(3, 5, 16)
   w = 10_000.0 ** (-np.arange(4) / 3)
   np.testing.assert_allclose(pe[2, 4, :4], np.sin(4 * w), atol=1e-6)
   np.testing.assert_allclose(pe[2, 4, 12:], np.cos(2 * w), atol=1e-6)
@@ -418,24 +426,26 @@ def test_sincos_table():
 
 
 @pytest.mark.parametrize("overrides, image_size, option", [
-    ({"posenc": "rope_foo"}, 224, "posenc"),
+    ({"encoding": "rope_foo"}, 224, "encoding"),
     ({}, 30, "image_size"),
     ({"train_image_size": 100}, 224, "train_image_size"),
-    ({"head_dim": 64, "posenc": "spherical"}, 224, "head_dim"),
-    ({"posenc": "liere", "block_size": 6}, 224, "block_size"),
-    ({"posenc": "liere", "block_size": 1}, 224, "block_size"),
-    ({"head_dim": 62, "posenc": "rope_axial"}, 224, "head_dim"),
+    ({"head_dim": 64, "encoding": "spherical"}, 224, "head_dim"),
+    ({"encoding": "liere", "block_size": 6}, 224, "block_size"),
+    ({"encoding": "liere", "block_size": 1}, 224, "block_size"),
+    ({"head_dim": 62, "encoding": "axial"}, 224, "head_dim"),
     ({"variant": "XL/16"}, 224, "variant"),
     ({"variant": "S16"}, 224, "variant"),
     ({"pool": "max"}, 224, "pool"),
     ({"dtype": "float16"}, 224, "dtype"),
-    ({"posenc": "liere", "theta": 10.0}, 224, "theta"),
-    ({"posenc": "rope_axial", "omega": 1.0}, 224, "omega"),
-    ({"posenc": "ape_learned", "ape": True}, 224, "ape"),
-    ({"posenc": "none", "position_scale": "pi"}, 224, "position_scale"),
+    ({"encoding": "liere", "theta": 10.0}, 224, "theta"),
+    ({"encoding": "axial", "omega": 1.0}, 224, "omega"),
+    ({"encoding": "ape", "ape": True}, 224, "ape"),
+    ({"encoding": "none", "position_scale": "pi"}, 224, "position_scale"),
     ({"position_scale": "degrees"}, 224, "position_scale"),
     ({"dropout": 1.5}, 224, "dropout"),
     ({"layerscale_init": -1.0}, 224, "layerscale_init"),
+    ({"attention_impl": "flash"}, 224, "attention_impl"),
+    ({"attention_impl": "cudnn"}, 224, "attention_impl"),   # float32
 ])
 def test_invalid_config_raises_naming_the_option(overrides, image_size, option):
   c = vit.default_config()
@@ -459,7 +469,7 @@ def test_non_bool_prune_last_block_raises():
 
 
 def test_image_not_divisible_by_patch_raises():
-  model = vit.model_from_config(tiny_config("rope_axial"), 10)
+  model = vit.model_from_config(tiny_config("axial"), 10)
   params = init(model)
   with pytest.raises(ValueError, match="patch"):
     model.apply({"params": params}, images(18), train=False)
@@ -468,9 +478,9 @@ def test_image_not_divisible_by_patch_raises():
 def test_default_config_is_valid_and_complete():
   c = vit.default_config()
   assert set(c.keys()) == {
-      "name", "variant", "depth", "head_dim", "pool", "prune_last_block", "posenc", "theta",
+      "name", "variant", "depth", "head_dim", "pool", "prune_last_block", "encoding", "theta",
       "position_scale",
-      "block_size", "omega", "ape", "train_image_size", "dropout", "drop_path",
+      "block_size", "omega", "ape", "attention_impl", "train_image_size", "dropout", "drop_path",
       "layerscale_init", "dtype"}
   vit.validate_config(c, 384)   # any size divisible by the patch
 
@@ -504,16 +514,16 @@ def test_jit_value_and_grad_with_dropout_droppath_layerscale():
   assert a != b    # dropout / drop-path draw from the "dropout" rng
 
 
-@pytest.mark.parametrize("posenc", ["rope_mixed", "spherical", "liere", "ape_learned"])
-def test_pruned_last_block_gives_the_same_logits_and_gradients(posenc):
+@pytest.mark.parametrize("encoding", ["mixed", "spherical", "liere", "ape"])
+def test_pruned_last_block_gives_the_same_logits_and_gradients(encoding):
   # Under class-token pooling the last block computes only the class token's output; nothing
   # read downstream changes, so logits and every gradient (incl. the last block's k / v
   # weights, which still see every token) equal the unpruned model's up to float32 rounding.
-  overrides = {"head_dim": 21} if posenc == "spherical" else {}
+  overrides = {"head_dim": 21} if encoding == "spherical" else {}
   x = images(TRAIN)
   loss = lambda m: jax.value_and_grad(lambda p: jnp.sum(m.apply({"params": p}, x, train=False) ** 2))
-  pruned = vit.model_from_config(tiny_config(posenc, **overrides), 10)
-  full = vit.model_from_config(tiny_config(posenc, prune_last_block=False, **overrides), 10)
+  pruned = vit.model_from_config(tiny_config(encoding, **overrides), 10)
+  full = vit.model_from_config(tiny_config(encoding, prune_last_block=False, **overrides), 10)
   params = init(full)
   (a, ga), (b, gb) = loss(pruned)(params), loss(full)(params)
   np.testing.assert_allclose(a, b, rtol=1e-5)
@@ -548,3 +558,206 @@ def test_to_strided_reorders_q_and_k_channels_only():
     np.testing.assert_array_equal(out[:, :2], kernel[:, :2][..., order])
     np.testing.assert_array_equal(out[:, 2], kernel[:, 2])
     np.testing.assert_array_equal(vit.from_strided(out[:, :2], group), kernel[:, :2])
+
+# ------------------------------------------------------------------------------ registry
+
+
+def test_every_entry_is_consistent():
+  for name, entry in ENCODINGS.items():
+    assert entry.kind in vit_encodings.KINDS, name
+    if entry.kind == "rotary":
+      assert entry.scale in vit_encodings.POSITION_SCALES, name
+    if entry.group:
+      assert entry.multiple % entry.group == 0, name   # to_strided needs whole groups
+
+
+def test_old_names_and_keys_map_to_the_registry_names():
+  old = {"none": "none", "ape_learned": "ape", "ape_sincos": "sincos", "rope_axial": "axial",
+         "rope_mixed": "mixed", "liere": "liere", "spherical": "spherical",
+         "spherical_learned": "spherical_learned", "axial_pi": "axial_pi",
+         "axial_learned": "axial_learned", "mixed_pi": "mixed_pi", "uniform": "uniform"}
+  assert {a: ENCODINGS.canonical(a) for a in old} == old
+  # A model config as an old workdir's config.json holds it: key `posenc`, old value, and
+  # neither prune_last_block nor attention_impl.
+  d = tiny_config("mixed", ape=True).to_dict()
+  del d["encoding"], d["prune_last_block"], d["attention_impl"]
+  d["posenc"] = "rope_mixed"
+  up = vit.upgrade_config(ml_collections.ConfigDict(d))
+  assert up.encoding == "mixed" and "posenc" not in up
+  assert up.prune_last_block is True and up.attention_impl == "xla"
+  new = vit.model_from_config(tiny_config("mixed", ape=True), 10)
+  params = init(new)
+  old_model = vit.model_from_config(ml_collections.ConfigDict(d), 10)   # tolerant too
+  np.testing.assert_array_equal(old_model.apply({"params": params}, images(TRAIN), train=False),
+                                new.apply({"params": params}, images(TRAIN), train=False))
+  assert vit.upgrade_config(tiny_config("rope_axial")).encoding == "axial"
+  with pytest.raises(ValueError, match="both set"):
+    vit.upgrade_config(ml_collections.ConfigDict({**d, "encoding": "mixed"}))
+  with pytest.raises(ValueError, match=r"model\.encoding='rope_foo' is unknown; allowed: "):
+    vit.model_from_config(ml_collections.ConfigDict({**d, "posenc": "rope_foo"}), 10)
+
+
+def freqs_toy(head_dim: int, omega: float = 0.5) -> jax.Array:
+  """The README's new `rope` function: rope-vit's axial layout, every frequency `omega`."""
+  return omega * rope.freqs_axial(head_dim, theta=1.0)
+
+
+def test_a_new_encoding_is_one_registry_entry(monkeypatch):
+  # README "Adding an encoding", verbatim: a rope function (above), one entry, one config file.
+  encodings = copy.deepcopy(ENCODINGS)
+  for module in (vit_encodings, vit, vit_common):
+    monkeypatch.setattr(module, "ENCODINGS", encodings)
+  from models.vit_encodings import Encoding, pair_tables, rotate_pairs   # as in the module
+  encodings.register("toy", Encoding(
+      reference="README 'Adding an encoding'", kind="rotary", scale="index", omega=0.5,
+      multiple=4, channels="channel pairs, split into two halves (x / y)", group=2,
+      tables=lambda params, tokens, o: pair_tables(tokens, freqs_toy(o.head_dim, o.omega)),
+      rotate=rotate_pairs))
+  config = vit_common.get_config("toy", "smoke")     # configs/vit_toy.py's get_config
+  assert config.model.encoding == "toy"
+  model = vit.model_from_config(tiny_config("toy"), 10)
+  params = init(model)
+  assert "posenc" not in params["encoderblock_0"]["attention"]     # no parameters
+  loss, grads = jax.value_and_grad(_loss_fn(model))(params, images(TRAIN),
+                                                    jax.random.PRNGKey(0))
+  assert np.isfinite(loss) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  logits = model.apply({"params": params}, images(24), train=False)
+  assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
+  # The rotation is the toy's: compare layer-0 queries with the unrotated ones.
+  plain = vit.model_from_config(tiny_config("none"), 10)
+  q, _ = layer0_qk(model, params, images(TRAIN))
+  q0, _ = layer0_qk(plain, params, images(TRAIN))
+  row, col = np.repeat(np.arange(4.0), 4), np.tile(np.arange(4.0), 4)
+  f = np.full(HEAD_DIM // 4, 0.5)
+  ang = np.concatenate([np.outer(col, f), np.outer(row, f)], -1)[:, None]
+  np.testing.assert_allclose(q[:, 1:], _rotate_pairs(q0[:, 1:], ang), atol=1e-5)
+  with pytest.raises(ValueError, match="head_dim"):
+    vit.model_from_config(tiny_config("toy", head_dim=22), 10)
+  with pytest.raises(ValueError, match="theta"):
+    vit.model_from_config(tiny_config("toy", theta=3.0), 10)
+
+
+def test_an_entry_with_a_logit_bias_reaches_the_attention(monkeypatch):
+  # Non-rotary baselines (LookHere, FIRE) are entries whose `bias` is added to the logits.
+  encodings = copy.deepcopy(ENCODINGS)
+  monkeypatch.setattr(vit, "ENCODINGS", encodings)
+  def distance_bias(params, tokens, o):
+    pos = tokens["positions"]
+    dist = jnp.sqrt(jnp.sum((pos[:, None] - pos[None]) ** 2, -1))      # [L, L]
+    return -params["slope"][None, :, None, None] * dist[None, None]      # [1, H, L, L]
+  encodings.register("slopes", vit_encodings.Encoding(
+      reference="a test", kind="bias", scale="index",
+      params=(vit_encodings.Param("slope", lambda key, o: jnp.ones((o.num_heads,)),
+                                  ("heads",)),),
+      bias=distance_bias))
+  model = vit.model_from_config(tiny_config("slopes"), 10)
+  params = init(model)
+  grads = jax.grad(_loss_fn(model))(params, images(TRAIN), jax.random.PRNGKey(0))
+  slope = grads["encoderblock_0"]["attention"]["posenc"]["slope"]
+  assert slope.shape == (HEADS,) and np.abs(slope).max() > 0
+  # Pruning slices the bias' query axis with the queries: same logits.
+  full = vit.model_from_config(tiny_config("slopes", prune_last_block=False), 10)
+  np.testing.assert_allclose(model.apply({"params": params}, images(TRAIN), train=False),
+                             full.apply({"params": params}, images(TRAIN), train=False),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_registry_errors_name_the_option():
+  r = registry.Registry("model.encoding")
+  r.register("a", ENCODINGS.get("none"), aliases=("old_a",))
+  with pytest.raises(ValueError, match="model.encoding: 'old_a' is registered twice"):
+    r.register("old_a", ENCODINGS.get("none"))
+  with pytest.raises(ValueError, match=r"model.encoding='b' is unknown; allowed: 'a'"):
+    r.get("b")
+
+
+# --------------------------------------------------------------------------- partitioning
+
+
+@pytest.mark.parametrize("encoding, overrides", [
+    ("mixed", {"ape": True, "layerscale_init": 0.1}), ("liere", {}), ("sincos", {}),
+    ("spherical_learned", {"pool": "gap"})])
+def test_every_parameter_has_logical_axis_names(encoding, overrides):
+  model = vit.model_from_config(tiny_config(encoding, **overrides), 10)
+  boxed = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                         images(TRAIN))["params"]
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+  for leaf in leaves:
+    assert len(leaf.names) == leaf.value.ndim
+    assert set(leaf.names) <= set(vit.LOGICAL_AXES) | {None}, leaf.names
+  specs = nn.get_partition_spec(boxed)
+  assert jax.tree.structure(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)) \
+      == jax.tree.structure(nn.unbox(boxed))
+  # Unboxed, the tree is the plain one the trainer keeps (tasks/classification.py).
+  assert jax.tree.map(jnp.shape, nn.unbox(boxed)) == jax.tree.map(
+      jnp.shape, param_shapes(tiny_config(encoding, **overrides), num_classes=10, size=TRAIN))
+  qkv = specs["encoderblock_0"]["attention"]["qkv"]
+  assert tuple(qkv["kernel"]) == ("embed", "qkv", "heads", "kv")
+  assert tuple(specs["head"]["kernel"]) == ("embed", "classes")
+
+
+# --------------------------------------------------------------------------------- attention
+
+
+def test_attention_is_jax_dot_product_attention_with_the_old_logits():
+  # The layer's output equals softmax(q k^T / sqrt(D)) v with the sown (rotated) q and k, i.e.
+  # the einsum attention the model had before it called jax.nn.dot_product_attention.
+  model = vit.model_from_config(tiny_config("spherical", prune_last_block=False), 10)
+  params = init(model)
+  x = images(TRAIN)
+  _, state = model.apply({"params": params}, x, train=False, mutable=["intermediates"],
+                         capture_intermediates=lambda m, _: isinstance(m, vit.Attention))
+  att = state["intermediates"]["encoderblock_0"]["attention"]
+  q, k = np.asarray(att["q"][0], np.float64), np.asarray(att["k"][0], np.float64)
+  p = params["encoderblock_0"]["attention"]
+  y = np.asarray(nn.LayerNorm(epsilon=1e-6).apply(
+      {"params": params["encoderblock_0"]["norm_attn"]},
+      _embedded(model, params, x)), np.float64)
+  v = np.einsum("bld,dhe->blhe", y, np.asarray(p["qkv"]["kernel"])[:, 2]) + np.asarray(
+      p["qkv"]["bias"])[2]
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(HEAD_DIM)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  out = np.einsum("bhqk,bkhd->bqhd", probs, v)
+  want = np.einsum("blhd,hde->ble", out, np.asarray(p["out"]["kernel"])) + np.asarray(
+      p["out"]["bias"])
+  np.testing.assert_allclose(att["__call__"][0], want, atol=1e-4, rtol=1e-4)
+
+
+def _embedded(model, params, x):
+  """The tokens entering block 0 (patch embedding + class token; no APE, no dropout)."""
+  del model
+  emb = jax.lax.conv_general_dilated(x, params["embedding"]["kernel"], (4, 4), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  emb = (emb + params["embedding"]["bias"]).reshape(x.shape[0], -1, emb.shape[-1])
+  cls = jnp.broadcast_to(params["cls"], (x.shape[0], 1, emb.shape[-1]))
+  return jnp.concatenate([cls, emb], axis=1)
+
+
+def test_bfloat16_vit_exports_for_accelerators_without_cpu_kernels():
+  # The CPU-only kernels of models/matmul.py must vanish when lowering for TPU / GPU.
+  model = vit.model_from_config(tiny_config("mixed", dtype="bfloat16"), 10)
+  params = init(vit.model_from_config(tiny_config("mixed"), 10))
+  grad = jax.jit(jax.grad(lambda p, x: jnp.sum(model.apply({"params": p}, x, train=False))))
+  exported = jax.export.export(grad, platforms=("tpu", "cuda"))(params, images(TRAIN))
+  text = exported.mlir_module()
+  assert "dot_general" in text and "custom_call @cpu" not in text
+
+
+def test_bfloat16_train_step_runs_on_cpu():
+  # The smoke recipe's train step in bfloat16 (the trainer's own step: value_and_grad, optax),
+  # compiled for CPU. Tokens-first attention operands once lowered to bf16 batch dots that
+  # XLA:CPU's dot thunk rejects at run time; models/matmul.py's CPU attention goes heads-first.
+  from trainer import loop                   # pylint: disable=g-import-not-at-top
+  from trainer import step as step_lib       # pylint: disable=g-import-not-at-top
+  config = vit_common.load("spherical", "smoke")
+  with config.unlocked():
+    config.model.dtype = "bfloat16"
+  setup = loop.build(config)
+  state = jax.jit(step_lib.make_init_fn(setup.task, setup.tx))(jax.random.key(0))
+  batch = {"image": images(8, batch=64)[..., :1],
+           "label": jax.nn.one_hot(jnp.arange(64) % 10, 10)}
+  step = jax.jit(step_lib.make_train_step(setup.task, setup.tx, setup.schedule))
+  _, metrics = step(state, batch)
+  assert np.isfinite(float(metrics["loss"]))

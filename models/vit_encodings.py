@@ -1,0 +1,435 @@
+"""The ViT's position encodings: one registry, one entry per encoding (`model.encoding`).
+
+An entry (`Encoding`) says everything about its encoding once: the reference it reproduces,
+its kind, its position convention, which config options it reads and their defaults, the
+head_dim it can split, its Flax parameters with their init and logical axes, how it builds its
+tables and how it rotates q / k (or biases the attention logits). `models/vit.py` looks the
+name up once (`ENCODINGS.get(config.encoding)`) and only ever talks to the entry; nothing else
+branches on the name. All rotary math comes from the `rope` package (its contract:
+docs/API.md; the references' conventions: docs/spec/vision_rope.md).
+
+| encoding            | reference                    | parameters / frequencies        | positions |
+|---------------------|------------------------------|---------------------------------|-----------|
+| `none`              | -                            | -                               | -         |
+| `ape`               | DeiT-III / rope-vit pos_embed| `[h, w, width]`, trunc-normal   | -         |
+| `sincos`            | big_vision posemb_sincos_2d  | fixed `[h, w, width]`           | -         |
+| `axial`             | rope-vit RoPE-Axial          | `freqs_axial(D, theta=100)`     | `index`   |
+| `mixed`             | rope-vit RoPE-Mixed          | per layer, `init_mixed_freqs`   | `index`   |
+| `liere`             | LieRE_g (true per layer)     | per layer, `init_liere(g=8)`    | `unit`    |
+| `spherical`         | Spherical RoPE (fixed)       | `spherical_freqs(D, theta=100)` | `pi`      |
+| `spherical_learned` | Learned Spherical RoPE       | per layer `[H, D/3, 2]`, U[0,1) | `pi`      |
+| `axial_pi`          | Spherical paper's Axial      | `freqs_axial(D, theta=10)`      | `pi`      |
+| `axial_learned`     | Learned Axial                | per layer `[H, D/4, 2]`, U[0,1) | `pi`      |
+| `mixed_pi`          | Spherical paper's Mixed      | per layer `[H, D/2, 2]`, U[0,1) | `pi`      |
+| `uniform`           | Uniform RoPE                 | one frequency `omega` (1/pi)    | `pi`      |
+
+Old names (the `model.posenc` values of configs and checkpoints written before the registry)
+are aliases: `ape_learned` -> `ape`, `ape_sincos` -> `sincos`, `rope_axial` -> `axial`,
+`rope_mixed` -> `mixed`. `model.ape=True` adds the `ape` entry's embedding to a rotary
+encoding (rope-vit's "RoPE + APE"; configs/vit_axial_ape.py, configs/vit_mixed_ape.py).
+
+Conventions shared by the rotary entries:
+* Positions are `(row, col)` from `rope.grid_axes(gh, gw, scale=..., train_size=train_grid)`,
+  so a grid larger or smaller than in training gets the reference's extrapolation (`index`:
+  larger integers; `unit`: `[0, n/n_train]`; `pi`: `[-s*pi, s*pi]`).
+* The class token gets position `(0, 0)`. Every rotation here is exactly the identity at 0
+  (cos 0 = 1, sin 0 = 0, expm(0) = I), so the class token is never rotated, as in all three
+  reference codebases, without slicing q and k.
+* The references pair adjacent channels ("interleaved"). The model emits q and k with each
+  rotation group of `group` adjacent channels spread `D/group` apart (`models.vit.to_strided`,
+  applied to the qkv kernel, so the parameters stay in the reference layout); an entry with
+  `group` set therefore rotates with `layout="half"` (pairs) or `"thirds"` (triplets): q . k is
+  unchanged when q and k list their channels in the same order, and contiguous halves are
+  cheaper to rotate than strided pairs. Entries without `group` (LieRE's contiguous blocks)
+  see the reference order.
+* An entry without parameters builds its tables once per forward pass, shared by every layer;
+  an entry with parameters builds them per layer from that layer's parameters. Tables have no
+  batch axis: they broadcast over the batch.
+
+Parameters live in modules named "posenc" (top level for absolute embeddings, inside each
+attention layer for rotary ones): checkpoints keep their paths, and trainer/optim.py excludes
+every path containing "posenc" from weight decay.
+
+Adding an encoding: README.md "Adding an encoding" (one `rope` function, one `register` call
+here, one configs/vit_<name>.py).
+"""
+import dataclasses
+import math
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rope
+from models.registry import Registry
+
+KINDS = ("none", "absolute", "rotary", "bias")
+POSITION_SCALES = ("index", "unit", "pi")   # rope.grid_positions' scales
+DEFAULT_BLOCK_SIZE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The resolved options an entry's functions receive (built by `models.vit` from the config).
+
+  Attributes:
+    num_heads, head_dim, width: H, D and the token width H * D.
+    train_grid: (th, tw) patch grid at the training resolution (`unit` / `pi` positions and
+      absolute tables are normalised to it).
+    scale: position convention (config `position_scale`, else the entry's `scale`).
+    theta, omega: config value, else the entry's default (None if the entry reads neither).
+    block_size: LieRE's block size g (config `block_size`).
+  """
+  num_heads: int
+  head_dim: int
+  width: int
+  train_grid: tuple[int, int]
+  scale: Optional[str] = None
+  theta: Optional[float] = None
+  omega: Optional[float] = None
+  block_size: int = DEFAULT_BLOCK_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+  """One Flax parameter of an entry.
+
+  Attributes:
+    name: parameter name inside the "posenc" module (checkpoint path).
+    init: `init(key, options) -> array` (float32).
+    axes: one logical axis name per dimension (models/vit.py `LOGICAL_AXES`); None: never
+      sharded.
+  """
+  name: str
+  init: Callable[[jax.Array, Options], jax.Array]
+  axes: tuple[Optional[str], ...]
+
+
+Tokens = dict   # token_positions(...): {"positions": [L, 2], "axes": (rows, cols)}
+Tables = dict   # an entry's tables, e.g. {"cos", "sin": [L, H|1, D/2]}
+
+
+def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
+                    key: Optional[jax.Array] = None) -> Tokens:
+  """Positions of all tokens: `num_prefix` class tokens at (0, 0), then the patch grid.
+
+  Args:
+    grid: (gh, gw) patch grid of the current images.
+    options: `options.scale` ("index" | "unit" | "pi") and `options.train_grid`.
+    num_prefix: number of class tokens in front of the patches (0 or 1).
+    key: a PRNG key in training when the entry asks for one (`Encoding.train_key`), for
+      train-time position augmentation; unused here.
+
+  Returns:
+    `{"positions": float32 [num_prefix + gh*gw, 2] (row, col), row-major over the grid;
+    "axes": (rows [gh], cols [gw]), the grid's coordinates (for per-axis trig)}`.
+  """
+  del key
+  axes = rope.grid_axes(grid[0], grid[1], scale=options.scale, train_size=options.train_grid)
+  patches = rope.grid_positions(grid[0], grid[1], scale=options.scale,
+                                train_size=options.train_grid)
+  prefix = jnp.zeros((num_prefix, 2), jnp.float32)
+  return {"positions": jnp.concatenate([prefix, patches], axis=0), "axes": axes}
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+  """Everything about one position encoding.
+
+  Attributes:
+    reference: the code / paper it reproduces (documentation).
+    kind: "none"; "absolute" (`embed` adds a table to the patch tokens); "rotary" (`rotate`
+      turns q and k in every layer); "bias" (`bias` is added to the attention logits). A rotary
+      entry may also have a `bias`.
+    scale: default position convention (`rope.grid_positions` scale); None: positions unused
+      and the `position_scale` option is refused.
+    theta: default frequency base; None: the `theta` option is refused.
+    omega: default single frequency (Uniform RoPE); None: the `omega` option is refused.
+    uses_block_size: reads the `block_size` option (LieRE).
+    multiple: head_dim must be divisible by it (None: by `block_size` if `uses_block_size`,
+      else anything); `channels` says why, for the error message.
+    group: q / k arrive strided by this group (`models.vit.to_strided`); None: reference order.
+    params: the Flax parameters, created in a module named "posenc" (per layer for rotary /
+      bias entries, once at the top for absolute ones).
+    tables: `tables(params, tokens, options) -> Tables`, from this layer's (or, without
+      params, no) parameters; without params it runs once per forward pass.
+    rotate: `rotate(x [B, L, H, D], tables) -> x` rotated (same shape and dtype).
+    bias: `bias(params, tokens, options) -> [1|B, H|1, L, L]` float32 logit bias, passed to
+      `jax.nn.dot_product_attention` (relative-bias baselines); None: no bias.
+    embed: `embed(params, grid, options) -> [gh*gw, width]` (absolute entries).
+    positions: `positions(grid, options, num_prefix, key) -> Tokens` (default
+      `token_positions`; an entry may override it, e.g. with normalised coordinates).
+    train_key: in training, `positions` gets a key drawn from the "dropout" rng stream (the
+      step key), e.g. for position augmentation; at evaluation it gets None.
+    check: extra validation `check(options) -> error message or None`.
+  """
+  reference: str
+  kind: str
+  scale: Optional[str] = None
+  theta: Optional[float] = None
+  omega: Optional[float] = None
+  uses_block_size: bool = False
+  multiple: Optional[int] = None
+  channels: str = ""
+  group: Optional[int] = None
+  params: tuple[Param, ...] = ()
+  tables: Optional[Callable[[dict, Tokens, Options], Tables]] = None
+  rotate: Optional[Callable[[jax.Array, Tables], jax.Array]] = None
+  bias: Optional[Callable[[dict, Tokens, Options], jax.Array]] = None
+  embed: Optional[Callable[[dict, tuple[int, int], Options], jax.Array]] = None
+  positions: Callable[..., Tokens] = token_positions
+  train_key: bool = False
+  check: Optional[Callable[[Options], Optional[str]]] = None
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"Encoding kind={self.kind!r}; allowed: {KINDS}.")
+    if self.kind == "rotary" and (self.rotate is None or self.tables is None):
+      raise ValueError("a rotary Encoding needs `tables` and `rotate`.")
+    if self.kind == "bias" and self.bias is None:
+      raise ValueError("a bias Encoding needs `bias`.")
+    if self.kind == "absolute" and self.embed is None:
+      raise ValueError("an absolute Encoding needs `embed`.")
+
+  @property
+  def uses_positions(self) -> bool:
+    """True if the attention layers need token positions (rotary or bias entries)."""
+    return self.kind in ("rotary", "bias")
+
+  @property
+  def shared(self) -> bool:
+    """True if the tables depend only on positions: built once per forward pass."""
+    return self.uses_positions and not self.params
+
+  def error(self, options: Options) -> Optional[str]:
+    """Why the model's sizes do not fit this entry, or None."""
+    multiple = self.multiple
+    if multiple is None and self.uses_block_size:
+      multiple = options.block_size
+    if multiple and options.head_dim % multiple:
+      what = f"block_size={multiple}" if self.multiple is None else str(multiple)
+      return (f"head_dim={options.head_dim} cannot be split: it needs head_dim % {what} == 0 "
+              f"({self.channels})")
+    return self.check(options) if self.check else None
+
+
+ENCODINGS: Registry[Encoding] = Registry("model.encoding")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _with_class_tokens(tokens: Tokens, tables: Tables, identity: dict) -> Tables:
+  """Prepends the class tokens at (0, 0) to grid tables `{name: [gh*gw, ...]}`, each filled
+  with its value at angle 0 (`identity[name]`: 1 for a cos, 0 for a sin), so they are exactly
+  not rotated."""
+  num_prefix = tokens["positions"].shape[0] - next(iter(tables.values())).shape[0]
+  return {name: jnp.concatenate([jnp.full((num_prefix,) + t.shape[1:], identity[name], t.dtype),
+                                 t], axis=0)
+          for name, t in tables.items()}
+
+
+def pair_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
+  """`{"cos", "sin": [L, 1|H, D/2]}` of 2x2 rotations of channel pairs by the angles
+  `positions @ freqs` (`freqs [D/2, 2]` or `[H, D/2, 2]`, (row, col)). Trig runs per grid axis
+  (`rope.grid_cos_sin`: gh + gw rows, not gh * gw tokens)."""
+  cos, sin = rope.grid_cos_sin(tokens["axes"], freqs)                 # [gh*gw, 1|H, D/2]
+  return _with_class_tokens(tokens, {"cos": cos, "sin": sin}, {"cos": 1.0, "sin": 0.0})
+
+
+def rotate_pairs(x: jax.Array, tables: Tables) -> jax.Array:
+  """Pair rotation of strided q / k (`group=2`: pair j is channels (j, j + D/2)).
+
+  The tables are per-axis trig broadcast over the grid (plus the class token's ones and
+  zeros): `materialize=False` lets XLA form them inside the rotation rather than re-read a
+  written [L, H, D/2] table for every image of the batch."""
+  return rope.apply_cos_sin(x, tables["cos"], tables["sin"], layout="half", materialize=False)
+
+
+def triplet_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
+  """Spherical RoPE's `{"ca", "sa", "cb", "sb": [L, 1|H, D/3]}` (cos / sin of its row angle
+  alpha and column angle beta; `rope.apply_spherical`), trig per grid axis."""
+  tables = rope.spherical_grid_cos_sin(tokens["axes"], freqs)          # [gh*gw, 1|H, D/3]
+  identity = {"ca": 1.0, "sa": 0.0, "cb": 1.0, "sb": 0.0}
+  return _with_class_tokens(tokens, dict(zip(identity, tables)), identity)
+
+
+def rotate_triplets(x: jax.Array, tables: Tables) -> jax.Array:
+  """Spherical rotation of strided q / k (`group=3`: triplet t is (t, t + D/3, t + 2D/3))."""
+  return rope.apply_spherical(x, tuple(tables[n] for n in ("ca", "sa", "cb", "sb")),
+                              layout="thirds", materialize=False)   # as rotate_pairs
+
+
+def rotate_blocks(x: jax.Array, tables: Tables) -> jax.Array:
+  """Block rotations `{"blocks": [L, H|1, D/g, g, g]}` of contiguous channels (LieRE)."""
+  return rope.apply_blocks(x, tables["blocks"])
+
+
+def uniform_init(key, shape) -> jax.Array:
+  """U[0, 1): the init of every learned frequency in the Spherical-RoPE authors' code."""
+  return jax.random.uniform(key, shape, jnp.float32)
+
+
+def _axial_table(freqs: jax.Array) -> jax.Array:
+  """Learned Axial: `[H, D/4, 2]` (row, col) -> `[H, D/2, 2]` in the freqs_axial layout.
+
+  Pairs `0..D/4-1` turn with col only, pairs `D/4..D/2-1` with row only; the zeros stay zero
+  under training because they are not parameters (otherwise it would become Mixed RoPE).
+  """
+  zeros = jnp.zeros_like(freqs[..., 0])
+  first = jnp.stack([zeros, freqs[..., 1]], axis=-1)    # x = col
+  second = jnp.stack([freqs[..., 0], zeros], axis=-1)   # y = row
+  return jnp.concatenate([first, second], axis=-2)
+
+
+def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
+  """big_vision's 2-D sin-cos embedding: `[height, width, dim]` float32.
+
+  Channels are `[sin(col*w), cos(col*w), sin(row*w), cos(row*w)]`, each `dim/4` wide, with
+  `w_j = temperature ** (-j / (dim/4 - 1))`.
+  """
+  if dim % 4:
+    raise ValueError(f"width={dim} must be divisible by 4 for encoding='sincos'.")
+  q = dim // 4
+  omega = 1.0 / temperature ** (np.arange(q, dtype=np.float64) / max(q - 1, 1))
+  row, col = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  xr = col[..., None] * omega
+  yr = row[..., None] * omega
+  pe = np.concatenate([np.sin(xr), np.cos(xr), np.sin(yr), np.cos(yr)], axis=-1)
+  return pe.astype(np.float32)
+
+
+def resize_ape(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  """Bicubic interpolation of an absolute embedding to another grid (identity on its own grid).
+
+  As timm / DeiT (`F.interpolate(..., mode="bicubic", align_corners=False)`): pixel-centre
+  aligned and without anti-aliasing when shrinking. (jax uses the Keys kernel a = -0.5, torch
+  a = -0.75; the two differ slightly off the grid points.)
+
+  Args:
+    table: `[th, tw, C]`.
+    grid: (gh, gw).
+
+  Returns:
+    `[gh, gw, C]` float32.
+  """
+  return jax.image.resize(table, (grid[0], grid[1], table.shape[-1]), method="bicubic",
+                          antialias=False)
+
+
+def _flat(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  return resize_ape(table, grid).reshape(grid[0] * grid[1], table.shape[-1])
+
+
+# ------------------------------------------------------------------------------ entries
+
+ENCODINGS.register("none", Encoding(reference="no position information", kind="none"))
+
+APE = ENCODINGS.register("ape", Encoding(
+    reference="DeiT-III / rope-vit learned pos_embed (no class-token slot)",
+    kind="absolute",
+    params=(Param("ape", lambda key, o: nn.initializers.truncated_normal(stddev=0.02)(
+        key, o.train_grid + (o.width,), jnp.float32), ("grid_rows", "grid_cols", "embed")),),
+    embed=lambda p, grid, o: _flat(p["ape"], grid),
+), aliases=("ape_learned",))
+
+ENCODINGS.register("sincos", Encoding(
+    reference="big_vision posemb_sincos_2d",
+    kind="absolute",
+    embed=lambda p, grid, o: _flat(jnp.asarray(sincos_2d(*o.train_grid, o.width)), grid),
+    check=lambda o: (f"a width divisible by 4 is needed, got {o.width}" if o.width % 4
+                     else None),
+), aliases=("ape_sincos",))
+
+_PAIRS = dict(kind="rotary", channels="channel pairs", group=2, rotate=rotate_pairs)
+_QUARTERS = dict(_PAIRS, multiple=4,
+                 channels="channel pairs, split into two halves (x / y, or two directions)")
+_TRIPLETS = dict(kind="rotary", multiple=3, channels="channel triplets", group=3,
+                 rotate=rotate_triplets)
+# Learned frequency tables: [H, pairs or triplets, (row, col)].
+_FREQ_AXES = ("heads", "rotary", "position")
+
+ENCODINGS.register("axial", Encoding(
+    reference="rope-vit RoPE-Axial", scale="index", theta=100.0, **_QUARTERS,
+    tables=lambda p, t, o: pair_tables(t, rope.freqs_axial(o.head_dim, theta=o.theta)),
+), aliases=("rope_axial",))
+
+ENCODINGS.register("mixed", Encoding(
+    reference="rope-vit RoPE-Mixed (learned, per layer)", scale="index", theta=10.0,
+    **_QUARTERS,
+    params=(Param("freqs", lambda key, o: rope.init_mixed_freqs(
+        key, o.num_heads, o.head_dim, theta=o.theta), _FREQ_AXES),),
+    tables=lambda p, t, o: pair_tables(t, p["freqs"]),
+), aliases=("rope_mixed",))
+
+ENCODINGS.register("liere", Encoding(
+    reference="LieRE_g (StanfordMIMI/LieRE), true per-layer generators", kind="rotary",
+    scale="unit", uses_block_size=True,
+    channels="LieRE rotates contiguous blocks of block_size channels",
+    params=(Param("generators", lambda key, o: rope.init_liere(
+        key, num_axes=2, num_heads=o.num_heads, head_dim=o.head_dim, block_size=o.block_size),
+        ("position", "heads", "rotary", None, None)),),
+    tables=lambda p, t, o: {"blocks": rope.liere_rotations(t["positions"], p["generators"])},
+    rotate=rotate_blocks,
+))
+
+ENCODINGS.register("spherical", Encoding(
+    reference="Spherical RoPE, fixed frequencies (ChasevdG/CARE)", scale="pi", theta=100.0,
+    **_TRIPLETS,
+    tables=lambda p, t, o: triplet_tables(t, rope.spherical_freqs(o.head_dim, theta=o.theta)),
+))
+
+ENCODINGS.register("spherical_learned", Encoding(
+    reference="Learned Spherical RoPE (ChasevdG/CARE)", scale="pi", **_TRIPLETS,
+    params=(Param("freqs", lambda key, o: uniform_init(
+        key, (o.num_heads, o.head_dim // 3, 2)), _FREQ_AXES),),
+    tables=lambda p, t, o: triplet_tables(t, p["freqs"]),
+))
+
+ENCODINGS.register("axial_pi", Encoding(
+    reference="the Spherical paper's Axial ([-pi, pi] positions)", scale="pi", theta=10.0,
+    **_QUARTERS,
+    tables=lambda p, t, o: pair_tables(t, rope.freqs_axial(o.head_dim, theta=o.theta)),
+))
+
+ENCODINGS.register("axial_learned", Encoding(
+    reference="the Spherical paper's Learned Axial", scale="pi", **_QUARTERS,
+    params=(Param("freqs", lambda key, o: uniform_init(
+        key, (o.num_heads, o.head_dim // 4, 2)), _FREQ_AXES),),
+    tables=lambda p, t, o: pair_tables(t, _axial_table(p["freqs"])),
+))
+
+ENCODINGS.register("mixed_pi", Encoding(
+    reference="the Spherical paper's Mixed (U[0, 1) init)", scale="pi",
+    **dict(_PAIRS, multiple=2),
+    params=(Param("freqs", lambda key, o: uniform_init(
+        key, (o.num_heads, o.head_dim // 2, 2)), _FREQ_AXES),),
+    tables=lambda p, t, o: pair_tables(t, p["freqs"]),
+))
+
+# Axial layout with one shared frequency: freqs_axial at theta=1 has every ladder entry 1.
+# Default omega 1/pi: the authors' code ("one cycle per image" would be 1.0).
+ENCODINGS.register("uniform", Encoding(
+    reference="Uniform RoPE (the Spherical paper)", scale="pi", omega=1.0 / math.pi,
+    **_QUARTERS,
+    tables=lambda p, t, o: pair_tables(t, o.omega * rope.freqs_axial(o.head_dim, theta=1.0)),
+))
+
+
+class Posenc(nn.Module):
+  """The parameters of one entry, as `{name: array}`; the module is always named "posenc".
+
+  Each parameter is created with its logical axis names (`nn.with_logical_partitioning`), so
+  `model.init` returns them boxed like every other parameter of the ViT.
+  """
+  encoding: Encoding
+  options: Options
+
+  @nn.compact
+  def __call__(self) -> dict:
+    def init(p):
+      return nn.with_logical_partitioning(lambda key: p.init(key, self.options), p.axes)
+    return {p.name: self.param(p.name, init(p)) for p in self.encoding.params}
+
