@@ -490,7 +490,7 @@ def test_apply_spherical_rejects_bad_input():
     rope.spherical_grid_cos_sin([jnp.arange(3.0)], rope.spherical_freqs(12))
 
 
-# -------------------------------------------------------- vectorised trig (rope/_trig.py)
+# ------------------------------------------------- vectorised CPU trig (rope/_cpu.py)
 
 @pytest.mark.parametrize("limit", [1.0, 100.0, 5e4])
 def test_trig_matches_float64_within_two_ulp(limit):
