@@ -40,7 +40,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # * `sin r`, `cos r` on |r| <= pi/4 by degree-7 / degree-8 polynomials (Cephes, < 1 ulp there);
 # * the quadrant `k mod 4` picks and signs them.
 # * |x| > 2^24 (no position encoding produces them; one float32 ulp of such an angle is >= 2
-#   rad): the whole table falls back to `jnp.cos` / `jnp.sin` (a `lax.cond` on max |x|).
+#   rad): the whole table falls back to `jnp.cos` / `jnp.sin` (a `lax.cond` on max |x|; under
+#   `vmap` of a batched table the cond becomes a select, which computes both: still exact,
+#   only slower).
 #
 # Measured against float64 cos / sin of the same float32 angle (tests/test_rope_backends.py):
 # <= ~1.2e-7 absolute at every |x| <= 2^24, cos 0 = 1 and sin 0 = 0 exactly.
