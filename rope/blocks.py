@@ -7,15 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rope import _broadcast
 from rope import _checks
 from rope import _expm
-from rope import _fusion
-from rope import _trig
+from rope import _kernels
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-# Largest block applied as unrolled multiply-adds (see apply_blocks); larger ones use a dot.
-_UNROLL_MAX_BLOCK = 16
 
 def init_liere(key: jax.Array, num_axes: int, num_heads: int, head_dim: int,
                block_size: int = 8) -> jax.Array:
@@ -118,7 +114,7 @@ def spherical_rotations(positions: jax.Array, freqs: jax.Array) -> jax.Array:
     float32 `[..., L, 1|H, D/3, 3, 3]`.
   """
   alpha, beta = _spherical_angles(positions, freqs)
-  (ca, sa), (cb, sb) = _trig.cos_sin(alpha), _trig.cos_sin(beta)
+  (ca, sa), (cb, sb) = _kernels.cos_sin(alpha), _kernels.cos_sin(beta)
   zero = jnp.zeros_like(ca)
   rows = [
       jnp.stack([ca, zero, -sa], -1),
@@ -154,42 +150,5 @@ def apply_blocks(x: jax.Array, rotations: jax.Array) -> jax.Array:
   if rotations.shape[-5] != l:
     raise ValueError(f"`rotations` covers {rotations.shape[-5]} tokens but `x` has {l}.")
   xb = x.astype(jnp.float32).reshape(x.shape[:-1] + (nb, g))          # [..., L, H, G, g]
-  rotations = _fusion.materialize(rotations.astype(jnp.float32))
-  if g <= _UNROLL_MAX_BLOCK:
-    y = _rotate_blocks(xb, rotations)
-  else:
-    y = jnp.einsum("...ij,...j->...i", rotations, xb, precision=_HIGHEST)
+  y = _kernels.rotate_blocks(xb, rotations.astype(jnp.float32))
   return y.reshape(y.shape[:-2] + (d,)).astype(x.dtype)
-
-
-def _unrolled(xb, rotations):
-  # y_i = sum_j R_ij x_j as g broadcast multiply-adds over whole blocks: XLA:CPU vectorises
-  # these, while a reduction over a minor axis of size g (or a batched g x g dot) is ~10x
-  # slower for g = 3 or 8. Exact float32 on every backend (the einsum in apply_blocks asks for
-  # HIGHEST precision for the same reason).
-  y = rotations[..., :, 0] * xb[..., 0:1]
-  for j in range(1, xb.shape[-1]):
-    y = y + rotations[..., :, j] * xb[..., j:j + 1]
-  return y
-
-
-@jax.custom_vjp
-def _rotate_blocks(xb, rotations):
-  """`R @ x` per block: xb `[..., G, g]`, rotations `[..., G, g, g]` (broadcasting)."""
-  return _unrolled(xb, rotations)
-
-
-def _rotate_blocks_fwd(xb, rotations):
-  return _unrolled(xb, rotations), (xb, rotations)
-
-
-def _rotate_blocks_bwd(res, dy):
-  # Hand-written because autodiff of `_unrolled` differentiates g slices of `xb`, i.e. a sum of
-  # g zero-padded cotangents and g minor-axis reductions: ~40x the forward on CPU.
-  xb, rotations = res
-  dx = _unrolled(dy, _fusion.materialize(jnp.swapaxes(rotations, -1, -2)))   # R^T dy
-  outer = dy[..., :, None] * xb[..., None, :]                      # [..., G, g, g]
-  return _broadcast.sum_to_shape(dx, xb.shape), _broadcast.sum_to_shape(outer, rotations.shape)
-
-
-_rotate_blocks.defvjp(_rotate_blocks_fwd, _rotate_blocks_bwd)

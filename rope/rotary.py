@@ -1,14 +1,11 @@
 """Angles from positions and their application to queries / keys (commuting variants)."""
-import functools
 from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from rope import _broadcast
 from rope import _checks
-from rope import _fusion
-from rope import _trig
+from rope import _kernels
 
 LAYOUTS = ("half", "interleaved")
 
@@ -55,7 +52,7 @@ def grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tuple[jax.Array
   For positions that form a grid (`grid_positions`, video `t x h x w`), the angle of token
   `(r, c)` is `a_r + b_c`, so `cos = cos a cos b - sin a sin b` and `sin = sin a cos b +
   cos a sin b`: trig on `h + w` coordinates instead of `h * w` tokens (trig costs ~20
-  multiply-adds per entry, `rope/_trig.py`, and dominated learned per-head tables).
+  multiply-adds per entry on CPU, `rope/_cpu.py`, and dominated learned per-head tables).
   Equal to `cos / sin(angles(grid, freqs))` up to float32 rounding (~1e-7 absolute; the sum
   `a + b` is not rounded first, so large angles come out slightly more accurate).
 
@@ -81,8 +78,9 @@ def grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tuple[jax.Array
   cos = sin = None
   for p, coord in enumerate(axes):
     a = coord.astype(jnp.float32)[:, None, None] * freqs[..., p]     # [n_p, 1|H, D/2]
-    # Materialised, or XLA:CPU recomputes the trig for every token it is combined into.
-    cp, sp = (_fusion.materialize(t) for t in _trig.cos_sin(a))
+    # A table: on CPU materialised, or XLA:CPU recomputes the trig for every token it is
+    # combined into.
+    cp, sp = _kernels.cos_sin(a, table=True)
     if cos is None:
       cos, sin = cp, sp
       continue
@@ -160,7 +158,7 @@ def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half",
     rotated = apply(x[..., :rotary_dim], angles, layout=layout, amplitude=amplitude)
     return jnp.concatenate([rotated, x[..., rotary_dim:]], axis=-1)
   _check_apply(x.shape, angles.shape, layout)
-  cos, sin = _trig.cos_sin(angles.astype(jnp.float32))
+  cos, sin = _kernels.cos_sin(angles.astype(jnp.float32))
   if not (isinstance(amplitude, (int, float)) and amplitude == 1):
     amplitude = jnp.asarray(amplitude, jnp.float32)
     cos, sin = cos * amplitude, sin * amplitude
@@ -194,9 +192,9 @@ def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
   Args:
     x, layout: as `apply`.
     cos, sin: the tables.
-    materialize: compute the tables as their own kernel before the rotation reads them (the
-      default). Needed when they contain trig, which XLA:CPU would otherwise recompute for every
-      batch element and head. Pass False for tables that are cheap products of small
+    materialize: on CPU, compute the tables as their own kernel before the rotation reads
+      them (the default; no effect when lowering for TPU / GPU). Needed when they contain
+      trig, which XLA:CPU would otherwise recompute for every batch element and head. Pass False for tables that are cheap products of small
       materialised ones, such as `grid_cos_sin`'s (4 multiplies per entry): XLA then forms
       them inside the rotation instead of writing a `[L, H, D/2]` table and re-reading it for
       every batch element (per-head tables on [8, 1024, 6, 64]: 0.87 ms instead of 1.98 ms;
@@ -206,67 +204,6 @@ def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
   _check_apply(x.shape, cos.shape, layout)
   dtype = x.dtype
   xf = x.astype(jnp.float32)
-  cos, sin = cos.astype(jnp.float32), sin.astype(jnp.float32)
-  if materialize:
-    cos, sin = _fusion.materialize(cos), _fusion.materialize(sin)
-  return _rotate_pairs(xf, cos, sin, layout).astype(dtype)
-
-
-def _split(x, layout):
-  half = x.shape[-1] // 2
-  if layout == "half":
-    return x[..., :half], x[..., half:]
-  return x[..., 0::2], x[..., 1::2]
-
-
-def _rotate_pairs_impl(x, cos, sin, layout):
-  x1, x2 = _split(x, layout)
-  return _interleave_by_padding([x1 * cos - x2 * sin, x2 * cos + x1 * sin],
-                                axis=-1 if layout == "half" else None)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _rotate_pairs(x, cos, sin, layout):
-  """Pair `(x1, x2)` -> `(x1 cos - x2 sin, x2 cos + x1 sin)`; x float32 `[..., D]`."""
-  return _rotate_pairs_impl(x, cos, sin, layout)
-
-
-def _rotate_pairs_fwd(x, cos, sin, layout):
-  return _rotate_pairs_impl(x, cos, sin, layout), (x, cos, sin)
-
-
-def _rotate_pairs_bwd(layout, res, dy):
-  # Hand-written because XLA:CPU runs autodiff's table gradient (a batch reduction of strided
-  # products through the pads) ~20x slower than the forward for per-head tables.
-  x, cos, sin = res
-  dx = _rotate_pairs_impl(dy, cos, -sin, layout)            # rotation by -angle
-  x1, x2 = _split(x, layout)
-  g1, g2 = _split(dy, layout)
-  dcos = _broadcast.sum_to_shape(g1 * x1 + g2 * x2, cos.shape)
-  dsin = _broadcast.sum_to_shape(g2 * x1 - g1 * x2, sin.shape)
-  return dx, dcos, dsin
-
-
-_rotate_pairs.defvjp(_rotate_pairs_fwd, _rotate_pairs_bwd)
-
-
-def _interleave_by_padding(parts, axis):
-  """Joins equally shaped `parts [..., n]` into `[..., k*n]` as a sum of zero-padded copies.
-
-  `axis=-1` concatenates (part `i` fills channels `i*n .. i*n+n-1`); `axis=None` interleaves
-  (part `i` fills channels `i, i+k, ...`). Why not `jnp.concatenate` / `jnp.stack`: XLA:CPU's
-  fusion emitter does not vectorise a loop whose output selects between operands along the
-  minor axis (~2.5x slower than `x * c` on [8, 1024, 6, 64]); a sum of pads is a plain
-  elementwise loop and runs at the speed of `x * c`. The result is bit-identical: every output
-  is one part's value plus exact zeros.
-  """
-  k = len(parts)
-  lead = [(0, 0, 0)] * (parts[0].ndim - 1)
-  zero = jnp.zeros((), parts[0].dtype)
-  if axis == -1:
-    n = parts[0].shape[-1]
-    return sum(jax.lax.pad(p, zero, lead + [(i * n, (k - 1 - i) * n, 0)])
-               for i, p in enumerate(parts))
-  # Interior padding puts part i's entries k apart, starting at i (~20% faster than padding a
-  # trailing axis of size k and reshaping).
-  return sum(jax.lax.pad(p, zero, lead + [(i, k - 1 - i, k - 1)]) for i, p in enumerate(parts))
+  cos, sin = jnp.asarray(cos, jnp.float32), jnp.asarray(sin, jnp.float32)
+  return _kernels.rotate_pairs(xf, cos, sin, layout=layout,
+                               materialize=materialize).astype(dtype)

@@ -15,18 +15,14 @@ the products are grouped differently). On CPU it is several times faster: the ta
 (`spherical_grid_cos_sin`), and `layout="thirds"` reads whole contiguous runs of channels
 instead of stride-3 triplets (the ViT emits q / k in that order, `models.vit.to_strided`).
 """
-import functools
 from typing import Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from rope import _broadcast
 from rope import _checks
-from rope import _fusion
-from rope import _trig
+from rope import _kernels
 from rope import blocks
-from rope import rotary
 
 LAYOUTS = ("interleaved", "thirds")
 Tables = Tuple[jax.Array, jax.Array, jax.Array, jax.Array]
@@ -40,10 +36,10 @@ def spherical_cos_sin(positions: jax.Array, freqs: jax.Array) -> Tables:
     freqs: `[D/3]` fixed or `[H, D/3, 2]` learned, last axis (row, col).
 
   Returns:
-    float32, each `[..., L, 1|H, D/3]` (materialised: they contain trig).
+    float32, each `[..., L, 1|H, D/3]` (materialised on CPU: they contain trig).
   """
   alpha, beta = blocks._spherical_angles(positions, freqs)
-  return tuple(_fusion.materialize(t) for t in _trig.cos_sin(alpha) + _trig.cos_sin(beta))
+  return _kernels.cos_sin(alpha, table=True) + _kernels.cos_sin(beta, table=True)
 
 
 def spherical_grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Tables:
@@ -68,60 +64,12 @@ def spherical_grid_cos_sin(axes: Sequence[jax.Array], freqs: jax.Array) -> Table
   # Positions (row, 0) and (0, col): the angles of each axis alone, as `_spherical_angles`.
   alpha, _ = blocks._spherical_angles(jnp.stack([rows, jnp.zeros_like(rows)], -1), freqs)
   _, beta = blocks._spherical_angles(jnp.stack([jnp.zeros_like(cols), cols], -1), freqs)
-  ca, sa, cb, sb = (_fusion.materialize(t) for t in _trig.cos_sin(alpha) + _trig.cos_sin(beta))
+  ca, sa, cb, sb = _kernels.cos_sin(alpha, table=True) + _kernels.cos_sin(beta, table=True)
   over_cols = lambda t: jnp.broadcast_to(t[:, None], (h, w) + t.shape[1:]).reshape(
       (h * w,) + t.shape[1:])
   over_rows = lambda t: jnp.broadcast_to(t[None], (h, w) + t.shape[1:]).reshape(
       (h * w,) + t.shape[1:])
   return over_cols(ca), over_cols(sa), over_rows(cb), over_rows(sb)
-
-
-def _split(x, layout):
-  t = x.shape[-1] // 3
-  if layout == "thirds":
-    return x[..., :t], x[..., t:2 * t], x[..., 2 * t:]
-  return x[..., 0::3], x[..., 1::3], x[..., 2::3]
-
-
-def _join(parts, layout):
-  # A sum of zero-padded copies rather than a concatenate / stack: see
-  # rotary._interleave_by_padding.
-  return rotary._interleave_by_padding(list(parts), axis=-1 if layout == "thirds" else None)
-
-
-def _rounds(u, v, w, ca, sa, cb, sb):
-  t = sa * u + ca * w
-  return ca * u - sa * w, cb * v - sb * t, sb * v + cb * t
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _rotate(x, ca, sa, cb, sb, layout):
-  return _join(_rounds(*_split(x, layout), ca, sa, cb, sb), layout)
-
-
-def _rotate_fwd(x, ca, sa, cb, sb, layout):
-  return _rotate(x, ca, sa, cb, sb, layout), (x, ca, sa, cb, sb)
-
-
-def _rotate_bwd(layout, res, dy):
-  # Hand-written for the same reason as rotary._rotate_pairs: autodiff's table gradients are
-  # batch reductions through strided slices and pads, ~20x the forward on XLA:CPU. Each round is
-  # a plane rotation, so its transpose is the rotation by minus the angle.
-  x, ca, sa, cb, sb = res
-  u, v, w = _split(x, layout)
-  gu, gv, gw = _split(dy, layout)
-  t = sa * u + ca * w
-  gv0 = cb * gv + sb * gw                      # round 2: (v, t) -> (v', w')
-  gt = cb * gw - sb * gv
-  gu0 = ca * gu + sa * gt                      # round 1: (u, w) -> (u', t)
-  gw0 = ca * gt - sa * gu
-  dx = _join((gu0, gv0, gw0), layout)
-  s = lambda a, ref: _broadcast.sum_to_shape(a, ref.shape)
-  return (dx, s(gu * u + gt * w, ca), s(gt * u - gu * w, sa),
-          s(gv * v + gw * t, cb), s(gw * v - gv * t, sb))
-
-
-_rotate.defvjp(_rotate_fwd, _rotate_bwd)
 
 
 def apply_spherical(x: jax.Array, tables: Tables, *, layout: str = "interleaved",
@@ -134,8 +82,8 @@ def apply_spherical(x: jax.Array, tables: Tables, *, layout: str = "interleaved"
       `spherical_cos_sin` or `spherical_grid_cos_sin`.
     layout: `"interleaved"`: triplet `t` is channels `(3t, 3t+1, 3t+2)` (the reference);
       `"thirds"`: `(t, t + D/3, t + 2D/3)`, for channels reordered by `models.vit.to_strided`.
-    materialize: compute the tables as their own kernel first (default; see
-      `rope.apply_cos_sin`). False lets XLA form cheap tables (`spherical_grid_cos_sin`'s
+    materialize: on CPU, compute the tables as their own kernel first (default; see
+      `rope.apply_cos_sin`; no effect on TPU / GPU). False lets XLA form cheap tables (`spherical_grid_cos_sin`'s
       broadcasts) inside the rotation.
 
   Returns:
@@ -155,6 +103,5 @@ def apply_spherical(x: jax.Array, tables: Tables, *, layout: str = "interleaved"
       raise ValueError(f"`tables` ({name}) must be [..., L, 1|H, D/3] = [..., {l}, 1|{h}, "
                        f"{d // 3}] for `x` of shape {x.shape}, got {tuple(t.shape)}.")
   tables = [jnp.asarray(t, jnp.float32) for t in tables]
-  if materialize:
-    tables = [_fusion.materialize(t) for t in tables]
-  return _rotate(x.astype(jnp.float32), *tables, layout).astype(x.dtype)
+  return _kernels.rotate_spherical(x.astype(jnp.float32), *tables, layout=layout,
+                                   materialize=materialize).astype(x.dtype)

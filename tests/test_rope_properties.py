@@ -490,11 +490,11 @@ def test_apply_spherical_rejects_bad_input():
     rope.spherical_grid_cos_sin([jnp.arange(3.0)], rope.spherical_freqs(12))
 
 
-# -------------------------------------------------------- vectorised trig (rope/_trig.py)
+# ------------------------------------------------- vectorised CPU trig (rope/_cpu.py)
 
 @pytest.mark.parametrize("limit", [1.0, 100.0, 5e4])
 def test_trig_matches_float64_within_two_ulp(limit):
-  from rope import _trig
+  from rope import _cpu as _trig
   x = np.random.default_rng(0).uniform(-limit, limit, 200_000).astype(np.float32)
   x[:5] = [0.0, np.pi / 2, -np.pi, 3 * np.pi / 4, -1e-30]
   cos, sin = jax.jit(_trig.cos_sin)(x)
@@ -506,7 +506,7 @@ def test_trig_matches_float64_within_two_ulp(limit):
 
 
 def test_trig_derivatives_are_the_exact_ones():
-  from rope import _trig
+  from rope import _cpu as _trig
   x = jnp.linspace(-7.0, 7.0, 11)
   dcos = jax.vmap(jax.grad(lambda t: _trig.cos_sin(t)[0]))(x)
   dsin = jax.vmap(jax.grad(lambda t: _trig.cos_sin(t)[1]))(x)

@@ -353,12 +353,15 @@ def test_non_commuting_encodings_are_not(encoding):
 
 
 def _trig_shapes(jaxpr):
-  # rope's trig (rope/_trig.py: cos and sin of one array together) is the only user of `round`:
+  # rope's trig (rope/_kernels.cos_sin: cos and sin of one array together) is a
+  # `platform_dependent` conditional (`branches_platforms`) whose plain branch computes `cos`:
   # one per cos_sin call, with the shape of the angles.
   shapes = []
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ("round", "cos"):
-      shapes.append(tuple(eqn.outvars[0].aval.shape))
+    if eqn.params.get("branches_platforms") is not None:
+      plain = eqn.params["branches"][-1].jaxpr
+      shapes += [tuple(e.outvars[0].aval.shape) for e in plain.eqns if e.primitive.name == "cos"]
+      continue
     for value in eqn.params.values():
       for sub in value if isinstance(value, (list, tuple)) else [value]:
         sub = getattr(sub, "jaxpr", sub)
