@@ -207,8 +207,11 @@ def freqs_hope(head_dim: int, theta: float = 1e6, sections: Sequence[int] = (16,
   also zeroes pair 0, the highest frequency; `"original"` zeroes only the lowest-frequency `t`
   pairs (the paper). docs/spec/multimodal_ext.md §1.
   """
-  table = np.array(freqs_videorope(head_dim, theta, sections, allocation=allocation))
-  table[:, 0] = 0.0
+  head_dim = _head_dim_even(head_dim)
+  axis = _videorope_axes(head_dim, sections, allocation)
+  table = np.zeros((head_dim // 2, 3), np.float32)    # built in NumPy: a constant under jit
+  keep = axis != 0
+  table[np.arange(head_dim // 2)[keep], axis[keep]] = _inv_freq_np(head_dim, theta)[keep]
   return jnp.asarray(table)
 
 
