@@ -216,7 +216,7 @@ def _per_segment(name: str, value: Any, count: int, what: str) -> list:
   if isinstance(value, (str, bytes)):
     raise ValueError(f"`{name}`={value!r} must be a positive number or one per {what}.")
   if np.ndim(value) == 0:
-    values = [value] * count
+    values = [value] * max(count, 1)           # checked even when nothing uses it
   else:
     values = list(np.asarray(value).reshape(-1)) if np.ndim(value) == 1 else None
     if values is None or len(values) != count:
@@ -232,7 +232,7 @@ def _per_segment(name: str, value: Any, count: int, what: str) -> list:
     if not v > 0:
       raise ValueError(f"`{name}`={value!r} must be a positive number or one per {what}.")
     out.append(v)
-  return out
+  return out[:count]
 
 
 def _video_time_offsets(tau: np.ndarray, spg: float, tps, rounding: str) -> np.ndarray:
@@ -334,15 +334,13 @@ def multimodal_positions(segments: Sequence[Segment], scheme: str,
     if not isinstance(seg, (Text, Image, Video)):
       raise ValueError(f"`segments[{i}]`={seg!r} is not a rope.Text, rope.Image or rope.Video.")
   # Options given per visual segment (HoPE's gamma) or per Video (Qwen2.5-VL seconds).
-  visual = [s for s in segments if isinstance(s, (Image, Video))]
-  videos = [s for s in segments if isinstance(s, Video)]
-  per_seg = {}
-  if "temporal_scale" in o:
-    per_seg["temporal_scale"] = iter(_per_segment("temporal_scale", o["temporal_scale"],
-                                                  len(visual), "Image/Video segment"))
-  if o.get("seconds_per_grid") is not None:
-    spg = iter(_per_segment("seconds_per_grid", o["seconds_per_grid"], len(videos),
-                            "Video segment"))
+  num_visual = sum(isinstance(s, (Image, Video)) for s in segments)
+  num_videos = sum(isinstance(s, Video) for s in segments)
+  gammas = (_per_segment("temporal_scale", o["temporal_scale"], num_visual,
+                         "Image/Video segment") if "temporal_scale" in o else None)
+  seconds = (_per_segment("seconds_per_grid", o["seconds_per_grid"], num_videos, "Video segment")
+             if o.get("seconds_per_grid") is not None else None)
+  i_visual = i_video = 0
   cur = 0.0
   out = []
   for i, seg in enumerate(segments):
@@ -352,12 +350,12 @@ def multimodal_positions(segments: Sequence[Segment], scheme: str,
       cur += seg.n
     elif isinstance(seg, (Image, Video)):
       o_seg = o
-      if per_seg or isinstance(seg, Video) and o.get("seconds_per_grid") is not None:
-        o_seg = dict(o)
-        for name, it in per_seg.items():
-          o_seg[name] = next(it)
-        if isinstance(seg, Video) and o.get("seconds_per_grid") is not None:
-          o_seg["seconds_per_grid"] = next(spg)
+      if gammas is not None:
+        o_seg = dict(o, temporal_scale=gammas[i_visual])
+      if seconds is not None and isinstance(seg, Video):
+        o_seg = dict(o, seconds_per_grid=seconds[i_video])
+      i_visual += 1
+      i_video += isinstance(seg, Video)
       pos, cur = _visual_block(seg, cur, scheme, o_seg)
       out.append(pos)
     else:
