@@ -24,19 +24,31 @@ def _inv_freq_np(head_dim: int, theta: float) -> np.ndarray:
   return (np.float32(1.0) / (np.float32(theta) ** exps)).astype(np.float32)
 
 
-def inv_freq(head_dim: int, theta: float = 10000.0) -> jax.Array:
+def _log_warp_np(inv: np.ndarray, log_scale: float) -> np.ndarray:
+  # GRAPE's `log_freq_scale`: exp(log(inv) / s) in float32 (= base theta ** (1/s)).
+  if not (isinstance(log_scale, (int, float, np.floating)) and not isinstance(log_scale, bool)
+          and log_scale > 0):
+    raise ValueError(f"`log_scale`={log_scale!r} must be a positive number (1. = no warp).")
+  if log_scale == 1:
+    return inv
+  return np.exp(np.log(inv) / np.float32(log_scale)).astype(np.float32)
+
+
+def inv_freq(head_dim: int, theta: float = 10000.0, *, log_scale: float = 1.0) -> jax.Array:
   """The 1-D RoPE frequency ladder `theta ** (-2j / D)`.
 
   Args:
     head_dim: D, even.
     theta: the base ("rope_theta").
+    log_scale: GRAPE's `log_freq_scale` s: `exp(log(inv_freq) / s)`, i.e. the ladder of base
+      `theta ** (1 / s)` (docs/spec/multimodal_ext.md §4); 1. (default) leaves it unchanged.
 
   Returns:
     float32 `[D/2]`; entry 0 is the highest frequency (1).
   """
   head_dim = _checks.positive_int("head_dim", head_dim)
   _checks.divisible("head_dim", head_dim, 2, "channels rotate in pairs")
-  return jnp.asarray(_inv_freq_np(head_dim, theta))
+  return jnp.asarray(_log_warp_np(_inv_freq_np(head_dim, theta), log_scale))
 
 
 def freqs_1d(head_dim: int, theta: float = 10000.0) -> jax.Array:
@@ -149,22 +161,87 @@ def freqs_mrope_interleaved(head_dim: int, theta: float = 1e6,
   return _table_from_axes(head_dim, theta, axis)
 
 
-def freqs_videorope(head_dim: int, theta: float = 1e6,
-                    sections: Sequence[int] = (16, 24, 24)) -> jax.Array:
-  """VideoRoPE's low-frequency temporal allocation (LTA), original code: `[D/2, 3]`.
+VIDEOROPE_ALLOCATIONS = ("original", "repo")
 
-  The first `s_h + s_w` pairs alternate `h` (even j) and `w` (odd j); the last `s_t` pairs (the
-  lowest frequencies) read `t`. Not named by API.md; multimodal_rope.md §9 asks for this table.
-  """
-  head_dim = _head_dim_even(head_dim)
+
+def _videorope_axes(head_dim: int, sections: Sequence[int], allocation: str) -> np.ndarray:
+  _checks.one_of("allocation", allocation, VIDEOROPE_ALLOCATIONS)
   sections = _check_sections(sections, head_dim)
   s_t, s_h, s_w = sections
+  if allocation == "repo":
+    # Multimodal-RoPEs' re-implementation (also HoPE's): start all-t, odd j < 2 s_h -> h,
+    # even 2 <= j < 2 s_w -> w (pair 0 stays on t).
+    j = np.arange(head_dim // 2)
+    axis = np.zeros(head_dim // 2, np.int64)
+    axis[(j % 2 == 1) & (j < 2 * s_h)] = 1
+    axis[(j % 2 == 0) & (j >= 2) & (j < 2 * s_w)] = 2
+    return axis
   if s_h != s_w:
     raise ValueError(f"`sections`={sections}: VideoRoPE alternates h and w, so s_h must "
                      f"equal s_w.")
   spatial = np.tile([1, 2], s_h)
-  axis = np.concatenate([spatial, np.zeros(s_t, np.int64)])
+  return np.concatenate([spatial, np.zeros(s_t, np.int64)])
+
+
+def freqs_videorope(head_dim: int, theta: float = 1e6,
+                    sections: Sequence[int] = (16, 24, 24), *,
+                    allocation: str = "original") -> jax.Array:
+  """VideoRoPE's low-frequency temporal allocation (LTA): `[D/2, 3]`.
+
+  `allocation="original"` (VideoRoPE's code): the first `s_h + s_w` pairs alternate `h` (even
+  j) and `w` (odd j); the last `s_t` pairs (the lowest frequencies) read `t`.
+  `allocation="repo"` (the Multimodal-RoPEs re-implementation, also used by HoPE): start all-`t`,
+  odd `j < 2 s_h` read `h`, even `2 <= j < 2 s_w` read `w`; with (16, 24, 24) `t` keeps pair 0
+  and pairs 48..63 (docs/spec/multimodal_ext.md §1).
+  """
+  head_dim = _head_dim_even(head_dim)
+  return _table_from_axes(head_dim, theta, _videorope_axes(head_dim, sections, allocation))
+
+
+def freqs_hope(head_dim: int, theta: float = 1e6, sections: Sequence[int] = (16, 24, 24), *,
+               allocation: str = "repo") -> jax.Array:
+  """HoPE: `freqs_videorope(...)` with the `t` column zeroed (those pairs are NoPE): `[D/2, 3]`.
+
+  The reference code zeroes the t coordinate of every token (text included), so the pairs
+  VideoRoPE gives to `t` carry no position. `allocation="repo"` (default, the reference code)
+  also zeroes pair 0, the highest frequency; `"original"` zeroes only the lowest-frequency `t`
+  pairs (the paper). docs/spec/multimodal_ext.md §1.
+  """
+  head_dim = _head_dim_even(head_dim)
+  axis = _videorope_axes(head_dim, sections, allocation)
+  table = np.zeros((head_dim // 2, 3), np.float32)    # built in NumPy: a constant under jit
+  keep = axis != 0
+  table[np.arange(head_dim // 2)[keep], axis[keep]] = _inv_freq_np(head_dim, theta)[keep]
+  return jnp.asarray(table)
+
+
+def freqs_mmrope(head_dim: int, theta: float = 1e6,
+                 pattern: Sequence[int] = (0, 0, 1, 2, 1, 2, 1, 2)) -> jax.Array:
+  """MM-RoPE (Lumos-1): pair `j` reads axis `pattern[j % len(pattern)]` (0 t, 1 h, 2 w).
+
+  The default "meta component" of 8 pairs splits t : h : w as 2 : 3 : 3 over the whole spectrum
+  (docs/spec/multimodal_ext.md §3). Returns float32 `[D/2, 3]`.
+  """
+  head_dim = _head_dim_even(head_dim)
+  try:
+    pattern = tuple(int(p) for p in pattern)
+  except (TypeError, ValueError):
+    raise ValueError(f"`pattern`={pattern!r} must be a sequence of axis indices 0, 1, 2.") from None
+  if not pattern or any(p not in (0, 1, 2) for p in pattern):
+    raise ValueError(f"`pattern`={pattern!r} must be a non-empty sequence of axis indices "
+                     f"0 (t), 1 (h), 2 (w).")
+  axis = np.asarray(pattern)[np.arange(head_dim // 2) % len(pattern)]
   return _table_from_axes(head_dim, theta, axis)
+
+
+def freqs_cyclic(head_dim: int, theta: float = 1e6) -> jax.Array:
+  """Pair `j` reads axis `j % 3` over all pairs (GRAPE's canonical `"interleaved"`): `[D/2, 3]`.
+
+  Not MRoPE-I's pattern (`freqs_mrope_interleaved`), which stops cycling after `3 s_h` pairs.
+  For a warped GRAPE table pass `theta ** (1 / log_scale)` (docs/spec/multimodal_ext.md §4).
+  """
+  head_dim = _head_dim_even(head_dim)
+  return _table_from_axes(head_dim, theta, np.arange(head_dim // 2) % 3)
 
 
 def freqs_multi_head(num_heads: int, head_dim: int, theta: float = 1e6,

@@ -6,8 +6,9 @@ so positions are computed on the host with NumPy (float64, cast to float32 at th
 what an input pipeline wants, and under `jit` the result is a constant. `circle_offsets` is also
 available as a traceable JAX function (alpha, radius and dff_rate may be traced, e.g. vmapped).
 
-Specs: multimodal_rope.md §2 and §9 (vanilla, V2PE, M-RoPE, spatial reset, VideoRoPE) and
-circle_rope.md §1 and §7 (Circle-RoPE, AGE).
+Specs: multimodal_rope.md §2 and §9 (vanilla, V2PE, M-RoPE, spatial reset, VideoRoPE),
+circle_rope.md §1 and §7 (Circle-RoPE, AGE) and docs/spec/multimodal_ext.md §1-3, §6, §8 (HoPE,
+IL-RoPE, Omni-RoPE, MM-RoPE, Qwen2.5-VL absolute time).
 """
 import dataclasses
 import math
@@ -70,16 +71,25 @@ class Image:
 
 Segment = Union[Text, Image, Video]
 
-SCHEMES = ("vanilla", "mrope", "spatial_reset", "videorope", "v2pe", "circle")
+SCHEMES = ("vanilla", "mrope", "spatial_reset", "videorope", "v2pe", "circle", "hope", "ilrope",
+           "omnirope", "mmrope")
+TIME_ROUNDINGS = ("float", "int_seconds")
 _OPTIONS = {
     "vanilla": {},
-    "mrope": {"temporal_stride": 1.0},
+    "mrope": {"temporal_stride": 1.0, "seconds_per_grid": None, "tokens_per_second": 2,
+              "time_rounding": "float"},
     "spatial_reset": {"temporal_stride": 1.0},
     "videorope": {"temporal_stride": 2.0},
     "v2pe": {"visual_stride": 16.0},
     "circle": {"alpha": 0.5, "radius": 10.0, "dff_rate": 0.0, "move_to_origin": True,
                "move_to_positive": False},
+    "hope": {"temporal_scale": 1.0},
+    "ilrope": {"temporal_stride": 1.0},
+    "omnirope": {"temporal_stride": 1.0},
+    "mmrope": {"temporal_stride": 1.0, "position_scale": (1.0, 1.0, 1.0)},
 }
+# Schemes whose ids are another scheme's (docs/spec/multimodal_ext.md §2).
+_ALIASES = {"ilrope": "spatial_reset", "omnirope": "spatial_reset"}
 AGE_STRATEGIES = ("alternate", "lower", "upper", "all")
 
 # Basis of the plane orthogonal to the text direction (1, 1, 1)/sqrt(3), in (w, h, t) order.
@@ -177,7 +187,60 @@ def _options(scheme: str, options: dict) -> dict:
   mtp = out.get("move_to_positive", False)
   if not (mtp is False or mtp is None or mtp == "auto" or isinstance(mtp, (int, float))):
     raise ValueError(f"`move_to_positive`={mtp!r}: use False, 'auto' or a number.")
+  if "time_rounding" in out:
+    _checks.one_of("time_rounding", out["time_rounding"], TIME_ROUNDINGS)
+    tps = out["tokens_per_second"]
+    if isinstance(tps, bool) or not isinstance(tps, (int, float, np.integer, np.floating)) \
+        or not tps > 0:
+      raise ValueError(f"`tokens_per_second`={tps!r} must be a positive number.")
+    if out["seconds_per_grid"] is not None and float(out["temporal_stride"]) != 1.0:
+      raise ValueError(f"`seconds_per_grid` and `temporal_stride`={out['temporal_stride']!r} "
+                       f"both set the temporal step of videos; give one of them.")
+  if "position_scale" in out:
+    ps = out["position_scale"]
+    try:
+      ps = tuple(float(v) for v in ps)
+    except (TypeError, ValueError):
+      ps = ()
+    if len(ps) != 3 or not all(v > 0 for v in ps):
+      raise ValueError(f"`position_scale`={out['position_scale']!r} must be three positive "
+                       f"numbers (t, h, w).")
+    out["position_scale"] = ps
   return out
+
+
+def _per_segment(name: str, value: Any, count: int, what: str) -> list:
+  """A scalar option broadcast to `count` segments, or a sequence with one value per segment."""
+  if value is None:
+    return [None] * count
+  if isinstance(value, (str, bytes)):
+    raise ValueError(f"`{name}`={value!r} must be a positive number or one per {what}.")
+  if np.ndim(value) == 0:
+    values = [value] * max(count, 1)           # checked even when nothing uses it
+  else:
+    values = list(np.asarray(value).reshape(-1)) if np.ndim(value) == 1 else None
+    if values is None or len(values) != count:
+      raise ValueError(f"`{name}` has {len(values) if values is not None else np.shape(value)} "
+                       f"values but the sequence has {count} {what}(s); give a scalar or one "
+                       f"value per {what}.")
+  out = []
+  for v in values:
+    try:
+      v = float(v)
+    except (TypeError, ValueError):
+      v = float("nan")
+    if not v > 0:
+      raise ValueError(f"`{name}`={value!r} must be a positive number or one per {what}.")
+    out.append(v)
+  return out[:count]
+
+
+def _video_time_offsets(tau: np.ndarray, spg: float, tps, rounding: str) -> np.ndarray:
+  """Qwen2.5-VL temporal offsets of frames `tau` (docs/spec/multimodal_ext.md §6)."""
+  if rounding == "float":   # transformers 4.49: floor(f32(f32(tau * spg) * tps))
+    t = (tau.astype(np.float32) * np.float32(spg)).astype(np.float32) * np.float32(tps)
+    return np.floor(t.astype(np.float32)).astype(np.float64)
+  return np.floor(tau * float(int(spg)) * float(tps))   # 4.57.1: int(spg) first
 
 
 def _visual_block(seg: Union[Image, Video], cur: float, scheme: str, o: dict) -> Tuple[np.ndarray, float]:
@@ -186,6 +249,7 @@ def _visual_block(seg: Union[Image, Video], cur: float, scheme: str, o: dict) ->
   tau, y, x = (a.reshape(-1).astype(np.float64)
                for a in np.meshgrid(np.arange(t_), np.arange(h_), np.arange(w_), indexing="ij"))
   n = t_ * h_ * w_
+  scheme = _ALIASES.get(scheme, scheme)
   if scheme == "vanilla":
     s = cur + np.arange(n, dtype=np.float64)
     return np.stack([s, s, s], -1), cur + n
@@ -200,6 +264,24 @@ def _visual_block(seg: Union[Image, Video], cur: float, scheme: str, o: dict) ->
     d = _circle_offsets(np, h_, w_, o["alpha"], o["radius"], o["dff_rate"],
                         o["move_to_origin"], o["move_to_positive"])
     pos = cur + d
+    return pos, float(pos.max()) + 1
+  if scheme == "hope":
+    # VideoRoPE's diagonal layout with the temporal factor gamma (multimodal_ext.md §1).
+    gamma = float(o["temporal_scale"])
+    tt = cur + tau * gamma
+    return (np.stack([tt, tt + y - (h_ - 1) // 2, tt + x - (w_ - 1) // 2], -1),
+            cur + (t_ - 1) * gamma + 1)
+  if scheme == "mmrope":
+    # M-RoPE with per-axis scaled in-block offsets; text resumes at the block max + 1 (§3).
+    s_t, s_h, s_w = o["position_scale"]
+    pos = np.stack([cur + tau * float(o["temporal_stride"]) * s_t, cur + y * s_h,
+                    cur + x * s_w], -1)
+    return pos, float(pos.max()) + 1
+  if scheme == "mrope" and isinstance(seg, Video) and o.get("seconds_per_grid") is not None:
+    # Qwen2.5-VL absolute time (§6); images are never scaled. Text resumes at block max + 1.
+    tt = cur + _video_time_offsets(tau, o["seconds_per_grid"], o["tokens_per_second"],
+                                   o["time_rounding"])
+    pos = np.stack([tt, cur + y, cur + x], -1)
     return pos, float(pos.max()) + 1
   delta = float(o["temporal_stride"])
   tt = cur + tau * delta
@@ -220,10 +302,24 @@ def multimodal_positions(segments: Sequence[Segment], scheme: str,
   Args:
     segments: `Text(n)`, `Image(h, w)` and `Video(t, h, w)` in sequence order.
     scheme: `"vanilla"` (flat 1-D), `"mrope"` (Qwen2-VL), `"spatial_reset"` (MRoPE-I /
-      MHRoPE), `"videorope"`, `"v2pe"` or `"circle"` (Circle-RoPE).
-    **options: `temporal_stride` (mrope, spatial_reset: 1; videorope: 2), `visual_stride`
-      (v2pe: 16), and for circle `alpha` (0.5), `radius` (10., `"auto"`, `"auto-k"`),
-      `dff_rate` (0.), `move_to_origin` (True), `move_to_positive` (False, `"auto"`, a number).
+      MHRoPE), `"videorope"`, `"v2pe"`, `"circle"` (Circle-RoPE), `"hope"` (HoPE),
+      `"ilrope"` / `"omnirope"` (IL-RoPE / Omni-RoPE as the reference code builds them: the
+      ids of `"spatial_reset"`) or `"mmrope"` (MM-RoPE, Lumos-1).
+    **options: `temporal_stride` (mrope, spatial_reset, ilrope, omnirope, mmrope: 1;
+      videorope: 2), `visual_stride` (v2pe: 16), and for circle `alpha` (0.5), `radius` (10.,
+      `"auto"`, `"auto-k"`), `dff_rate` (0.), `move_to_origin` (True), `move_to_positive`
+      (False, `"auto"`, a number). docs/spec/multimodal_ext.md:
+      hope `temporal_scale` (1.): gamma in `t' = cur + tau * gamma` (VideoRoPE's diagonal layout,
+      next text at `max(t') + 1`), a float or one value per `Image` / `Video` segment (HoPE's
+      training draws it at random from (0.5, 0.75, 1, 1.25, 1.5): the caller's job).
+      mmrope `position_scale` ((1., 1., 1.)): in-block offsets `(tau * temporal_stride, y, x)`
+      multiplied per axis (Lumos-1: (4, 8, 8)); next text at the block maximum + 1.
+      mrope `seconds_per_grid` (None), `tokens_per_second` (2), `time_rounding` ("float"):
+      Qwen2.5-VL absolute time for `Video` segments, `t = cur + floor(tau * seconds_per_grid *
+      tokens_per_second)` in float32 (transformers 4.49); `seconds_per_grid` a float or one per
+      `Video` (HF without `second_per_grid_ts` = 1.); `time_rounding="int_seconds"` truncates
+      `seconds_per_grid` to an int first (transformers 4.57.1); `None` keeps Qwen2-VL's
+      `tau * temporal_stride`. Images are never scaled; text resumes at the block max + 1.
 
   Returns:
     `(positions, next_position)`: float32 NumPy `[L, 3]` (columns t, h, w; text tokens have
@@ -234,6 +330,17 @@ def multimodal_positions(segments: Sequence[Segment], scheme: str,
   o = _options(scheme, options)
   if not segments:
     raise ValueError("`segments` is empty; give at least one Text/Image/Video.")
+  for i, seg in enumerate(segments):
+    if not isinstance(seg, (Text, Image, Video)):
+      raise ValueError(f"`segments[{i}]`={seg!r} is not a rope.Text, rope.Image or rope.Video.")
+  # Options given per visual segment (HoPE's gamma) or per Video (Qwen2.5-VL seconds).
+  num_visual = sum(isinstance(s, (Image, Video)) for s in segments)
+  num_videos = sum(isinstance(s, Video) for s in segments)
+  gammas = (_per_segment("temporal_scale", o["temporal_scale"], num_visual,
+                         "Image/Video segment") if "temporal_scale" in o else None)
+  seconds = (_per_segment("seconds_per_grid", o["seconds_per_grid"], num_videos, "Video segment")
+             if o.get("seconds_per_grid") is not None else None)
+  i_visual = i_video = 0
   cur = 0.0
   out = []
   for i, seg in enumerate(segments):
@@ -242,7 +349,14 @@ def multimodal_positions(segments: Sequence[Segment], scheme: str,
       out.append(np.stack([s, s, s], -1))
       cur += seg.n
     elif isinstance(seg, (Image, Video)):
-      pos, cur = _visual_block(seg, cur, scheme, o)
+      o_seg = o
+      if gammas is not None:
+        o_seg = dict(o, temporal_scale=gammas[i_visual])
+      if seconds is not None and isinstance(seg, Video):
+        o_seg = dict(o, seconds_per_grid=seconds[i_video])
+      i_visual += 1
+      i_video += isinstance(seg, Video)
+      pos, cur = _visual_block(seg, cur, scheme, o_seg)
       out.append(pos)
     else:
       raise ValueError(f"`segments[{i}]`={seg!r} is not a rope.Text, rope.Image or rope.Video.")
