@@ -37,22 +37,26 @@ def _table(freqs):
 def _groups(freqs):
   """Axis-group structure of `freqs [..., n, P]`.
 
-  Returns `(onehot [..., n, P] bool, rank [..., n, P] int, count [..., 1, P] int)`: which
-  column a row reads, its index in that axis's ladder, and each ladder's length. NumPy when
-  the table is concrete (then rows that read several axes raise), jnp when it is traced.
+  Returns jnp `(onehot [..., n, P] bool, rank [..., n, P] int32, count [..., 1, P] int32)`:
+  which column a row reads, its index in that axis's ladder, and each ladder's length. Works on
+  traced tables too (a table built inside `jit` is traced); a concrete table whose rows read
+  several axes raises.
   """
   f = _concrete(freqs)
-  xp = np if f is not None else jnp
-  f = f if f is not None else freqs
-  nz = f != 0
-  if xp is np and np.any(nz.sum(-1) > 1):
-    rows = np.argwhere(nz.sum(-1) > 1)[:3].tolist()
+  if f is not None and np.any((f != 0).sum(-1) > 1):
+    rows = np.argwhere((f != 0).sum(-1) > 1)[:3].tolist()
     raise ValueError(f"`freqs` rows {rows} read several position components; scaling and "
                      f"truncation work per axis group, so every row must read one axis "
                      f"(an axial / 1-D / M-RoPE style table, not RoPE-Mixed).")
-  rank = xp.cumsum(nz.astype(xp.int32), axis=-2) - 1
-  count = xp.sum(nz.astype(xp.int32), axis=-2, keepdims=True)
+  nz = freqs != 0
+  rank = jnp.cumsum(nz.astype(jnp.int32), axis=-2) - 1
+  count = jnp.sum(nz.astype(jnp.int32), axis=-2, keepdims=True)
   return nz, rank, count
+
+
+def _lookup(values, index):
+  """`values[index]` for a host table `values [n + 1]` and an int array `index` (exact)."""
+  return jnp.asarray(np.asarray(values))[index]
 
 
 def truncate_freqs(freqs: jax.Array, proportion: float) -> jax.Array:
@@ -74,32 +78,38 @@ def truncate_freqs(freqs: jax.Array, proportion: float) -> jax.Array:
     raise ValueError(f"`proportion` must be a float in [0, 1], got {proportion!r}.")
   freqs = _table(freqs)
   nz, rank, count = _groups(freqs)
-  if isinstance(count, np.ndarray):
-    keep_n = np.vectorize(lambda n: int(proportion * int(n)))(count).astype(np.int32)
-  else:
-    keep_n = jnp.floor(proportion * count.astype(jnp.float32)).astype(jnp.int32)
-  keep = nz & (rank < keep_n)
-  return jnp.where(jnp.asarray(keep), freqs, 0.0)
+  # int(proportion * n) in Python (float64) for every possible group length n, then looked
+  # up: exact for traced tables too.
+  keep_n = _lookup([int(proportion * n) for n in range(freqs.shape[-2] + 1)], count)
+  return jnp.where(nz & (rank < keep_n), freqs, 0.0)
 
 
 def _check_method(method, allowed):
   _checks.one_of("method", method, allowed)
 
 
-def _ramp(lo, hi, n, xp):
-  """FiT / YaRN `linear_ramp_mask(lo, hi, n)` (hi += 0.001 when equal)."""
-  hi = xp.where(lo == hi, hi + 0.001, hi)
-  j = xp.arange(n, dtype=np.float32)
-  return xp.clip((j - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _correction_range(rot_lo, rot_hi, d, theta, train_len, xp):
-  """YaRN `find_correction_range`: bounds of the ramp for per-axis dim `d`."""
+def _correction_range(rot_lo, rot_hi, d, theta, train_len):
+  """YaRN / FiT `find_correction_range` for per-axis dim `d` (Python floats, as FiT)."""
   def factor(rot):
-    return d * math.log(train_len / (rot * 2 * math.pi)) / (2 * math.log(theta))
-  lo = xp.maximum(xp.floor(factor(rot_lo)), 0)
-  hi = xp.minimum(xp.ceil(factor(rot_hi)), d - 1)
+    return (d * math.log(train_len / (rot * 2 * math.pi))) / (2 * math.log(theta))
+  lo = max(math.floor(factor(rot_lo)), 0)
+  hi = min(math.ceil(factor(rot_hi)), d - 1)
+  if lo == hi:
+    hi += 0.001          # FiT's linear_ramp_mask: prevent a singularity
   return lo, hi
+
+
+def _ramp(rank, count, rot_lo, rot_hi, theta, train_len):
+  """FiT's `linear_ramp_mask(lo, hi, d/2)` per row: `clip((j - lo) / (hi - lo), 0, 1)`.
+
+  `lo`, `hi` depend on the group's per-axis dim `d = 2 * count`; they are computed on the host
+  for every possible `count` and looked up, so traced tables get FiT's exact bounds.
+  """
+  bounds = [_correction_range(rot_lo, rot_hi, 2 * n, theta, train_len) if n else (0.0, 1.0)
+            for n in range(rank.shape[-2] + 1)]
+  lo = _lookup(np.array([b[0] for b in bounds], np.float32), count)
+  hi = _lookup(np.array([b[1] for b in bounds], np.float32), count)
+  return jnp.clip((rank.astype(jnp.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
 def scale_freqs(freqs: jax.Array, scale, *, method: str, train_len: float,
@@ -140,45 +150,27 @@ def scale_freqs(freqs: jax.Array, scale, *, method: str, train_len: float,
     raise ValueError(f"`scale` must be a scalar or [P] = [{p}], got shape {scale.shape}.")
   s = jnp.broadcast_to(scale, (p,))
   nz, rank, count = _groups(freqs)
-  d = 2 * count                                                 # per-axis dim, [..., 1, P]
-  j = rank.astype(np.float32) if isinstance(rank, np.ndarray) else rank.astype(jnp.float32)
+  j = rank.astype(jnp.float32)
+  d = (2 * count).astype(jnp.float32)                            # per-axis dim, [..., 1, P]
+  theta, train_len = float(theta), float(train_len)
   linear = freqs / s
 
-  def ntk():
-    expo = -2.0 * j / jnp.maximum(d - 2, 1).astype(jnp.float32)
-    return freqs * jnp.exp(expo * jnp.log(s))
+  def ntk():   # base theta * s ** (d / (d - 2)): f_j * s ** (-2j / (d - 2))
+    return freqs * jnp.exp(-2.0 * j / jnp.maximum(d - 2.0, 1.0) * jnp.log(s))
 
   if method == "linear":
     out = linear
   elif method == "ntk":
     out = ntk()
-  else:
-    if not isinstance(d, np.ndarray):
-      raise ValueError(f"`method`={method!r} needs the axis groups of `freqs` at trace time; "
-                       f"pass a concrete table (close over it) rather than a traced one.")
-    if method == "yarn":
-      ramp = _ramp_for(d, rank, theta, train_len, 32.0, 1.0)
-      out = linear * ramp + freqs * (1.0 - ramp)
-    else:   # ntk_by_parts
-      mask = 1.0 - _ramp_for(d, rank, theta, train_len, 1.25, 0.75)
-      out = linear * (1.0 - mask) + ntk() * mask
-      mask = 1.0 - _ramp_for(d, rank, theta, train_len, 16.0, 2.0)
-      out = out * (1.0 - mask) + freqs * mask
-  return jnp.where(jnp.asarray(nz), out, 0.0)
-
-
-def _ramp_for(d, rank, theta, train_len, rot_lo, rot_hi):
-  """Per-row ramp value (NumPy float32) for groups of per-axis dim `d` [..., 1, P]."""
-  out = np.zeros(np.broadcast_shapes(d.shape, rank.shape), np.float32)
-  for dim in np.unique(d):
-    dim = int(dim)
-    if dim == 0:
-      continue
-    lo, hi = _correction_range(rot_lo, rot_hi, dim, float(theta), float(train_len), np)
-    ramp = _ramp(np.float32(lo), np.float32(hi), dim // 2, np).astype(np.float32)
-    r = np.clip(rank, 0, dim // 2 - 1)
-    out = np.where(np.broadcast_to(d == dim, out.shape), ramp[r], out)
-  return out
+  elif method == "yarn":
+    ramp = _ramp(rank, count, 32.0, 1.0, theta, train_len)
+    out = linear * ramp + freqs * (1.0 - ramp)
+  else:   # ntk_by_parts
+    mask = 1.0 - _ramp(rank, count, 1.25, 0.75, theta, train_len)
+    out = linear * (1.0 - mask) + ntk() * mask
+    mask = 1.0 - _ramp(rank, count, 16.0, 2.0, theta, train_len)
+    out = out * (1.0 - mask) + freqs * mask
+  return jnp.where(nz, out, 0.0)
 
 
 def attention_scale(method: str, test_size: Sequence[int], train_len: float) -> jax.Array:

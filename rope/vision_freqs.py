@@ -32,6 +32,10 @@ def dinov3_periods(head_dim: int, base: Optional[float] = None, *,
   (evaluated as the original, `((max/min) ** e / (max/min)) * max`). Arguments as
   `freqs_dinov3`.
   """
+  return jnp.asarray(_dinov3_periods_np(head_dim, base, min_period, max_period))
+
+
+def _dinov3_periods_np(head_dim, base, min_period, max_period) -> np.ndarray:
   head_dim = _checks.positive_int("head_dim", head_dim)
   _checks.divisible("head_dim", head_dim, 4,
                     "DINOv3 gives a quarter of the channels' pairs to each axis")
@@ -54,7 +58,7 @@ def dinov3_periods(head_dim: int, base: Optional[float] = None, *,
     base = _positive_float("base", 100.0 if base is None else base)
     exps = np.float32(2.0) * np.arange(n, dtype=np.float32) / np.float32(head_dim // 2)
     periods = np.float32(base) ** exps
-  return jnp.asarray(periods.astype(np.float32))
+  return periods.astype(np.float32)
 
 
 def freqs_dinov3(head_dim: int, base: Optional[float] = None, *,
@@ -75,8 +79,7 @@ def freqs_dinov3(head_dim: int, base: Optional[float] = None, *,
   Returns:
     float32 `[D/2, 2]`.
   """
-  periods = np.asarray(dinov3_periods(head_dim, base, min_period=min_period,
-                                      max_period=max_period))
+  periods = _dinov3_periods_np(head_dim, base, min_period, max_period)
   f = (np.float32(2.0 * math.pi) / periods).astype(np.float32)
   n = f.shape[0]
   table = np.zeros((2 * n, 2), np.float32)
