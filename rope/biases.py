@@ -10,13 +10,12 @@ from typing import Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from rope import _checks
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-BF16_MAX = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)   # 3.3895e38, torch.finfo(torch.bfloat16).max
 
 # LookHere's head-direction sets: four heads' lists of directions each (the reference's
 # `dir_short_hand`). A head with several directions is blocked wherever any of them blocks.
@@ -180,7 +179,7 @@ def lookhere_bias(height: int, width: int, *, head_directions: Union[str, Sequen
   ls = np.linspace(layer_slopes[0], layer_slopes[1], depth)[:, None, None, None]
   lh = global_slope * ls * lh
   lh = np.nan_to_num(lh, posinf=BF16_MAX)
-  lh = -np.asarray(lh, ml_dtypes.bfloat16).astype(np.float32)
+  lh = -np.asarray(lh, jnp.bfloat16).astype(np.float32)    # NumPy cast (ml_dtypes), as torch's
   lh = np.broadcast_to(lh, (depth,) + lh.shape[-3:])
   n = height * width + num_prefix
   out = np.zeros((depth, num_heads, n, n), np.float32)
