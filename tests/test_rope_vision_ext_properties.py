@@ -411,6 +411,14 @@ def test_everything_vmaps():
                                   (keys(3),)),
       "scale_freqs": (lambda s: rope.scale_freqs(rope.freqs_eva(D), s, method="yarn",
                                                  train_len=4), (1 + jnp.abs(shifts),)),
+      "truncate_freqs": (lambda m: rope.truncate_freqs(rope.freqs_axial(D) * m, 0.5),
+                         (1 + jnp.abs(shifts)[:, :1],)),
+      "attention_scale": (lambda n: rope.attention_scale("yarn", (n, 8.0), 4),
+                          (jnp.array([4.0, 8.0, 16.0]),)),
+      "fire_bias": (lambda c: rope.fire_bias(12, {"W1": jnp.ones(8), "b1": jnp.zeros(8),
+                                                  "W2": jnp.ones((2, 8)), "b2": jnp.zeros(2),
+                                                  "c": c, "L": 6.0}),
+                    (jnp.array([0.1, 0.2, 0.3]),)),
   }
   for name, (fn, args) in cases.items():
     batched = jax.jit(jax.vmap(fn))(*args)
