@@ -97,6 +97,47 @@ def variants(shape, key):
       out[f"liere{g}"] = (
           lambda x, p: rope.apply_blocks(x, rope.liere_rotations(pos_unit, p)),
           rope.init_liere(key, 2, h, d, block_size=g))
+  out.update(_vision_ext_variants(shape, key, side))
+  return out
+
+
+def _vision_ext_variants(shape, key, side):
+  """The second-round vision variants (docs/spec/vision_ext.md), same protocol."""
+  _, _, h, d = shape
+  pos_center = rope.grid_positions(side, side, scale="center")   # ComRoPE (no cls row here)
+  pos_centered = rope.grid_positions(side, side, scale="centered")
+  pos_idx = rope.grid_positions(side, side)
+  out = {
+      "dinov3": (lambda x, f: rope.apply(x, rope.angles(pos_centered, f), layout="half"),
+                 rope.freqs_dinov3(d)),
+      "eva02": (lambda x, f: rope.apply(x, rope.angles(pos_idx, f), layout="interleaved"),
+                rope.freqs_eva(d)),
+      "fit_yarn": (lambda x, s: rope.apply(
+          x, rope.angles(pos_idx, rope.scale_freqs(rope.freqs_eva(d), s, method="yarn",
+                                                   train_len=max(side // 2, 1))),
+          layout="interleaved", amplitude=rope.attention_scale("yarn", (side, side),
+                                                               max(side // 2, 1))),
+                   jnp.full((2,), 2.0)),
+      "p_rope_0.5": (lambda x, f: rope.apply(x, rope.angles(pos_idx, rope.truncate_freqs(f, 0.5)),
+                                             layout="interleaved"), rope.freqs_axial(d)),
+      "string_cayley": (lambda x, w: rope.string_cayley(
+          x, rope.angles(pos_idx, rope.freqs_axial(d)), rope.cayley(w - jnp.swapaxes(w, -1, -2))),
+                        0.1 * jax.random.normal(key, (h, d, d))),
+      "string_cayley left=False": (lambda x, w: rope.string_cayley(
+          x, rope.angles(pos_idx, rope.freqs_axial(d)), rope.cayley(w - jnp.swapaxes(w, -1, -2)),
+          left=False), 0.1 * jax.random.normal(key, (h, d, d))),
+      "string_circulant": (lambda x, c: rope.circulant_string(x, pos_idx, c),
+                           0.02 * jax.random.normal(key, (2, h, d))),
+  }
+  if d % 16 == 0:
+    out["string_circulant b16"] = (lambda x, c: rope.circulant_string(x, pos_idx, c),
+                                   0.02 * jax.random.normal(key, (2, h, d // 16, 16)))
+  for variant in ("ap", "ld"):
+    if d % 16 == 0:
+      out[f"comrope_{variant}8"] = (
+          lambda x, p, v=variant: rope.apply_blocks(x, rope.skew_rotations(
+              pos_center, rope.comrope_generators(p, variant=v))),
+          rope.init_comrope(key, h, d, variant=variant, block_size=8))
   return out
 
 

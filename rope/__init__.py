@@ -10,12 +10,22 @@ spherical frequencies) are arguments, never state. Conventions (API.md): `x` is
   ang = rope.angles(pos, rope.freqs_axial(64, theta=100.))   # [196, 1, 32]
   q = rope.apply(q, ang, layout="interleaved")               # q: [B, 196, H, 64]
 """
+from rope.augment import augment_positions
+from rope.augment import perturb_positions
+from rope.augment import sample_comrope_perturbation
+from rope.augment import sample_position_augment
+from rope.augment import with_prefix
+from rope.biases import fire_bias
+from rope.biases import lookhere_bias
 from rope.blocks import apply_blocks
 from rope.blocks import init_liere
 from rope.blocks import liere_generators
 from rope.blocks import liere_rotations
 from rope.blocks import spherical_freqs
 from rope.blocks import spherical_rotations
+from rope.comrope import comrope_generators
+from rope.comrope import init_comrope
+from rope.comrope import skew_rotations
 from rope.diagnostics import ptd
 from rope.diagnostics import relative_logit_gap
 from rope.frequencies import freqs_1d
@@ -41,6 +51,9 @@ from rope.multimodal import Text
 from rope.multimodal import Video
 from rope.positions import grid_axes
 from rope.positions import grid_positions
+from rope.scaling import attention_scale
+from rope.scaling import scale_freqs
+from rope.scaling import truncate_freqs
 from rope.rotary import angles
 from rope.rotary import apply
 from rope.rotary import apply_cos_sin
@@ -49,5 +62,12 @@ from rope.rotary import partial_rotary_dim
 from rope.spherical import apply_spherical
 from rope.spherical import spherical_cos_sin
 from rope.spherical import spherical_grid_cos_sin
+from rope.string import apply_dense
+from rope.string import cayley
+from rope.string import circulant_string
+from rope.string import string_cayley
+from rope.vision_freqs import dinov3_periods
+from rope.vision_freqs import freqs_dinov3
+from rope.vision_freqs import freqs_eva
 
 __version__ = "0.1.0"

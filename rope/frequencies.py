@@ -62,20 +62,24 @@ def _axial_ladder_np(head_dim: int, theta: float) -> np.ndarray:
   return (np.float32(1.0) / (np.float32(theta) ** exps)).astype(np.float32)
 
 
-def freqs_axial(head_dim: int, theta: float = 100.0) -> jax.Array:
+def freqs_axial(head_dim: int, theta: float = 100.0, *, first: str = "col") -> jax.Array:
   """rope-vit RoPE-Axial: `[D/2, 2]` in (row, col) order.
 
   Pairs `0..D/4-1` turn with `col` and pairs `D/4..D/2-1` with `row`, both at
   `theta ** (-4j / D)`. With `theta=10.` and positions `grid_positions(..., scale="pi")` this is
   the Axial RoPE of the Spherical-RoPE paper (`100 ** (-2t/D) == 10 ** (-4t/D)`).
+  `first="row"` swaps the halves: pairs `0..D/4-1` turn with `row` (EVA-02, FiT and DINOv3
+  order, docs/spec/vision_ext.md §8.6); checkpoints only load with their own order.
   """
   head_dim = _checks.positive_int("head_dim", head_dim)
   _checks.divisible("head_dim", head_dim, 4,
                     "axial RoPE gives a quarter of the channels' pairs to each axis")
+  _checks.one_of("first", first, ("col", "row"))
   f = _axial_ladder_np(head_dim, theta)
   table = np.zeros((head_dim // 2, 2), np.float32)
-  table[: head_dim // 4, 1] = f   # x = col
-  table[head_dim // 4:, 0] = f    # y = row
+  lo, hi = (1, 0) if first == "col" else (0, 1)
+  table[: head_dim // 4, lo] = f   # rope-vit: x = col first
+  table[head_dim // 4:, hi] = f    # then y = row
   return jnp.asarray(table)
 
 
