@@ -44,6 +44,7 @@ from configs import vlm_common
 from data import spatial_scenes
 from data import vlm_pipeline
 from models import vlm_schemes
+import tasks
 from trainer import loop
 from trainer import mesh as mesh_lib
 from trainer import step as step_lib
@@ -145,7 +146,7 @@ class SchemeStep:
   def __init__(self, scheme: str, config_arg: str, host_repeats: int):
     self.scheme = scheme
     config = vlm_common.get_config(scheme, config_arg)
-    setup = loop.build(config, jax.devices()[:1])
+    setup = loop.build(config, jax.devices()[:1], task=tasks.get_task(config))
     task = setup.task
     spec = spatial_scenes.GenSpec.from_config(config.data)
     samples = [spatial_scenes.make_sample(spec, seed=config.seed, split="train", index=i)

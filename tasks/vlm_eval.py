@@ -130,6 +130,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   from models import vlm_schemes  # pylint: disable=g-import-not-at-top
   from tasks import vlm as vlm_task  # pylint: disable=g-import-not-at-top
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
   from trainer import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 
@@ -144,7 +145,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   if batch_size:
     config.eval.batch_size = int(batch_size)
   config.lock()
-  setup = loop.build(config)  # Validates the model against every condition (max_len, ...).
+  setup = loop.build(config, task=tasks.get_task(config))  # Validates the model against every condition (max_len, ...).
   task = setup.task
   checkpoints = loop.open_checkpoints(config, workdir, read_only=True)
   step = checkpoint_lib.select_step(checkpoints, checkpoint, workdir)

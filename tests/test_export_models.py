@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+import tasks
 from trainer import loop
 from trainer import step as step_lib
 
@@ -41,7 +42,7 @@ def _setup(name, **model_overrides):
   if model_overrides:
     with config.unlocked():
       config.model.update(model_overrides)
-  setup = loop.build(config)
+  setup = loop.build(config, task=tasks.get_task(config))
   state = jax.eval_shape(step_lib.make_init_fn(setup.task, setup.tx), jax.random.key(0))
   batch = next(iter(setup.task.train_iterator(0, 0, 1)))
   return setup, state, _abstract(batch)

@@ -23,6 +23,11 @@ from trainer import loop
 from trainer import metrics as metrics_lib
 
 
+def _build(config):
+  """loop.build with the config's task (the caller picks it; the trainer imports no task)."""
+  return loop.build(config, task=tasks.get_task(config))
+
+
 def tiny_config(scheme: str, **data) -> ml_collections.ConfigDict:
   """The scheme's smoke config shrunk to a couple of steps of a 1-2 layer model."""
   c = vlm_common.get_config(scheme, "smoke")
@@ -47,7 +52,7 @@ def trained(tmp_path_factory):
     if scheme == "mrope_interleave":  # No eval set: saves compiling a second eval step.
       with config.unlocked():
         config.eval.conditions = ()
-    result = trainer.train_and_evaluate(config, workdir)
+    result = trainer.train_and_evaluate(config, workdir, task=tasks.get_task(config))
     assert result.status == "finished" and result.step == 2
     _write_old_config_json(workdir)
     out[scheme] = (workdir, result)
@@ -254,19 +259,19 @@ def test_bad_config_fails_at_start_up(change, match):
     c.model.max_len = 100  # fits training (64) but not the larger-grid condition (152)
     change(c)
   with pytest.raises(ValueError, match=match):
-    loop.build(c)
+    _build(c)
 
 
 def test_circle_rejects_a_video_at_start_up():
   c = tiny_config("circle", video_as="video")
   with pytest.raises(ValueError, match="video_as='video'.*`scheme`='circle' cannot place Video"):
-    loop.build(c)
+    _build(c)
   # Frames (two Image segments) are fine, and so is circle with video questions removed.
-  loop.build(tiny_config("circle"))
+  _build(tiny_config("circle"))
   c = tiny_config("circle", video_as="video")
   with c.unlocked():
     c.data.question_mix.update(video_moved=0.0, video_where=0.0)
-  loop.build(c)
+  _build(c)
 
 
 def test_upgrade_config_drops_the_old_data_keys():

@@ -752,12 +752,13 @@ def test_bfloat16_train_step_runs_on_cpu():
   # The smoke recipe's train step in bfloat16 (the trainer's own step: value_and_grad, optax),
   # compiled for CPU. Tokens-first attention operands once lowered to bf16 batch dots that
   # XLA:CPU's dot thunk rejects at run time; models/matmul.py's CPU attention goes heads-first.
+  import tasks                              # pylint: disable=g-import-not-at-top
   from trainer import loop                   # pylint: disable=g-import-not-at-top
   from trainer import step as step_lib       # pylint: disable=g-import-not-at-top
   config = vit_common.load("spherical", "smoke")
   with config.unlocked():
     config.model.dtype = "bfloat16"
-  setup = loop.build(config)
+  setup = loop.build(config, task=tasks.get_task(config))
   state = jax.jit(step_lib.make_init_fn(setup.task, setup.tx))(jax.random.key(0))
   batch = {"image": images(8, batch=64)[..., :1],
            "label": jax.nn.one_hot(jnp.arange(64) % 10, 10)}
