@@ -84,7 +84,7 @@ def _model(encoding: str, options: dict, **recipe) -> ml_collections.ConfigDict:
   m.encoding = encoding
   m.update(recipe)
   m.update(options)
-  if ENCODINGS.get(encoding).uses_block_size:
+  if ENCODINGS.get(encoding).uses_block_size and "block_size" not in options:
     m.block_size = m.get_ref("head_dim")  # Dense LieRE; follows --config.model.head_dim.
   return m
 
