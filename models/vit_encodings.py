@@ -22,6 +22,20 @@ docs/API.md; the references' conventions: docs/spec/vision_rope.md).
 | `axial_learned`     | Learned Axial                | per layer `[H, D/4, 2]`, U[0,1) | `pi`      |
 | `mixed_pi`          | Spherical paper's Mixed      | per layer `[H, D/2, 2]`, U[0,1) | `pi`      |
 | `uniform`           | Uniform RoPE                 | one frequency `omega` (1/pi)    | `pi`      |
+| `comrope_ap`/`_ld`  | ComRoPE (Longin-Yu/ComRoPE)  | per layer `P` (+ LD `theta`)    | `center`, cls at 0.5 |
+| `string_cayley`     | Cayley-STRING (spec §4)      | per layer `W` -> `cayley`, axial| `index`   |
+| `string_circulant`  | Circulant-STRING (spec §4)   | per layer `c [2, H, D]`         | `index`   |
+| `dinov3`            | DINOv3 RoPE                  | `freqs_dinov3(D, base=100)`     | `centered`|
+| `eva02`             | EVA-02 (timm)                | `freqs_eva(D, theta=1e4)`       | `index_interp` |
+| `prope`             | 2-D p-RoPE, p = 0.25         | truncated `freqs_axial(D, 100)` | `index`   |
+| `lookhere`          | LookHere (logit bias)        | fixed per-layer bias            | grid      |
+| `fire`              | FIRE (logit bias, 1-D index) | per layer MLP, `c`, `multiplier`| token index |
+
+Training-time position augmentation (`model.position_augment`, `Options.augment`): DINOv3's
+shift / jitter / rescale and ComRoPE's perturbation / offset, drawn in `token_positions` from the
+step key, honoured by every rotary entry, never at evaluation. ComRoPE's offset also moves the
+class tokens where an entry reads their position (ComRoPE, STRING, LieRE); entries whose
+tables prepend the identity for them (pair / triplet tables) keep them unrotated.
 
 Old names (the `model.posenc` values of configs and checkpoints written before the registry)
 are aliases: `ape_learned` -> `ape`, `ape_sincos` -> `sincos`, `rope_axial` -> `axial`,
