@@ -53,7 +53,8 @@ MODES = ("smoke", "fmnist", "imagenet")  # Besides the default (CIFAR-100).
 
 # Model keys whose default is None, with the type a command-line value gets.
 _OPTIONAL_MODEL_KEYS = {"depth": int, "head_dim": int, "theta": float, "omega": float,
-                        "position_scale": str, "layerscale_init": float}
+                        "position_scale": str, "layerscale_init": float,
+                        "block_size": int}
 
 
 def _overridable(section: ml_collections.ConfigDict, types: dict) -> None:

@@ -95,7 +95,8 @@ def default_config() -> ml_collections.ConfigDict:
   #                               without one.
   c.position_scale = None       # None: the entry's ("index" rope-vit, "unit" LieRE, "pi"
   #                               Spherical-paper variants); or "index" | "unit" | "pi".
-  c.block_size = 8              # LieRE / ComRoPE block size g (must divide head_dim).
+  c.block_size = None           # LieRE / ComRoPE block size g; None: the entry's default
+  #                               (LieRE 8, ComRoPE 2, the reference config's).
   c.omega = None                # Uniform RoPE frequency; None: 1/pi (authors' code). uniform only.
   c.position_augment = ml_collections.ConfigDict(dict(
       # Training-time position augmentation, honoured by every rotary encoding, drawn from
@@ -192,7 +193,8 @@ def encoding_options(config, entry: vit_encodings.Encoding) -> vit_encodings.Opt
       train_grid=(train_grid, train_grid),
       scale=(config.position_scale or entry.scale) if entry.scale else None,
       theta=pick(config.theta, entry.theta), omega=pick(config.omega, entry.omega),
-      block_size=int(config.block_size), depth=dims["depth"],
+      block_size=(entry.block_size if config.block_size is None else int(config.block_size)),
+      depth=dims["depth"],
       augment=position_augment(config))
 
 
@@ -280,7 +282,8 @@ def _validate_encoding(config) -> None:
   if position_augment(config) is not None and entry.kind != "rotary":
     raise ValueError(f"model.position_augment is set but encoding={name!r} is {entry.kind}; "
                      f"the position augmentation needs a rotary encoding (leave it all None).")
-  if entry.uses_block_size and (not _positive_int(config.block_size) or config.block_size < 2):
+  if entry.uses_block_size and config.block_size is not None and (
+      not _positive_int(config.block_size) or config.block_size < 2):
     raise ValueError(f"model.block_size={config.block_size!r} must be an integer >= 2.")
   error = entry.error(encoding_options(config, entry))
   if error:

@@ -216,7 +216,8 @@ class Encoding:
       and the `position_scale` option is refused.
     theta: default frequency base; None: the `theta` option is refused.
     omega: default single frequency (Uniform RoPE); None: the `omega` option is refused.
-    uses_block_size: reads the `block_size` option (LieRE).
+    uses_block_size: reads the `block_size` option (LieRE, ComRoPE).
+    block_size: its default when the option is None.
     multiple: head_dim must be divisible by it (None: by `block_size` if `uses_block_size`,
       else anything); `channels` says why, for the error message.
     group: q / k arrive strided by this group (`models.vit.to_strided`); None: reference order.
@@ -242,6 +243,7 @@ class Encoding:
   theta: Optional[float] = None
   omega: Optional[float] = None
   uses_block_size: bool = False
+  block_size: int = DEFAULT_BLOCK_SIZE
   multiple: Optional[int] = None
   channels: str = ""
   group: Optional[int] = None
@@ -529,7 +531,7 @@ def _comrope_tables(variant):
 for _variant in ("ap", "ld"):
   ENCODINGS.register(f"comrope_{_variant}", Encoding(
       reference=f"ComRoPE-{_variant.upper()} (Longin-Yu/ComRoPE model.py)", kind="rotary",
-      scale="center", uses_block_size=True,
+      scale="center", uses_block_size=True, block_size=2,
       channels="ComRoPE rotates contiguous blocks of block_size channels",
       params=((Param("P", _comrope_param("P", _variant), ("heads", "rotary", None, None)),)
               + ((Param("theta", _comrope_param("theta", _variant), ("position", "rotary")),)
