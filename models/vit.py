@@ -340,6 +340,7 @@ class Attention(nn.Module):
     attention_impl: `jax.nn.dot_product_attention` implementation ("xla" | "cudnn").
     dropout: output dropout.
     queries: None, or attend from the first `queries` tokens only.
+    layer: this layer's index (for an entry's per-layer bias, `Encoding.bias_per_layer`).
     dtype: compute dtype.
   """
   num_heads: int
@@ -376,8 +377,10 @@ class Attention(nn.Module):
     if rotary:
       tables = shared if enc.shared else enc.tables(params, tokens, self.options)
       q, k = enc.rotate(q, tables), enc.rotate(k, tables)
-    bias = (enc.bias(params, tokens, self.options, self.layer) if enc.bias is not None
-            else None)
+    bias = None
+    if enc.bias is not None:
+      layer = (self.layer,) if enc.bias_per_layer else ()
+      bias = enc.bias(params, tokens, self.options, *layer)
     if self.is_mutable_collection("intermediates"):
       # For analysis and tests: rotated q, k as [B, L, H, D] in the reference channel order
       # (logits = q . k / sqrt(D) + bias).

@@ -226,9 +226,10 @@ class Encoding:
     tables: `tables(params, tokens, options) -> Tables`, from this layer's (or, without
       params, no) parameters; without params it runs once per forward pass.
     rotate: `rotate(x [B, L, H, D], tables) -> x` rotated (same shape and dtype).
-    bias: `bias(params, tokens, options, layer) -> [1|B, H|1, L, L]` float32 logit bias
-      (`layer`: the attention layer's index, for per-layer biases), passed to
+    bias: `bias(params, tokens, options) -> [1|B, H|1, L, L]` float32 logit bias, passed to
       `jax.nn.dot_product_attention` (relative-bias baselines); None: no bias.
+    bias_per_layer: `bias` takes a fourth argument, the attention layer's index (0-based), for
+      biases that differ per layer without parameters (LookHere's layer slopes).
     embed: `embed(params, grid, options) -> [gh*gw, width]` (absolute entries).
     positions: `positions(grid, options, num_prefix, key) -> Tokens` (default
       `token_positions`; an entry may override it, e.g. with normalised coordinates).
@@ -250,7 +251,8 @@ class Encoding:
   params: tuple[Param, ...] = ()
   tables: Optional[Callable[[dict, Tokens, Options], Tables]] = None
   rotate: Optional[Callable[[jax.Array, Tables], jax.Array]] = None
-  bias: Optional[Callable[[dict, Tokens, Options, int], jax.Array]] = None
+  bias: Optional[Callable[..., jax.Array]] = None
+  bias_per_layer: bool = False
   embed: Optional[Callable[[dict, tuple[int, int], Options], jax.Array]] = None
   positions: Callable[..., Tokens] = token_positions
   train_key: bool = False
@@ -636,7 +638,7 @@ def _lookhere_bias(p, t, o, layer):
 
 ENCODINGS.register("lookhere", Encoding(
     reference="LookHere (GreenCUBIC/lookhere create_lh_bias_tensor; slopes 1, (1.5, 0.5))",
-    kind="bias", bias=_lookhere_bias, check=_lookhere_check,
+    kind="bias", bias=_lookhere_bias, bias_per_layer=True, check=_lookhere_check,
 ))
 
 FIRE_HIDDEN = 32
@@ -648,7 +650,7 @@ def _torch_linear(fan_in):
   return lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
-def _fire_bias(p, t, o, layer):
+def _fire_bias(p, t, o):
   (gh, gw), n = t["grid"], t["num_prefix"]
   params = dict(p, L=jnp.abs(p["multiplier"] * 512.0))
   del params["multiplier"]

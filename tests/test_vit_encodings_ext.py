@@ -209,5 +209,10 @@ def test_bias_reaches_attention(encoding):
   assert not np.allclose(a, b, atol=1e-5)
   tokens = {"grid": (4, 4), "num_prefix": 1}
   p = params["encoderblock_0"]["attention"].get("posenc", {})
-  bias = model.encoding.bias(p, tokens, model.options, 0)
+  enc = model.encoding
+  assert enc.bias_per_layer == (encoding == "lookhere")   # LookHere's slopes differ per layer
+  bias = enc.bias(p, tokens, model.options, *((0,) if enc.bias_per_layer else ()))
   assert bias.shape[-2:] == (17, 17) and float(jnp.abs(bias).max()) > 0
+  if enc.bias_per_layer:
+    last = enc.bias(p, tokens, model.options, 1)
+    assert not np.allclose(bias, last)
