@@ -34,8 +34,9 @@ docs/API.md; the references' conventions: docs/spec/vision_rope.md).
 Training-time position augmentation (`model.position_augment`, `Options.augment`): DINOv3's
 shift / jitter / rescale and ComRoPE's perturbation / offset, drawn in `token_positions` from the
 step key, honoured by every rotary entry, never at evaluation. ComRoPE's offset also moves the
-class tokens where an entry reads their position (ComRoPE, STRING, LieRE); entries whose
-tables prepend the identity for them (pair / triplet tables) keep them unrotated.
+class tokens where an entry rotates them (ComRoPE, LieRE); entries whose tables prepend the
+identity for them (pair / triplet tables) or that rotate the patches only (STRING) keep them
+unrotated.
 
 Old names (the `model.posenc` values of configs and checkpoints written before the registry)
 are aliases: `ape_learned` -> `ape`, `ape_sincos` -> `sincos`, `rope_axial` -> `axial`,
@@ -552,10 +553,27 @@ def _skew(w: jax.Array) -> jax.Array:
   return upper - jnp.swapaxes(upper, -1, -2)
 
 
+def _patches(tokens: Tokens) -> jax.Array:
+  """The patch tokens' positions `[gh*gw, 2]` (without the class tokens)."""
+  return tokens["positions"][tokens["num_prefix"]:]
+
+
+def _on_patches(rotate, rows: str):
+  """`rotate(x, tables)` on the patch tokens only, for tables built from `_patches`: the class
+  tokens (at the origin, where STRING's `P RoPE(0) P^T` is the identity up to float rounding)
+  pass through bitwise unrotated, as with `pair_tables`' identity rows. The number of class
+  tokens is what `tables[rows]` (`[gh*gw, ...]`, no batch axis) lacks of the tokens."""
+  def wrapped(x, tables):
+    n = x.shape[1] - tables[rows].shape[0]
+    return rotate(x, tables) if n == 0 else jnp.concatenate(
+        [x[:, :n], rotate(x[:, n:], tables)], axis=1)
+  return wrapped
+
+
 def _string_tables(p, t, o):
   """Cayley-STRING over rope-vit's axial table (theta 100, integer positions), per head P."""
-  ang = rope.angles(t["positions"], rope.freqs_axial(o.head_dim, theta=o.theta))
-  return {"angles": ang, "P": rope.cayley(_skew(p["W"]))}
+  ang = rope.angles(_patches(t), rope.freqs_axial(o.head_dim, theta=o.theta))
+  return {"angles": ang, "P": rope.cayley(_skew(p["W"]))}       # angles [gh*gw, D/2]
 
 
 ENCODINGS.register("string_cayley", Encoding(
@@ -565,7 +583,8 @@ ENCODINGS.register("string_cayley", Encoding(
     params=(Param("W", lambda key, o: STRING_INIT_STD * jax.random.normal(
         key, (o.num_heads, o.head_dim, o.head_dim), jnp.float32), ("heads", "kv", None)),),
     tables=_string_tables,
-    rotate=lambda x, t: rope.string_cayley(x, t["angles"], t["P"], layout="interleaved"),
+    rotate=_on_patches(lambda x, t: rope.string_cayley(x, t["angles"], t["P"],
+                                                       layout="interleaved"), "angles"),
 ))
 
 ENCODINGS.register("string_circulant", Encoding(
@@ -573,8 +592,9 @@ ENCODINGS.register("string_circulant", Encoding(
     kind="rotary", scale="index",
     params=(Param("c", lambda key, o: CIRCULANT_INIT_STD * jax.random.normal(
         key, (2, o.num_heads, o.head_dim), jnp.float32), ("position", "heads", "kv")),),
-    tables=lambda p, t, o: {"positions": t["positions"], "c": p["c"]},
-    rotate=lambda x, t: rope.circulant_string(x, t["positions"], t["c"]),
+    tables=lambda p, t, o: {"positions": _patches(t), "c": p["c"]},
+    rotate=_on_patches(lambda x, t: rope.circulant_string(x, t["positions"], t["c"]),
+                       "positions"),
 ))
 
 # DINOv3: rotate-half on the reference channel order (group None), row-first periods
