@@ -634,9 +634,21 @@ ENCODINGS.register("prope", Encoding(
 ))
 
 
+# LookHere's head directions. The reference (GreenCUBIC/lookhere lookhere.py,
+# create_lh_layer_tensor) assigns a set name to heads by fixed rules: one set ("halves": up /
+# down / left / right) cycles over a multiple of 4 heads; at exactly 6 heads (ViT-S) it only
+# takes a split "a-b", giving heads 0-3 set a and heads 4-5 the first two heads of set b (a
+# single name fails there: `sh[1]`). Its slopes then allow only a non-directional b ("none",
+# "zero", "center" and their mixes: 2 slopes 0.25, 0.0625); a directional b yields 8 slopes
+# for 6 heads and fails too. No 6-head configuration is documented: the released LH-180 / 90 /
+# 45 models are ViT-B/16 (the README builds them with vision_transformer.py's defaults, 12
+# heads), their lh_config inside the checkpoints (not available). Our choice at 6 heads,
+# "halves-none", keeps the four directional heads of "halves" and gives the other two the full
+# field of view with the reference's distance penalties ("zero" would give them no position
+# information); other head counts follow the reference's rules or are refused (ViT-Ti's 3).
 def lookhere_directions(num_heads: int) -> str:
-  """The direction set used: "halves" (up / down / left / right) for a multiple of 4 heads,
-  "halves-none" otherwise (two directional sets fail rope._head_slopes at 6 heads; the released models' lh_configs are not available)."""
+  """The direction set used: "halves" for a multiple of 4 heads, "halves-none" otherwise
+  (the reference's 6-head rule needs a split "a-b"; see the comment above)."""
   return "halves" if num_heads % 4 == 0 else "halves-none"
 
 
@@ -645,7 +657,7 @@ def _lookhere_check(o):
     rope.lookhere_bias(2, 2, head_directions=lookhere_directions(o.num_heads),
                        num_heads=o.num_heads, depth=1)
   except ValueError as e:
-    return f"LookHere needs a multiple of 4 heads, or 6 / 12 / 16: {e}"
+    return f"LookHere needs a multiple of 4 heads, or 6 (S; not Ti's 3): {e}"
   return None
 
 
