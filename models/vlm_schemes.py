@@ -281,7 +281,8 @@ class Scheme:
   def positions(self, segments: Sequence[Any], **options) -> SequencePositions:
     """Ids of one unpadded sequence (segments after the 2x2 merge) under the scheme.
 
-    `options`: design keywords (`position_options`); the alternate ids use rope's defaults.
+    `options`: design keywords (`position_options`); the alternate ids use `alt_options`
+    (empty: rope's defaults).
     """
     if not self.places_video:
       for seg in segments:
