@@ -9,7 +9,7 @@ Grayscale (C = 1) images stay grayscale: ops that only make sense for colour are
 import math
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter
 
 _BICUBIC = Image.Resampling.BICUBIC
 

@@ -278,18 +278,25 @@ class PatchEmbed(nn.Module):
 
 
 def _attention_cpu(q, k, v, bias, scale):
-  """`jax.nn.dot_product_attention`'s math with the bf16 CPU dots of `_bf16_einsum`.
+  """`jax.nn.dot_product_attention`'s math, heads first, for XLA:CPU.
 
-  Heads go first before the dots (`[B, H, L, D]`, batch axes leading): XLA:CPU's thunk for
-  bf16 x bf16 -> f32 dots rejects some of the batch-dot forms that tokens-first operands
-  lower to ("Unsupported element type for DotThunk")."""
+  Heads go first before the dots (`[B, H, L, D]`, batch axes leading), so both dots batch over
+  (B, H) without the transposes XLA:CPU places around tokens-first batch dots (attention
+  forward + backward of a ViT-S/16 layer, float32: benchmarks/RESULTS.md). In bfloat16 the
+  dots are this module's bf16 x bf16 -> f32 ones (`_bf16_einsum`), whose thunk also rejects
+  some of the batch-dot forms that tokens-first operands lower to ("Unsupported element type
+  for DotThunk")."""
   q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
-  logits = _bf16_einsum("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+  if q.dtype == jnp.bfloat16:
+    dot = _bf16_einsum
+  else:
+    dot = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+  logits = dot("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k)
   logits = logits.astype(jnp.float32)
   if bias is not None:
     logits = logits + bias
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.swapaxes(_bf16_einsum("bhqk,bhkd->bhqd", probs, v), 1, 2)
+  return jnp.swapaxes(dot("bhqk,bhkd->bhqd", probs, v), 1, 2)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -304,15 +311,15 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     implementation: "xla" (every platform) or "cudnn" (GPU, bfloat16).
 
   Returns:
-    `[B, Q, H, D]` in q's dtype. bfloat16 lowered for CPU computes the same math with this
-  module's bf16 x bf16 -> f32 dots (`_attention_cpu`); everything else is jax's function, so
-  TPU / GPU reach their fused attention kernels.
+    `[B, Q, H, D]` in q's dtype. Lowered for CPU, the same math runs heads first
+  (`_attention_cpu`, with this module's bf16 x bf16 -> f32 dots in bfloat16); everything else
+  is jax's function, so TPU / GPU reach their fused attention kernels.
   """
   def plain(q, k, v, bias):
     return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
                                         implementation=implementation)
-  if q.dtype == jnp.bfloat16:
-    return jax.lax.platform_dependent(q, k, v, bias,
-                                      cpu=functools.partial(_attention_cpu, scale=scale),
-                                      default=plain)
-  return plain(q, k, v, bias)
+  if implementation != "xla":
+    return plain(q, k, v, bias)
+  return jax.lax.platform_dependent(q, k, v, bias,
+                                    cpu=functools.partial(_attention_cpu, scale=scale),
+                                    default=plain)

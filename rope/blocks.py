@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rope import _checks
-from rope import _expm
 from rope import _kernels
+from rope import comrope
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 def init_liere(key: jax.Array, num_axes: int, num_heads: int, head_dim: int,
                block_size: int = 8) -> jax.Array:
@@ -63,13 +62,8 @@ def liere_rotations(positions: jax.Array, params: jax.Array) -> jax.Array:
   if positions.ndim < 2 or positions.shape[-1] != params.shape[0]:
     raise ValueError(f"`positions` must be [..., L, A] with A={params.shape[0]} (the axes of "
                      f"`params` {params.shape}), got {positions.shape}.")
-  gens = liere_generators(params)                                       # [A, H, G, g, g]
-  pos = positions.astype(jnp.float32)                                   # [..., L, A]
-  # A matmul over the A axes at HIGHEST precision (float32-exact on every backend): its
-  # gradient w.r.t. the generators is another matmul, where a broadcast multiply + sum would
-  # differentiate into XLA:CPU's slow reduction over the token axis.
-  gen = jnp.matmul(pos, gens.reshape(gens.shape[0], -1), precision=_HIGHEST)
-  return _expm.expm(gen.reshape(pos.shape[:-1] + gens.shape[1:]))       # [..., L, H, G, g, g]
+  # LieRE is the general commuting-or-not block exponential with its own generators.
+  return comrope.skew_rotations(positions, liere_generators(params))   # [..., L, H, G, g, g]
 
 
 def spherical_freqs(head_dim: int, theta: float = 100.0) -> jax.Array:

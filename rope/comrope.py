@@ -126,6 +126,8 @@ def skew_rotations(positions: jax.Array, generators: jax.Array) -> jax.Array:
                      f"`generators` {gens.shape}), got {positions.shape}.")
   gens = gens.astype(jnp.float32)
   pos = positions.astype(jnp.float32)
-  # A HIGHEST-precision matmul over the A axes (float32-exact; its gradient is a matmul too).
+  # A matmul over the A axes at HIGHEST precision (float32-exact on every backend): its
+  # gradient w.r.t. the generators is another matmul, where a broadcast multiply + sum would
+  # differentiate into XLA:CPU's slow reduction over the token axis.
   gen = jnp.matmul(pos, gens.reshape(gens.shape[0], -1), precision=_HIGHEST)
   return _expm.expm(gen.reshape(pos.shape[:-1] + gens.shape[1:]))

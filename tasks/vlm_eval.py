@@ -36,7 +36,7 @@ import collections
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

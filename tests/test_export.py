@@ -29,6 +29,21 @@ def _pos(p):
   return S((L, p), F32)
 
 
+_K0 = jax.random.PRNGKey(0)
+
+
+def _abstract(tree):
+  """The shapes and dtypes of a parameter pytree, as export arguments."""
+  return jax.tree.map(lambda a: S(a.shape, a.dtype), tree)
+
+
+def _fire_params():
+  k = jax.random.split(_K0, 4)
+  return {"W1": jax.random.normal(k[0], (32,)), "b1": jax.random.normal(k[1], (32,)),
+          "W2": jax.random.normal(k[2], (H, 32)), "b2": jax.random.normal(k[3], (H,)),
+          "c": jnp.float32(1.0), "L": jnp.float32(8.0)}
+
+
 # name -> (function of arrays, abstract arguments). Static arguments are closed over.
 CASES = {
     "inv_freq": (lambda: rope.inv_freq(D), ()),
@@ -65,6 +80,43 @@ CASES = {
             lambda x, q: rope.apply(x, rope.angles(q, rope.freqs_axial(D))), p, s, key=k,
             head_dim=D),
         (_pos(2), S((2,), F32), KEY)),
+    # Second round: multimodal (docs/spec/multimodal_ext.md).
+    "freqs_hope": (lambda: rope.freqs_hope(D, sections=(4, 4, 4)), ()),
+    "freqs_mmrope": (lambda: rope.freqs_mmrope(D), ()),
+    "freqs_cyclic": (lambda: rope.freqs_cyclic(D), ()),
+    "init_grape": (lambda k: rope.init_grape(k, D, "mixed"), (KEY,)),
+    "grape_plane_freqs": (lambda: rope.grape_plane_freqs(D, 1e4, "mixed"), ()),
+    "grape_rotate": (lambda x, pos, params: rope.grape_rotate(
+        x, pos, params, rope.grape_plane_freqs(D, 1e4, "mixed"), mode="mixed",
+        orthogonalize=True), (X, _pos(3), _abstract(rope.init_grape(_K0, D, "mixed")))),
+    # Second round: vision (docs/spec/vision_ext.md).
+    "with_prefix": (lambda pos: rope.with_prefix(pos, 1, value=0.5), (_pos(2),)),
+    "augment_positions": (lambda pos, s, j, r: rope.augment_positions(
+        pos, shift=s, jitter=j, rescale=r), (_pos(2), S((2,), F32), S((2,), F32), S((1,), F32))),
+    "sample_position_augment": (lambda k: rope.sample_position_augment(
+        k, shift=0.1, jitter=1.2, rescale=1.5), (KEY,)),
+    "perturb_positions": (lambda pos, p, o: rope.perturb_positions(pos, p, o, grid=(3, 5)),
+                          (_pos(2), S((15, 2), F32), S((2,), F32))),
+    "sample_comrope_perturbation": (lambda k: rope.sample_comrope_perturbation(
+        k, 15, intensity=0.5, offset_intensity=1.0), (KEY,)),
+    "freqs_dinov3": (lambda: rope.freqs_dinov3(D), ()),
+    "dinov3_periods": (lambda: rope.dinov3_periods(D), ()),
+    "freqs_eva": (lambda: rope.freqs_eva(D), ()),
+    "scale_freqs": (lambda f, s: rope.scale_freqs(f, s, method="yarn", train_len=4),
+                    (S((D // 2, 2), F32), S((2,), F32))),
+    "attention_scale": (lambda: rope.attention_scale("yarn", (8, 8), 4), ()),
+    "truncate_freqs": (lambda: rope.truncate_freqs(rope.freqs_axial(D), 0.5), ()),
+    "init_comrope": (lambda k: rope.init_comrope(k, H, D, variant="ld"), (KEY,)),
+    "comrope_generators": (lambda p: rope.comrope_generators(p, variant="ld"),
+                           (_abstract(rope.init_comrope(_K0, H, D, variant="ld")),)),
+    "skew_rotations": (rope.skew_rotations, (_pos(2), S((2, H, D // 8, 8, 8), F32))),
+    "cayley": (rope.cayley, (S((H, D, D), F32),)),
+    "apply_dense": (rope.apply_dense, (X, S((H, D, D), F32))),
+    "string_cayley": (rope.string_cayley, (X, S((L, 1, D // 2), F32), S((H, D, D), F32))),
+    "circulant_string": (rope.circulant_string, (X, _pos(2), S((2, H, D), F32))),
+    "lookhere_bias": (lambda: rope.lookhere_bias(3, 5, head_directions="halves", num_heads=4,
+                                                 depth=2), ()),
+    "fire_bias": (lambda p: rope.fire_bias(L, p), (_abstract(_fire_params()),)),
 }
 
 # Public callables that are host-side only (static Python / NumPy in, Python / NumPy out): there
@@ -106,7 +158,9 @@ def _grad_of_sum(f, argnums):
 
 
 @pytest.mark.parametrize("name", ["apply", "apply_cos_sin", "apply_blocks", "apply_spherical",
-                                  "liere_rotations", "spherical_rotations", "grid_cos_sin"])
+                                  "liere_rotations", "spherical_rotations", "grid_cos_sin",
+                                  "grape_rotate", "skew_rotations", "string_cayley",
+                                  "circulant_string", "fire_bias"])
 def test_gradients_export_for_tpu_and_cuda(name):
   f, args = CASES[name]
   g = _grad_of_sum(lambda *a: jnp.stack(jax.tree.leaves(f(*a))), tuple(range(len(args))))
@@ -137,6 +191,19 @@ COMMUTING = {
                     (S((2, 16, H, D), F32), S((4,), F32), S((4,), F32))),
     "spherical": (lambda x, pos: rope.apply_spherical(
         x, rope.spherical_cos_sin(pos, rope.spherical_freqs(D))), (X, _pos(2))),
+    # Second round.
+    "hope": _rotation(lambda: rope.freqs_hope(D, sections=(4, 4, 4)), 3),
+    "mmrope": _rotation(lambda: rope.freqs_mmrope(D), 3),
+    "cyclic": _rotation(lambda: rope.freqs_cyclic(D), 3),
+    "dinov3": _rotation(lambda: rope.freqs_dinov3(D), 2),
+    "eva02": _rotation(lambda: rope.freqs_eva(D), 2),
+    "prope": _rotation(lambda: rope.truncate_freqs(rope.freqs_axial(D), 0.5), 2),
+    "yarn": (lambda x, pos: rope.apply(
+        x, rope.angles(pos, rope.scale_freqs(rope.freqs_axial(D, first="row"), [2.0, 2.0],
+                                             method="yarn", train_len=4)),
+        amplitude=rope.attention_scale("yarn", (8, 8), 4)), (X, _pos(2))),
+    "partial_rotary": (lambda x, pos: rope.apply(x, rope.angles(pos, rope.freqs_1d(D // 2))),
+                       (X, _pos(1))),
 }
 
 
@@ -163,6 +230,12 @@ NON_COMMUTING = {
                  (S((2, L, H, 64), F32), _pos(2), S((2, H, 1, 64, 64), F32))),
     "spherical_blocks": (lambda x, pos, f: rope.apply_blocks(x, rope.spherical_rotations(pos, f)),
                          (X, _pos(2), S((H, D // 3, 2), F32))),
+    "comrope": (lambda x, pos, p: rope.apply_blocks(
+        x, rope.skew_rotations(pos, rope.comrope_generators(p, variant="ld"))),
+                (X, _pos(2), _abstract(rope.init_comrope(_K0, H, D, variant="ld")))),
+    "string_cayley": (lambda x, pos, s: rope.string_cayley(
+        x, rope.angles(pos, rope.freqs_axial(D)), rope.cayley(s - jnp.swapaxes(s, -1, -2))),
+                      (X, _pos(2), S((H, D, D), F32))),
 }
 
 

@@ -161,11 +161,24 @@ def test_dense_and_einsum_modules_match_flax():
                              rtol=1e-6, atol=1e-6)
 
 
-def test_dot_product_attention_float32_is_jax_and_bfloat16_cpu_matches():
+def test_dot_product_attention_cpu_heads_first_matches_jax():
+  """On CPU the attention runs heads first (`_attention_cpu`); float32 equals jax's function to
+  rounding (values and gradients), bfloat16 to bf16 rounding; without a bias too."""
   q, k, v = _normal(0, (2, 3, 4, 8)), _normal(1, (2, 5, 4, 8)), _normal(2, (2, 5, 4, 8))
   bias = _normal(3, (1, 4, 3, 5))
   want = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=0.3)
-  np.testing.assert_array_equal(matmul.dot_product_attention(q, k, v, bias, scale=0.3), want)
+  np.testing.assert_allclose(matmul.dot_product_attention(q, k, v, bias, scale=0.3), want,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(matmul.dot_product_attention(q, k, v, None, scale=0.3),
+                             jax.nn.dot_product_attention(q, k, v, scale=0.3),
+                             rtol=1e-5, atol=1e-6)
+  def loss(f):
+    return jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2, 3))
+  mine = loss(lambda *a: matmul.dot_product_attention(*a, scale=0.3))(q, k, v, bias)
+  ref = loss(lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, bias=b, scale=0.3))(
+      q, k, v, bias)
+  for a, b in zip(mine, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   got = jax.jit(lambda *a: matmul.dot_product_attention(*a, scale=0.3))(
       q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), bias)
   assert got.dtype == jnp.bfloat16 and got.shape == want.shape
