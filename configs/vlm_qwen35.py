@@ -9,7 +9,7 @@ data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
   python train.py --config=configs/vlm_qwen35.py:smoke --workdir=/tmp/vlm_qwen35
   python -m tasks.vlm_eval --workdir=/tmp/vlm_qwen35 --out=/tmp/vlm_qwen35/eval
   # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
-  python train.py --config=configs/vlm_qwen35.py:cpu --workdir=runs/vlm/mrope/seed0
+  python train.py --config=configs/vlm_qwen35.py:cpu --workdir=runs/vlm/qwen35/seed0
   # Accelerator-sized (width 256, 20k steps of 256; not run here):
   python train.py --config=configs/vlm_qwen35.py --workdir=/mnt/runs/vlm_qwen35
 """
