@@ -12,8 +12,8 @@ r"""The VLM sweep: every rotary scheme of configs/vlm_*.py x seeds.
 
 Arguments: the mode of every run (smoke | cpu; none = the accelerator-sized config),
 seeds=N (default 3), schemes="a+b+c" (default: all of vlm_common.SCHEMES).
-Runs are named "<scheme>/seed<s>". On 2 CPU cores: smoke ~1-2 min per run (8 schemes x 3
-seeds ~ 30-45 min), cpu ~8-10 min per run.
+Runs are named "<scheme>/seed<s>". On 2 CPU cores: smoke ~1-2 min per run (14 schemes x 3
+seeds ~ 1-1.5 h), cpu ~8-10 min per run.
 """
 from configs import common
 from configs import vlm_common

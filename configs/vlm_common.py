@@ -22,6 +22,12 @@ Choices made for every scheme (so that the decoder's scheme is what is compared)
     the default 16 would make V2PE identical to vanilla on 16-token images.
   * Circle-RoPE: the released settings (alpha 0.5, radius 10); circle_age alternates circle
     and M-RoPE layers (rope.age_schedule "alternate").
+  * The multimodal extensions (docs/spec/multimodal_ext.md) keep theta = 1e4 as well (the spec's
+    1e6 / Qwen3.5's 1e7 are for long contexts). HoPE draws its temporal scale per sample from
+    (0.5, 0.75, 1, 1.25, 1.5) in training and uses 1 at evaluation; MM-RoPE position_scale
+    (1, 1, 1); GRAPE learned "mixed" planes, rope init; Qwen3.5 rotates
+    partial_rotary_dim(head_dim, 0.25) channels (smoke: 4 of 16, sections (0, 1, 1); cpu: 8
+    of 32, (2, 1, 1)).
 
 Modes (after the colon, configs.common.parse_arg):
   (none)   an accelerator-sized run: the model defaults (width 256, depth 4, 8 heads), batch
@@ -38,7 +44,8 @@ from data import vlm_pipeline
 from models import vlm
 from models import vlm_schemes
 
-# The registered schemes: vanilla mrope mrope_interleave mhrope videorope v2pe circle*.
+# The registered schemes: vanilla mrope mrope_interleave mhrope videorope v2pe circle*
+# hope ilrope omnirope mmrope grape qwen35.
 SCHEMES = vlm_schemes.SCHEMES.names()
 MODES = ("smoke", "cpu")  # Besides the default (accelerator-sized).
 

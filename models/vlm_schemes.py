@@ -30,6 +30,16 @@ and allocations is docs/spec/multimodal_rope.md §4 and §9, docs/spec/circle_ro
 |                    | the layers        |                                     |
 |                    | `age_schedule`    |                                     |
 |                    | leaves False      |                                     |
+| "hope"             | "hope" (random    | `freqs_hope` (repo allocation, t    |
+|                    | temporal scale in | pairs NoPE)                         |
+|                    | training)         |                                     |
+| "ilrope"           | "ilrope"          | `freqs_mrope_interleaved`           |
+| "omnirope"         | "omnirope"        | `freqs_mrope` (chunked)             |
+| "mmrope"           | "mmrope"          | `freqs_mmrope` (t,t,h,w,h,w,h,w)    |
+| "grape"            | "mrope"           | learned GRAPE planes per layer      |
+|                    |                   | (`grape_rotate`, mode "mixed")      |
+| "qwen35"           | "mrope"           | MRoPE-I on the first                |
+|                    |                   | `partial_rotary_dim(D, 0.25)` chans |
 
 Adding a scheme = one `SCHEMES.register(name, Scheme(...))` (or a `Scheme` subclass that
 overrides the hooks it changes), one `configs/vlm_<name>.py` and, if it needs one, one `rope`
@@ -205,9 +215,13 @@ class Scheme:
       `(("circle_alpha", "alpha"),)`; unset (None) config values take rope's defaults.
     alt_design: the design of the alternate ids (`positions_alt`), read by the layers
       `layer_uses_alt` marks; None = no alternate ids.
+    alt_options: design keywords of the alternate ids (e.g. HoPE's ids at another temporal
+      scale); empty = rope's defaults.
     places_video: False if the design has no rule for `rope.Video` with t > 1 frames.
     owns_params: True if `tables` / `rotate` create Flax parameters (the model's parameters
       then depend on the scheme; tests sharing weights across schemes skip it).
+    keeps_text_prior: False if text-only input does not reproduce 1-D RoPE ("half" layout on
+      all channels): HoPE (t pairs NoPE), GRAPE (interleaved layout), Qwen3.5 (partial).
   """
   summary: str
   design: str
@@ -215,8 +229,10 @@ class Scheme:
   default_sections: Optional[Callable[[int], tuple]] = None
   design_options: tuple = ()
   alt_design: Optional[str] = None
+  alt_options: tuple = ()
   places_video: bool = True
   owns_params: bool = False
+  keeps_text_prior: bool = True
 
   # -- settings ------------------------------------------------------------------------------
 
@@ -265,7 +281,8 @@ class Scheme:
   def positions(self, segments: Sequence[Any], **options) -> SequencePositions:
     """Ids of one unpadded sequence (segments after the 2x2 merge) under the scheme.
 
-    `options`: design keywords (`position_options`); the alternate ids use rope's defaults.
+    `options`: design keywords (`position_options`); the alternate ids use `alt_options`
+    (empty: rope's defaults).
     """
     if not self.places_video:
       for seg in segments:
@@ -278,7 +295,7 @@ class Scheme:
     pos, nxt = rope.multimodal_positions(segments, self.design, **options)
     if self.alt_design is None:
       return SequencePositions(pos, nxt, pos, nxt)
-    alt, nxt_alt = rope.multimodal_positions(segments, self.alt_design)
+    alt, nxt_alt = rope.multimodal_positions(segments, self.alt_design, **dict(self.alt_options))
     return SequencePositions(pos, nxt, alt, nxt_alt)
 
   @property
@@ -384,6 +401,165 @@ SCHEMES.register("circle_age", Scheme(
     "Circle-RoPE with AGE: layers alternate Circle-RoPE and M-RoPE ids (age_strategy)",
     "circle", _table_chunked, chunked_sections, _CIRCLE, alt_design="mrope",
     places_video=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# The multimodal extensions (docs/spec/multimodal_ext.md): subclasses overriding hooks.
+
+HOPE_TEMPORAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)   # the paper's / repo's set of gamma
+HOPE_EVAL_TEMPORAL_SCALE = 1.0                       # gamma at evaluation (the repo default)
+_HOPE_ALT_SCALE = 2.0                                # gamma of the alternate ids (see HopeScheme)
+
+
+def _table_hope(s: RotarySettings, sections) -> jax.Array:
+  return rope.freqs_hope(s.head_dim, s.theta, sections, allocation="repo")
+
+
+def _table_mmrope(s: RotarySettings, sections) -> jax.Array:
+  del sections
+  return rope.freqs_mmrope(s.head_dim, s.theta)
+
+
+@dataclasses.dataclass(frozen=True)
+class HopeScheme(Scheme):
+  """HoPE: diagonal (VideoRoPE) ids with temporal scale gamma, t pairs NoPE (repo allocation).
+
+  Training: gamma is drawn per sample from `HOPE_TEMPORAL_SCALES` with the "scheme" rng (the
+  step's key); evaluation and decoding (no "scheme" rng): gamma = `HOPE_EVAL_TEMPORAL_SCALE`.
+  The ids are affine in gamma (t' = cur + tau gamma, h/w = t' + offsets, text resumes at
+  max t' + 1), so the data pipeline gives the ids at gamma = 1 (`positions`) and at gamma = 2
+  (`positions_alt`, `alt_options`) and `tables` forms `p1 + (gamma - 1) (p2 - p1)`. One gamma
+  per sample (the repo draws one per visual block; the task has at most one video per sample,
+  images have tau = 0 and do not depend on gamma). No layer reads `positions_alt` directly.
+  """
+
+  def layer_uses_alt(self, s: RotarySettings) -> tuple:
+    return (False,) * s.num_layers
+
+  def tables(self, module, s, positions, positions_alt):
+    freqs = self.freqs(s)
+    gamma = jnp.full(positions.shape[:1], HOPE_EVAL_TEMPORAL_SCALE, jnp.float32)
+    if module is not None and module.has_rng("scheme"):
+      idx = jax.random.randint(module.make_rng("scheme"), positions.shape[:1], 0,
+                               len(HOPE_TEMPORAL_SCALES))
+      gamma = jnp.asarray(HOPE_TEMPORAL_SCALES, jnp.float32)[idx]
+    slope = (positions_alt - positions) / (_HOPE_ALT_SCALE - 1.0)
+    ids = positions + (gamma - 1.0)[:, None, None] * slope
+    return [self.angles(s, ids, freqs)] * s.num_layers
+
+
+QWEN35_PARTIAL_ROTARY_FACTOR = 0.25
+
+
+def qwen35_rotary_dim(head_dim: int) -> int:
+  """Qwen3.5's rotated channels: `partial_rotary_dim(head_dim, 0.25)` (64 of 256)."""
+  try:
+    return rope.partial_rotary_dim(head_dim, QWEN35_PARTIAL_ROTARY_FACTOR)
+  except ValueError as e:
+    raise ValueError(f"`head_dim`={head_dim} is too small for scheme 'qwen35' (partial rotary "
+                     f"factor {QWEN35_PARTIAL_ROTARY_FACTOR}): {e}") from None
+
+
+def qwen35_sections(head_dim: int) -> tuple:
+  """Qwen3.5's MRoPE-I (t, h, w) = (11, 11, 10) of 32 rotary pairs, scaled to
+  rotary_dim/2 pairs: h = round(11 n/32), w = round(10 n/32), t the rest (n = 32: exact)."""
+  n = qwen35_rotary_dim(head_dim) // 2
+  h, w = int(round(11 * n / 32)), int(round(10 * n / 32))
+  return (n - h - w, h, w)
+
+
+def _table_qwen35(s: RotarySettings, sections) -> jax.Array:
+  return rope.freqs_mrope_interleaved(qwen35_rotary_dim(s.head_dim), s.theta,
+                                      sections=sections)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartialRotaryScheme(Scheme):
+  """Rotates only the first `2 * table pairs` channels of each head ("half" layout inside
+  that slice, HF `apply_rotary_pos_emb` with partial_rotary_factor); the rest pass through."""
+
+  def rotate(self, module, q, k, table):
+    del module
+    r = 2 * table.cos_k.shape[-1]
+
+    def one(x, cos, sin):
+      return jnp.concatenate(
+          [rope.apply_cos_sin(x[..., :r], cos, sin, layout="half"), x[..., r:]], axis=-1)
+
+    return one(q, table.cos_q, table.sin_q), one(k, table.cos_k, table.sin_k)
+
+
+GRAPE_MODE = "mixed"
+
+
+def _table_cyclic(s: RotarySettings, sections) -> jax.Array:
+  """GRAPE's rope-init equivalent table (pair p reads axis p mod 3; for checks / diagnostics)."""
+  del sections
+  return rope.freqs_cyclic(s.head_dim, s.theta)
+
+
+class GrapeTable(NamedTuple):
+  """One layer's GRAPE inputs: the ids `[B, L, 3]` and the plane frequencies `[P]`."""
+  positions: jax.Array
+  plane_freqs: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class GrapeScheme(Scheme):
+  """Learned GRAPE (mode "mixed"): per attention layer planes `a, b [D/2, D]` and
+  `axis_weight [D/2, 3]` shared by all heads, rope-initialised (= interleaved RoPE with pair p
+  reading axis p mod 3), applied by `rope.grape_rotate` on M-RoPE ids. The tables carry the
+  ids; the parameters are created in each layer's attention module (`rotate`)."""
+
+  def check(self, s: RotarySettings) -> None:
+    super().check(s)
+    try:
+      rope.grape_plane_freqs(s.head_dim, s.theta, GRAPE_MODE)
+    except ValueError as e:
+      raise ValueError(f"`head_dim`={s.head_dim} for scheme 'grape': {e}") from None
+
+  def tables(self, module, s, positions, positions_alt):
+    del module, positions_alt
+    table = GrapeTable(positions.astype(jnp.float32),
+                       rope.grape_plane_freqs(s.head_dim, s.theta, GRAPE_MODE))
+    return [table] * s.num_layers
+
+  def rotate(self, module, q, k, table):
+    init = rope.init_grape(None, q.shape[-1], GRAPE_MODE, rope_init=True)
+    names = {"a": (None, "kv"), "b": (None, "kv"), "axis_weight": (None, None)}
+    params = {
+        key: module.param(f"grape_{key}",
+                          nn.with_logical_partitioning(lambda _, v=value: v, names[key]))
+        for key, value in init.items()}
+    params = nn.unbox(params)
+
+    def rot(x):
+      return rope.grape_rotate(x, table.positions, params, table.plane_freqs,
+                               mode=GRAPE_MODE).astype(x.dtype)
+
+    return rot(q), rot(k)
+
+
+SCHEMES.register("hope", HopeScheme(
+    "HoPE: diagonal ids, random temporal scale in training (1 at eval), t pairs NoPE",
+    "hope", _table_hope, chunked_sections, alt_design="hope",
+    alt_options=(("temporal_scale", _HOPE_ALT_SCALE),), keeps_text_prior=False))
+SCHEMES.register("ilrope", Scheme(
+    "IL-RoPE (repo): spatial-reset ids, MRoPE-I interleaved 24:20:20",
+    "ilrope", _table_interleaved, interleaved_sections, _STRIDE))
+SCHEMES.register("omnirope", Scheme(
+    "Omni-RoPE (OmniGen2, repo): spatial-reset ids, chunked 16:24:24",
+    "omnirope", _table_chunked, chunked_sections, _STRIDE))
+SCHEMES.register("mmrope", Scheme(
+    "MM-RoPE (Lumos-1): M-RoPE ids with position_scale, pairs t,t,h,w,h,w,h,w",
+    "mmrope", _table_mmrope, None, _STRIDE))
+SCHEMES.register("qwen35", PartialRotaryScheme(
+    "Qwen3.5: M-RoPE ids, MRoPE-I (11, 11, 10) on the first partial_rotary_dim(D, 0.25) "
+    "channels; the rest pass through",
+    "mrope", _table_qwen35, qwen35_sections, _STRIDE, keeps_text_prior=False))
+SCHEMES.register("grape", GrapeScheme(
+    "GRAPE (learned, mode mixed): per-layer planes shared by heads, rope init, M-RoPE ids",
+    "mrope", _table_cyclic, None, owns_params=True, keeps_text_prior=False))
 
 
 # ---------------------------------------------------------------------------------------------

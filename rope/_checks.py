@@ -36,3 +36,17 @@ def ndim_in(name: str, shape: Sequence[int], allowed: Iterable[int], what: str) 
     raise ValueError(
         f"`{name}` must have {' or '.join(map(str, allowed))} dimensions ({what}), "
         f"got shape {tuple(shape)}.")
+
+
+def square_blocks(name: str, shape: Sequence[int], ndim: int, what: str) -> None:
+  """`shape` has `ndim` dimensions and ends in square `[b, b]` blocks."""
+  ndim_in(name, shape, (ndim,), what)
+  if shape[-1] != shape[-2]:
+    raise ValueError(f"`{name}` blocks must be square, got shape {tuple(shape)}.")
+
+
+def block_positions(positions_shape: Sequence[int], name: str, shape: Sequence[int]) -> None:
+  """`positions [..., L, A]` match the A axes of `name` (`shape[0]`)."""
+  if len(positions_shape) < 2 or positions_shape[-1] != shape[0]:
+    raise ValueError(f"`positions` must be [..., L, A] with A={shape[0]} (the axes of "
+                     f"`{name}` {tuple(shape)}), got {tuple(positions_shape)}.")

@@ -56,12 +56,8 @@ def liere_rotations(positions: jax.Array, params: jax.Array) -> jax.Array:
   """
   positions = jnp.asarray(positions)
   params = jnp.asarray(params)
-  _checks.ndim_in("params", params.shape, (5,), "[A, H, D/g, g, g]")
-  if params.shape[-1] != params.shape[-2]:
-    raise ValueError(f"`params` blocks must be square, got shape {params.shape}.")
-  if positions.ndim < 2 or positions.shape[-1] != params.shape[0]:
-    raise ValueError(f"`positions` must be [..., L, A] with A={params.shape[0]} (the axes of "
-                     f"`params` {params.shape}), got {positions.shape}.")
+  _checks.square_blocks("params", params.shape, 5, "[A, H, D/g, g, g]")
+  _checks.block_positions(positions.shape, "params", params.shape)
   # LieRE is the general commuting-or-not block exponential with its own generators.
   return comrope.skew_rotations(positions, liere_generators(params))   # [..., L, H, G, g, g]
 

@@ -82,9 +82,7 @@ def comrope_generators(params: dict, *, variant: str, num_axes: int = 2) -> jax.
                      f"got {type(params).__name__} with keys "
                      f"{sorted(params) if isinstance(params, dict) else None}.")
   p = jnp.asarray(params["P"]).astype(jnp.float32)
-  _checks.ndim_in("params['P']", p.shape, (4,), "[H, D/b, b, b]")
-  if p.shape[-1] != p.shape[-2]:
-    raise ValueError(f"`params['P']` blocks must be square, got shape {p.shape}.")
+  _checks.square_blocks("params['P']", p.shape, 4, "[H, D/b, b, b]")
   s = p - jnp.swapaxes(p, -1, -2)                                   # [H, G, b, b]
   g = p.shape[1]
   if variant == "ap":
@@ -118,12 +116,8 @@ def skew_rotations(positions: jax.Array, generators: jax.Array) -> jax.Array:
   """
   positions = jnp.asarray(positions)
   gens = jnp.asarray(generators)
-  _checks.ndim_in("generators", gens.shape, (5,), "[A, H, D/b, b, b]")
-  if gens.shape[-1] != gens.shape[-2]:
-    raise ValueError(f"`generators` blocks must be square, got shape {gens.shape}.")
-  if positions.ndim < 2 or positions.shape[-1] != gens.shape[0]:
-    raise ValueError(f"`positions` must be [..., L, A] with A={gens.shape[0]} (the axes of "
-                     f"`generators` {gens.shape}), got {positions.shape}.")
+  _checks.square_blocks("generators", gens.shape, 5, "[A, H, D/b, b, b]")
+  _checks.block_positions(positions.shape, "generators", gens.shape)
   gens = gens.astype(jnp.float32)
   pos = positions.astype(jnp.float32)
   # A matmul over the A axes at HIGHEST precision (float32-exact on every backend): its

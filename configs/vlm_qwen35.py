@@ -1,0 +1,20 @@
+r"""VLM with the "qwen35" rotary scheme (models/vlm_schemes.py SCHEMES["qwen35"]; docs/spec/multimodal_ext.md).
+
+The entry's summary states its position design and frequency table. Everything else is
+shared by all configs/vlm_*.py (configs/vlm_common.py documents the choices and the modes).
+Every key is documented in configs/common.py (training loop), models/vlm.py (model.*),
+data/vlm_pipeline.py (data.*) and tasks/vlm.py (eval.conditions, metrics).
+
+  # ~1-2 min on 2 CPU cores (tiny model, 200 steps; checks the plumbing, learns little):
+  python train.py --config=configs/vlm_qwen35.py:smoke --workdir=/tmp/vlm_qwen35
+  python -m tasks.vlm_eval --workdir=/tmp/vlm_qwen35 --out=/tmp/vlm_qwen35/eval
+  # ~5-10 min on 2 CPU cores (width 96, depth 3, 600 steps of 64; docs/results/vlm.md):
+  python train.py --config=configs/vlm_qwen35.py:cpu --workdir=runs/vlm/qwen35/seed0
+  # Accelerator-sized (width 256, 20k steps of 256; not run here):
+  python train.py --config=configs/vlm_qwen35.py --workdir=/mnt/runs/vlm_qwen35
+"""
+from configs import vlm_common
+
+
+def get_config(arg=None):
+  return vlm_common.get_config("qwen35", arg)
