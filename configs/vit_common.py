@@ -85,8 +85,10 @@ def _model(encoding: str, options: dict, **recipe) -> ml_collections.ConfigDict:
   m.encoding = encoding
   m.update(recipe)
   m.update(options)
-  if ENCODINGS.get(encoding).uses_block_size and "block_size" not in options:
-    m.block_size = m.get_ref("head_dim")  # Dense LieRE; follows --config.model.head_dim.
+  if encoding == "liere" and "block_size" not in options:
+    # Dense LieRE (the recipe's choice, above); follows --config.model.head_dim. Other block
+    # entries (ComRoPE) keep model.block_size None: their entry's default.
+    m.block_size = m.get_ref("head_dim")
   return m
 
 
