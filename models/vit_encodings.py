@@ -661,11 +661,18 @@ def _lookhere_check(o):
   return None
 
 
+LOOKHERE_LAYER_SLOPES = (1.5, 0.5)   # (first, last) layer slope; global slope 1
+
+
 def _lookhere_bias(p, t, o, layer):
+  """Layer `layer`'s `[1, H, L, L]`: `rope.lookhere_bias` of that layer alone (its slope of
+  linspace(first, last, depth) as a one-layer stack: the same numbers as layer `layer` of
+  the whole `[depth, H, L, L]` stack, without building the stack in every layer)."""
   (gh, gw), n = t["grid"], t["num_prefix"]
-  b = rope.lookhere_bias(gh, gw, head_directions=lookhere_directions(o.num_heads),
-                         num_heads=o.num_heads, depth=o.depth, num_prefix=n)
-  return b[layer][None]
+  slope = float(np.linspace(*LOOKHERE_LAYER_SLOPES, o.depth)[layer])
+  return rope.lookhere_bias(gh, gw, head_directions=lookhere_directions(o.num_heads),
+                            num_heads=o.num_heads, depth=1, layer_slopes=(slope, slope),
+                            num_prefix=n)
 
 
 ENCODINGS.register("lookhere", Encoding(

@@ -216,3 +216,7 @@ def test_bias_reaches_attention(encoding):
   if enc.bias_per_layer:
     last = enc.bias(p, tokens, model.options, 1)
     assert not np.allclose(bias, last)
+    # Each layer's bias is that layer of rope.lookhere_bias's whole stack, bitwise.
+    stack = rope.lookhere_bias(4, 4, head_directions="halves-none", num_heads=6, depth=2)
+    np.testing.assert_array_equal(bias, stack[:1])
+    np.testing.assert_array_equal(last, stack[1:])
