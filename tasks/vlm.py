@@ -135,6 +135,10 @@ class VisionLanguage(base.Task):
 
   unit = "tokens"
 
+  @staticmethod
+  def upgrade_config(config: dict) -> dict:
+    return upgrade_config(ml_collections.ConfigDict(config)).to_dict()
+
   def __init__(self, config: ml_collections.ConfigDict):
     config = upgrade_config(config)
     super().__init__(config)
