@@ -11,7 +11,11 @@ baselines measured in the same process: a jitted copy of q and a jitted elementw
 `q * c`. Positions are those of a square grid with as many tokens as the shape's L (1-D variants
 use 0..L-1; multimodal ones a text prefix + one image). Rows marked "(grid)" build the tables
 with `rope.grid_cos_sin` from the grid's row and column coordinates (trig per axis, as the ViT
-does) instead of `rope.angles` on all L positions.
+does) instead of `rope.angles` on all L positions. The second-round multimodal schemes
+(docs/spec/multimodal_ext.md; the VLM's hope, ilrope, omnirope, mmrope, grape, qwen35) use their
+own position designs and tables: GRAPE rotates with its learned planes (`rope.grape_rotate`,
+mode "mixed", rope init; the planes are the parameters), Qwen3.5 only the first
+`partial_rotary_dim(D, 0.25)` channels.
 """
 import argparse
 import math
@@ -97,7 +101,40 @@ def variants(shape, key):
           lambda x, p: rope.apply_blocks(x, rope.liere_rotations(pos_unit, p)),
           rope.init_liere(key, 2, h, d, block_size=g))
   out.update(_vision_ext_variants(shape, key, side))
+  out.update(_multimodal_ext_variants(shape, key, segs))
   return out
+
+
+def _multimodal_ext_variants(shape, key, segs):
+  """The second-round multimodal schemes (docs/spec/multimodal_ext.md), same protocol."""
+  _, _, _, d = shape
+  half = d // 2
+  sections = (half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8)
+  inter = (half - 2 * (half * 5 // 16), half * 5 // 16, half * 5 // 16)
+  mm = {s: jnp.asarray(rope.multimodal_positions(segs, s)[0])
+        for s in ("hope", "ilrope", "omnirope", "mmrope", "mrope")}
+
+  def commuting(pos):
+    return lambda x, f: rope.apply(x, rope.angles(pos, f), layout="half")
+
+  # Qwen3.5: MRoPE-I (11, 11, 10) of 32 pairs scaled to the rotary pairs, on the first
+  # partial_rotary_dim(D, 0.25) channels (apply's rotary_dim = 2 * the table's pairs).
+  r = rope.partial_rotary_dim(d, 0.25)
+  n = r // 2
+  q35 = (n - int(round(11 * n / 32)) - int(round(10 * n / 32)), int(round(11 * n / 32)),
+         int(round(10 * n / 32)))
+  plane_freqs = rope.grape_plane_freqs(d, 1e4, "mixed")
+  return {
+      "hope": (commuting(mm["hope"]), rope.freqs_hope(d, sections=sections)),
+      "ilrope": (commuting(mm["ilrope"]), rope.freqs_mrope_interleaved(d, sections=inter)),
+      "omnirope": (commuting(mm["omnirope"]), rope.freqs_mrope(d, sections=sections)),
+      "mmrope": (commuting(mm["mmrope"]), rope.freqs_mmrope(d)),
+      "qwen35 (partial)": (commuting(mm["mrope"]),
+                           rope.freqs_mrope_interleaved(r, 1e7, sections=q35)),
+      "grape (learned planes)": (
+          lambda x, p: rope.grape_rotate(x, mm["mrope"], p, plane_freqs, mode="mixed"),
+          rope.init_grape(key, d, "mixed")),
+  }
 
 
 def _vision_ext_variants(shape, key, side):

@@ -1,6 +1,6 @@
 """Cost of the VLM's rotary schemes: position ids on the host and the jitted training step.
 
-  python -m benchmarks.bench_vlm                          # configs/vlm_*.py:cpu, 8 schemes
+  python -m benchmarks.bench_vlm                          # configs/vlm_*.py:cpu, every scheme
   python -m benchmarks.bench_vlm --config_arg=smoke --repeats=3 --only=vanilla,circle_age
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_vlm
 
@@ -24,8 +24,9 @@ of the "train" split, as the trainer's step 1 sees them) this measures, in one p
     (exact, noise-free: a scheme doing more work per step shows up here first).
   * rotary: the rotary part alone, forward + backward, at the model's shapes:
     the scheme entry's `tables` from the batch's ids and its `rotate` on a distinct
-    q [B, L, Hq, D] and k [B, L, Hkv, D] per decoder layer, as the model does it; with its
-    share of the scheme's step.
+    q [B, L, Hq, D] and k [B, L, Hkv, D] per decoder layer, as the model does it (inside Flax
+    modules, one per layer, so schemes with parameters, GRAPE's planes, create them per layer
+    and get their gradient too); with its share of the scheme's step.
 
 The samples are made directly (no Prefetch thread), so nothing runs in the background while
 timing. In training the collator runs in the Prefetch thread, overlapped with the step, so the
@@ -35,6 +36,9 @@ import argparse
 import statistics
 import time
 
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,10 +64,10 @@ def positions_part(table: vlm_pipeline.PositionTable, samples, length: int) -> n
   """
   by_layout = {}
   for b, s in enumerate(samples):
-    by_layout.setdefault(s.layout, []).append(b)
+    by_layout.setdefault(table.key(s.layout, s.seconds_per_frame), []).append(b)
   pos = np.zeros((2, len(samples), length, 3), np.float32)
-  for layout, rows in by_layout.items():
-    p = np.stack(table(layout))
+  for key, rows in by_layout.items():
+    p = np.stack(table(*key))
     pos[:, np.asarray(rows), :p.shape[1]] = p[:, None]
   return pos
 
@@ -103,13 +107,38 @@ def measure_host(config, positions_fn, samples, repeats: int) -> dict:
   }
 
 
+class _LayerRotary(nn.Module):
+  """One decoder layer's rotation (`Scheme.rotate` with this module: per-layer parameters)."""
+  scheme: Any
+
+  @nn.compact
+  def __call__(self, q, k, table):
+    return self.scheme.rotate(self, q, k, table)
+
+
+class _Rotary(nn.Module):
+  """The decoder's rotary work: `Scheme.tables` once, then every layer's rotation."""
+  scheme: Any
+  settings: Any
+
+  @nn.compact
+  def __call__(self, q, k, positions, positions_alt):
+    per_layer = self.scheme.tables(self, self.settings, positions, positions_alt)
+    total = 0.0
+    for i, (qi, ki, a) in enumerate(zip(q, k, per_layer)):
+      rq, rk = _LayerRotary(self.scheme, name=f"layer_{i}")(qi, ki, a)
+      total += jnp.sum(rq * qi) + jnp.sum(rk * ki)
+    return total
+
+
 def rotary_fwd_bwd(scheme: vlm_schemes.Scheme, settings: vlm_schemes.RotarySettings,
                    batch: dict, key) -> tuple:
   """(jitted fn, args): the decoder's rotary work, forward and backward, alone.
 
   One table per id set (`Scheme.tables`), then each layer rotates its own q and k (distinct
-  arrays, so XLA cannot merge the layers' applications); the gradient w.r.t. q and k goes
-  back through the rotations, as in the training step.
+  arrays, so XLA cannot merge the layers' applications); the gradient w.r.t. q and k (and the
+  scheme's own parameters, if any: GRAPE's planes) goes back through the rotations, as in the
+  training step.
   """
   b, l = batch["tokens"].shape
   depth, d = settings.num_layers, settings.head_dim
@@ -120,16 +149,14 @@ def rotary_fwd_bwd(scheme: vlm_schemes.Scheme, settings: vlm_schemes.RotarySetti
   k = tuple(jax.random.normal(keys[depth + i], (b, l, settings.num_kv_heads, d))
             for i in range(depth))
 
-  def loss(q, k, positions, positions_alt):
-    per_layer = scheme.tables(None, settings, positions, positions_alt)
-    total = 0.0
-    for qi, ki, a in zip(q, k, per_layer):
-      rq, rk = scheme.rotate(None, qi, ki, a)
-      total += jnp.sum(rq * qi) + jnp.sum(rk * ki)
-    return total
+  module = _Rotary(scheme, settings)
+  params = module.init(key, q, k, batch["positions"], batch["positions_alt"])
 
-  fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
-  return fn, (q, k, batch["positions"], batch["positions_alt"])
+  def loss(params, q, k, positions, positions_alt):
+    return module.apply(params, q, k, positions, positions_alt)
+
+  fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+  return fn, (params, q, k, batch["positions"], batch["positions_alt"])
 
 
 def _cost(compiled) -> dict:

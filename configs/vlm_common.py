@@ -29,6 +29,17 @@ Choices made for every scheme (so that the decoder's scheme is what is compared)
     partial_rotary_dim(head_dim, 0.25) channels (smoke: 4 of 16, sections (0, 1, 1); cpu: 8
     of 32, (2, 1, 1)).
 
+Clips (`clips` after the colon, with any mode: `configs/vlm_mrope_time.py:cpu,clips`): the task
+gains the opt-in question type video_elapsed (data/spatial_scenes.py) at weight CLIP_WEIGHT (2 of
+8, a quarter of the questions): clips of 2-4 frames, each sample with its own frame interval of
+1, 2 or 3 seconds, "the shape moved at what second ?". The interval is in no token and no
+pixel: only schemes with absolute time ids (mrope_time, Qwen2.5-VL) see it, through the t ids of
+the clip's frames (models/vlm_schemes.py `Scheme.absolute_time`); every other scheme can answer
+at most a third of these questions. data.max_images grows to 4 (one image per frame),
+data.max_len to the longest clip sample and model.max_len to the longest evaluation sequence.
+The same argument runs the same task with any other scheme, e.g. plain M-RoPE for comparison:
+`configs/vlm_mrope.py:cpu,clips`.
+
 Modes (after the colon, configs.common.parse_arg):
   (none)   an accelerator-sized run: the model defaults (width 256, depth 4, 8 heads), batch
            256, 20k steps. Not run in this repository (no accelerator); sized by analogy.
@@ -45,9 +56,10 @@ from models import vlm
 from models import vlm_schemes
 
 # The registered schemes: vanilla mrope mrope_interleave mhrope videorope v2pe circle*
-# hope ilrope omnirope mmrope grape qwen35.
+# hope ilrope omnirope mmrope grape qwen35 mrope_time.
 SCHEMES = vlm_schemes.SCHEMES.names()
 MODES = ("smoke", "cpu")  # Besides the default (accelerator-sized).
+CLIP_WEIGHT = 2.0  # question_mix weight of video_elapsed with `clips` (the others sum to 6).
 
 
 def _model(scheme: str, **overrides) -> ml_collections.ConfigDict:
@@ -74,10 +86,25 @@ def _data(scheme: str) -> ml_collections.ConfigDict:
   return d
 
 
+def _round_up(n: int, k: int = 8) -> int:
+  return -(-n // k) * k
+
+
+def _add_clips(c: ml_collections.ConfigDict, scheme: str) -> None:
+  """The `clips` argument: video_elapsed in the mix, and the lengths that makes necessary."""
+  d = c.data
+  d.question_mix.video_elapsed = CLIP_WEIGHT  # Clips with a frame rate (module docstring).
+  d.max_images = d.clip_max_frames  # One image per clip frame.
+  d.max_len = _round_up(vlm_pipeline.required_max_len(d))  # 88 (video) / 96 (frames).
+  places_video = vlm_schemes.SCHEMES.get(scheme).places_video
+  longest = max(e.max_len for e in vlm_pipeline.eval_configs(d, places_video).values())
+  c.model.max_len = max(c.model.max_len, longest)  # (b) larger grid: 4 frames of 8x8 tokens.
+
+
 def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """The full, locked config for `scheme` (one of SCHEMES) and a mode argument."""
   scheme = vlm_schemes.SCHEMES.canonical(scheme)  # ValueError listing the names
-  arg = common.parse_arg(arg, smoke=False, cpu=False)
+  arg = common.parse_arg(arg, smoke=False, cpu=False, clips=False)
   modes = [m for m in MODES if arg[m]]
   if len(modes) > 1:
     raise ValueError(f"config arguments {modes} exclude each other; give at most one of "
@@ -128,5 +155,7 @@ def get_config(scheme: str, arg: str | None = None) -> ml_collections.ConfigDict
     c.eval.every_steps = None  # Only at the end.
     c.eval.batch_size = 64
     c.checkpoint.every_steps = 100
+  if arg.clips:
+    _add_clips(c, scheme)
   c.lock()
   return c

@@ -13,6 +13,10 @@ are; the question types (ids = index in `QUESTION_TYPES`):
   5 two_image_more  (two images) "which image has more red shapes ?" -> "first" | "second"
   6 video_moved     (two frames) "which shape moved ?"               -> "red square"
   7 video_where     (two frames) "where did the shape that moved go ?" -> "3 1" (row, column)
+  8 video_elapsed   (a clip of T frames, its own seconds per frame) "the shape moved at what
+                    second ?" -> "4": the time, in seconds from the first frame, of the first
+                    frame showing the moved shape in its new cell (frame k at k * seconds per
+                    frame). Opt-in: weight 0 in the default question_mix.
 
 Rows and columns are 1-based, counted from the top-left. Every (color, shape) pair occurs at
 most once per scene, so "the red square" names one object; questions are only asked when the
@@ -21,6 +25,17 @@ object under the Euclidean distance between cell centres for `nearest`, differen
 `two_image_more`). Every answer has a fixed number of words per question type, so exact match
 (of the answer tokens and EOS) is meaningful.
 
+Clips (`video_elapsed`): T frames, T uniform in clip_min_frames..clip_max_frames (default 2..4),
+and a frame interval drawn per sample from clip_seconds_per_frame (default 1, 2 or 3 seconds).
+One object moves to an empty cell at frame k, uniform in 1..T-1 (frames 0..k-1 show the first
+scene, frames k..T-1 the second); the answer is k * seconds per frame, an integer word. The frames
+say which frame changed, but nothing in the pixels or the tokens says how many seconds lie
+between frames: that is only in `Sample.seconds_per_frame`, which the input pipeline gives to
+the position ids of schemes with absolute time (Qwen2.5-VL; models/vlm_schemes.py
+`Scheme.absolute_time`), as Qwen2.5-VL sees a video's frame rate only through its time ids.
+Without it the answer is k * (1, 2 or 3) with the interval unknown: at most 1/3 of the answers
+can be right.
+
 Token sequence of a sample (ids from `data.tokenizer`):
 
   BOS prefix... VISION_START IMAGE*(h*w) VISION_END [VISION_START IMAGE*(h*w) VISION_END]
@@ -28,7 +43,8 @@ Token sequence of a sample (ids from `data.tokenizer`):
 
 The prefix is 0..N random filler words, so the same question appears at many offsets. A
 two-frame video is one `rope.Video(2, h, w)` block (`video_as="video"`, 2*h*w placeholders,
-frame 0 first) or two `rope.Image(h, w)` blocks like two images (`video_as="frames"`).
+frame 0 first) or two `rope.Image(h, w)` blocks like two images (`video_as="frames"`); a clip
+likewise is one `rope.Video(T, h, w)` or T images.
 
 Sample `i` of a split is a pure function of `(seed, split, i)`, so training resumes from a step
 number alone. This module knows nothing of batches, position ids or models: the input
@@ -59,10 +75,17 @@ COLORS = (  # name, RGB in [0, 1]; exact values so pixels map back to names.
 )
 COLOR_NAMES = tuple(c for c, _ in COLORS)
 SHAPES = ("square", "circle", "triangle", "cross")
+# New types are appended (ids and the draw of existing types stay as they were).
 QUESTION_TYPES = ("color_at", "left", "above", "nearest", "count", "two_image_more",
-                  "video_moved", "video_where")
+                  "video_moved", "video_where", "video_elapsed")
 SINGLE_IMAGE_TYPES = QUESTION_TYPES[:5]
-VIDEO_TYPES = ("video_moved", "video_where")
+VIDEO_TYPES = ("video_moved", "video_where", "video_elapsed")
+CLIP_TYPES = ("video_elapsed",)   # T-frame clips with their own seconds per frame.
+# Types a question_mix may leave out (weight 0): configs written before they existed.
+OPT_IN_TYPES = ("video_elapsed",)
+# Clip settings of data configs that predate them (vlm_pipeline.default_config has the keys).
+CLIP_DEFAULTS = dict(clip_min_frames=2, clip_max_frames=4,
+                     clip_seconds_per_frame=(1.0, 2.0, 3.0))
 # question_type id of tfds samples (one past the synthetic ones); -1 marks eval padding rows.
 TFDS_QUESTION_TYPE = len(QUESTION_TYPES)
 PADDING_QUESTION_TYPE = -1
@@ -100,8 +123,23 @@ def token_grid(config) -> tuple[int, int]:
 
 
 def mix_weights(config) -> np.ndarray:
-  """The question_mix weights in QUESTION_TYPES order (not normalised)."""
-  return np.array([float(config.question_mix[t]) for t in QUESTION_TYPES])
+  """The question_mix weights in QUESTION_TYPES order (not normalised); an opt-in type that
+  the mix does not list has weight 0."""
+  mix = config.question_mix
+  return np.array([float(mix[t]) if t in mix or t not in OPT_IN_TYPES else 0.0
+                   for t in QUESTION_TYPES])
+
+
+def clip_setting(config, key: str):
+  """A clip setting of a data config (CLIP_DEFAULTS for configs that predate the keys)."""
+  return config[key] if key in config else CLIP_DEFAULTS[key]
+
+
+def num_frames(config, qtype: str) -> int:
+  """Images (frames) of the longest sample of a question type."""
+  if qtype in CLIP_TYPES:
+    return int(clip_setting(config, "clip_max_frames"))
+  return 2 if qtype in VIDEO_TYPES or qtype == "two_image_more" else 1
 
 
 def question_len(qtype: str) -> int:
@@ -111,12 +149,13 @@ def question_len(qtype: str) -> int:
       "color_at": _q_color_at(1, 1), "left": _q_pair("left", obj, obj),
       "above": _q_pair("above", obj, obj), "nearest": _q_nearest(obj),
       "count": _q_count("red"), "two_image_more": _q_two_image("red"),
-      "video_moved": _q_video_moved(), "video_where": _q_video_where()}[qtype]
+      "video_moved": _q_video_moved(), "video_where": _q_video_where(),
+      "video_elapsed": _q_video_elapsed()}[qtype]
   return len(words)
 
 
 ANSWER_LEN = dict(color_at=1, left=2, above=2, nearest=2, count=1, two_image_more=1,
-                  video_moved=2, video_where=2)
+                  video_moved=2, video_where=2, video_elapsed=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,12 +259,28 @@ def _q_video_where():
   return ["where", "did", "the", "shape", "that", "moved", "go", "?"]
 
 
+def _q_video_elapsed():
+  # Words of the existing vocabulary only, so the tokenizer (and every model's vocab size)
+  # stays as it was.
+  return ["the", "shape", "moved", "at", "what", "second", "?"]
+
+
+def elapsed_answer(frame: int, seconds_per_frame: float) -> str:
+  """The video_elapsed answer word: seconds from the first frame to frame `frame`."""
+  seconds = frame * float(seconds_per_frame)
+  if seconds != int(seconds):
+    raise ValueError(f"clip_seconds_per_frame: {seconds_per_frame} s per frame puts frame "
+                     f"{frame} at {seconds} s, not a whole number of seconds.")
+  return str(int(seconds))
+
+
 def _count(scene: Scene, color: str) -> int:
   return sum(o.color == color for o in scene)
 
 
 def _ask(qtype: str, rng: np.random.Generator, config):
-  """One attempt at a question: (scenes, question words, answer words) or None to retry."""
+  """One attempt at a question: (scenes, question words, answer words, seconds per frame or
+  None) or None to retry."""
   g = config.grid_size
   draw = lambda: sample_scene(rng, g, config.min_objects, config.max_objects)
   scene = draw()
@@ -238,7 +293,7 @@ def _ask(qtype: str, rng: np.random.Generator, config):
     else:
       o = scene[rng.integers(len(scene))]
       r, c, ans = o.row, o.col, [o.color]
-    return (scene,), _q_color_at(r + 1, c + 1), ans
+    return (scene,), _q_color_at(r + 1, c + 1), ans, None
   if qtype in ("left", "above"):
     key = (lambda o: o.col) if qtype == "left" else (lambda o: o.row)
     pairs = [(a, b) for a in scene for b in scene if key(a) < key(b)]
@@ -246,7 +301,7 @@ def _ask(qtype: str, rng: np.random.Generator, config):
       return None
     a, b = pairs[rng.integers(len(pairs))]   # a is further left / higher up
     first, second = (a, b) if rng.random() < 0.5 else (b, a)
-    return (scene,), _q_pair(qtype, first, second), list(a.name)
+    return (scene,), _q_pair(qtype, first, second), list(a.name), None
   if qtype == "nearest":
     choices = []
     for a in scene:
@@ -257,10 +312,10 @@ def _ask(qtype: str, rng: np.random.Generator, config):
     if not choices:
       return None
     a, near = choices[rng.integers(len(choices))]
-    return (scene,), _q_nearest(a), list(near.name)
+    return (scene,), _q_nearest(a), list(near.name), None
   if qtype == "count":
     color = COLOR_NAMES[rng.integers(len(COLORS))]
-    return (scene,), _q_count(color), [str(_count(scene, color))]
+    return (scene,), _q_count(color), [str(_count(scene, color))], None
   if qtype == "two_image_more":
     other = draw()
     colors = [c for c in COLOR_NAMES if _count(scene, c) != _count(other, c)]
@@ -268,17 +323,25 @@ def _ask(qtype: str, rng: np.random.Generator, config):
       return None
     color = colors[rng.integers(len(colors))]
     ans = "first" if _count(scene, color) > _count(other, color) else "second"
-    return (scene, other), _q_two_image(color), [ans]
+    return (scene, other), _q_two_image(color), [ans], None
   # Video: one object moves to an empty cell between the two frames.
+  if qtype in CLIP_TYPES:   # draws before the move, so the move code below is shared
+    num = int(rng.integers(config.clip_min_frames, config.clip_max_frames + 1))
+    rates = config.clip_seconds_per_frame
+    seconds_per_frame = float(rates[int(rng.integers(len(rates)))])
+    frame = int(rng.integers(1, num))    # first frame showing the moved shape
   occupied = {(o.row, o.col) for o in scene}
   empty = [(r, c) for r in range(g) for c in range(g) if (r, c) not in occupied]
   i = int(rng.integers(len(scene)))
   r, c = empty[rng.integers(len(empty))]
   moved = dataclasses.replace(scene[i], row=r, col=c)
   after = tuple(sorted(scene[:i] + (moved,) + scene[i + 1:], key=lambda o: (o.row, o.col)))
+  if qtype in CLIP_TYPES:
+    return ((scene,) * frame + (after,) * (num - frame), _q_video_elapsed(),
+            [elapsed_answer(frame, seconds_per_frame)], seconds_per_frame)
   if qtype == "video_moved":
-    return (scene, after), _q_video_moved(), list(moved.name)
-  return (scene, after), _q_video_where(), [str(r + 1), str(c + 1)]
+    return (scene, after), _q_video_moved(), list(moved.name), None
+  return (scene, after), _q_video_where(), [str(r + 1), str(c + 1)], None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +356,9 @@ class Sample:
   ("video", t, h, w) in order; images: float32 [k, S, S, 3] (k-th image = k-th h*w block of
   IMAGE placeholders); prompt_len: tokens before the answer; question_type: int id.
   scenes / question / answer: the generating data (words), for inspection and tests.
+  seconds_per_frame: a clip's frame interval (video_elapsed), None for every other sample;
+  not in the tokens: the input pipeline hands it to the position ids of schemes with absolute
+  time.
   """
   tokens: np.ndarray
   layout: tuple
@@ -302,6 +368,7 @@ class Sample:
   scenes: tuple = ()
   question: tuple = ()
   answer: tuple = ()
+  seconds_per_frame: float | None = None
 
 
 def pack(chunks: Sequence, images: np.ndarray, answer_ids: Sequence[int],
@@ -315,7 +382,7 @@ def pack(chunks: Sequence, images: np.ndarray, answer_ids: Sequence[int],
     images: float32 [k, S, S, 3], one per frame in order.
     answer_ids: answer token ids; EOS is appended.
     question_type: id stored in the sample.
-    **extra: scenes / question / answer for the Sample.
+    **extra: scenes / question / answer / seconds_per_frame for the Sample.
 
   Returns:
     the Sample; consecutive text chunks form one ("text", n) segment.
@@ -370,12 +437,19 @@ class GenSpec:
   max_prefix_len: int
   video_as: str
   probs: tuple   # normalised question_mix in QUESTION_TYPES order
+  clip_min_frames: int = CLIP_DEFAULTS["clip_min_frames"]
+  clip_max_frames: int = CLIP_DEFAULTS["clip_max_frames"]
+  clip_seconds_per_frame: tuple = CLIP_DEFAULTS["clip_seconds_per_frame"]
 
   @classmethod
   def from_config(cls, config) -> "GenSpec":
     mix = mix_weights(config)
-    return cls(*(config[f.name] for f in dataclasses.fields(cls)[:-1]),
-               probs=tuple(mix / mix.sum()))
+    fields = [f.name for f in dataclasses.fields(cls)]
+    i = fields.index("probs")
+    return cls(*(config[name] for name in fields[:i]), probs=tuple(mix / mix.sum()),
+               **{name: (tuple(float(v) for v in clip_setting(config, name))
+                         if name == "clip_seconds_per_frame" else int(clip_setting(config, name)))
+                  for name in fields[i + 1:]})
 
 
 def make_sample(config, *, seed: int, split: str, index: int) -> Sample:
@@ -395,16 +469,21 @@ def make_sample(config, *, seed: int, split: str, index: int) -> Sample:
   else:
     raise ValueError(f"could not build a {qtype!r} question in 1000 scenes; the config's "
                      f"min_objects={config.min_objects} is too small for it.")
-  scenes, question, answer = made
-  images = np.stack([render(s, config.image_size, config.grid_size) for s in scenes])
+  scenes, question, answer, seconds_per_frame = made
+  rendered = {}   # a clip repeats its two scenes
+  for s in scenes:
+    if s not in rendered:
+      rendered[s] = render(s, config.image_size, config.grid_size)
+  images = np.stack([rendered[s] for s in scenes])
   h, w = token_grid(config)
   vs, ve = [tok.VISION_START], [tok.VISION_END]
   chunks = [tk.encode(prefix)]
   if qtype in VIDEO_TYPES and config.video_as == "video":
-    chunks += [vs, ("visual", 2, h, w), ve]
+    chunks += [vs, ("visual", len(scenes), h, w), ve]
   else:
     for _ in scenes:
       chunks += [vs, ("visual", 1, h, w), ve]
   chunks.append(tk.encode(question))
   return pack(chunks, images, tk.encode(answer), QUESTION_TYPES.index(qtype),
-              scenes=scenes, question=tuple(question), answer=tuple(answer))
+              scenes=scenes, question=tuple(question), answer=tuple(answer),
+              seconds_per_frame=seconds_per_frame)

@@ -8,7 +8,10 @@ format every VLM module reads (its docstring lists the keys).
 Position ids are not a data option: the caller passes `positions_fn`, the position function
 of the model's rotary scheme (`models.vlm_schemes.positions_fn(config.model)`, from the same
 registry entry the model uses), and `PositionTable` memoises it per segment layout. So a
-config states its scheme once (`model.scheme`) and data and model cannot disagree.
+config states its scheme once (`model.scheme`) and data and model cannot disagree. A clip's
+frame interval (`Sample.seconds_per_frame`) is passed to the positions function only if the
+function says it takes one (`absolute_time`, set from the scheme's registry entry), and is
+then part of the memo key.
 
 Imports flow one way: vlm_pipeline -> spatial_scenes, vlm_tfds -> spatial_scenes, tokenizer.
 """
@@ -24,10 +27,11 @@ import ml_collections
 from ml_collections import config_dict
 import numpy as np
 
-from data.spatial_scenes import (ANSWER_LEN, COLORS, MIN_CELL, PADDING_QUESTION_TYPE,
-                                 QUESTION_TYPES, SHAPES, SINGLE_IMAGE_TYPES, VIDEO_TYPES, GenSpec,
-                                 Sample, make_sample, make_tokenizer, mix_weights, question_len,
-                                 token_grid)
+from data.spatial_scenes import (ANSWER_LEN, CLIP_TYPES, COLORS, MAX_NUMBER, MIN_CELL,
+                                 OPT_IN_TYPES, PADDING_QUESTION_TYPE, QUESTION_TYPES, SHAPES,
+                                 SINGLE_IMAGE_TYPES, VIDEO_TYPES, GenSpec, Sample, clip_setting,
+                                 elapsed_answer, make_sample, make_tokenizer, mix_weights,
+                                 num_frames, question_len, token_grid)
 import rope
 
 EVAL_CONDITIONS = ("as_trained", "larger_grid", "longer_prefix", "multi_image")
@@ -47,13 +51,23 @@ def default_config() -> ml_collections.ConfigDict:
   c.min_objects = 3         # objects per scene (distinct cells, distinct (color, shape)).
   c.max_objects = 6
   c.p_empty_cell = 0.25     # color_at: chance the asked cell is empty (answer "none").
-  # Weights of the question types (normalised; 0 removes a type).
+  # Weights of the question types (normalised; 0 removes a type). video_elapsed (clips with
+  # a frame rate, data/spatial_scenes.py) is opt-in: 0 here, so the default stream is the one
+  # of the eight original types (configs/vlm_mrope_time.py sets it).
   c.question_mix = ml_collections.ConfigDict(dict(
       color_at=1.0, left=1.0, above=1.0, nearest=1.0, count=1.0, two_image_more=0.5,
-      video_moved=0.25, video_where=0.25))
-  # "video": one rope.Video(2, h, w); "frames": two rope.Image. Schemes that cannot place a
-  # video (Circle-RoPE) need "frames" when video questions are in the mix (tasks/vlm.py checks).
+      video_moved=0.25, video_where=0.25, video_elapsed=0.0))
+  # "video": one rope.Video(2, h, w) (a clip: rope.Video(T, h, w)); "frames": one rope.Image
+  # per frame. Schemes that cannot place a video (Circle-RoPE) need "frames" when video
+  # questions are in the mix (tasks/vlm.py checks).
   c.video_as = "video"
+  # video_elapsed clips: T frames, T uniform in clip_min_frames..clip_max_frames (max_images
+  # must be >= clip_max_frames), and one frame interval per sample drawn from
+  # clip_seconds_per_frame (seconds; every frame time k * interval must be a whole number of
+  # seconds <= 32, the answer words). Read only when video_elapsed has weight > 0.
+  c.clip_min_frames = 2
+  c.clip_max_frames = 4
+  c.clip_seconds_per_frame = (1.0, 2.0, 3.0)
   c.min_prefix_len = 0      # random filler words before the first image.
   c.max_prefix_len = 8
   c.max_images = 2          # N of "images" [B, N, S, S, 3].
@@ -81,13 +95,12 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _num_visual_tokens(config, qtype: str) -> int:
-  """Visual placeholders + VISION_START/END tokens of a sample of this type."""
+  """Visual placeholders + VISION_START/END tokens of the longest sample of this type."""
   h, w = token_grid(config)
+  frames = num_frames(config, qtype)
   if qtype in VIDEO_TYPES and config.video_as == "video":
-    return 2 * h * w + 2
-  if qtype in VIDEO_TYPES or qtype == "two_image_more":
-    return 2 * (h * w + 2)
-  return h * w + 2
+    return frames * h * w + 2
+  return frames * (h * w + 2)
 
 
 def required_max_len(config) -> int:
@@ -116,9 +129,10 @@ def validate_config(config) -> None:
     raise ValueError(f"video_as={config.video_as!r}; allowed: 'video', 'frames'.")
   if config.tfds.name:
     return
-  if set(config.question_mix.keys()) != set(QUESTION_TYPES):
-    raise ValueError(f"question_mix keys {sorted(config.question_mix.keys())} must be "
-                     f"exactly {QUESTION_TYPES}.")
+  keys = set(config.question_mix.keys())
+  if not set(QUESTION_TYPES) - set(OPT_IN_TYPES) <= keys <= set(QUESTION_TYPES):
+    raise ValueError(f"question_mix keys {sorted(keys)} must be exactly {QUESTION_TYPES} "
+                     f"(an opt-in type, {', '.join(OPT_IN_TYPES)}, may be left out).")
   mix = mix_weights(config)
   if (mix < 0).any() or mix.sum() <= 0:
     raise ValueError(f"question_mix weights must be >= 0 with a positive sum, got "
@@ -144,10 +158,40 @@ def validate_config(config) -> None:
   if multi and config.max_images < 2:
     raise ValueError(f"max_images={config.max_images} must be >= 2 for two-image/video "
                      f"questions (or set their question_mix weights to 0).")
+  if any(mix[QUESTION_TYPES.index(t)] > 0 for t in CLIP_TYPES):
+    _validate_clips(config)
   need = required_max_len(config)
   if config.max_len < need:
     raise ValueError(f"max_len={config.max_len} is shorter than the longest sample ({need}) "
                      f"of this config.")
+
+
+def _validate_clips(config) -> None:
+  """The clip settings of video_elapsed (checked when its weight is > 0)."""
+  lo, hi = clip_setting(config, "clip_min_frames"), clip_setting(config, "clip_max_frames")
+  for k, v in (("clip_min_frames", lo), ("clip_max_frames", hi)):
+    if isinstance(v, bool) or not isinstance(v, int):
+      raise ValueError(f"{k}={v!r} must be an int.")
+  if not 2 <= lo <= hi:
+    raise ValueError(f"need 2 <= clip_min_frames ({lo}) <= clip_max_frames ({hi}): a clip "
+                     f"shows the shape before and after it moved.")
+  if config.max_images < hi:
+    raise ValueError(f"max_images={config.max_images} must be >= clip_max_frames={hi} "
+                     f"(one image per clip frame) when video_elapsed is in question_mix.")
+  rates = clip_setting(config, "clip_seconds_per_frame")
+  try:
+    rates = tuple(float(r) for r in rates)
+  except (TypeError, ValueError):
+    rates = ()
+  if not rates or not all(r > 0 for r in rates):
+    raise ValueError(f"clip_seconds_per_frame={clip_setting(config, 'clip_seconds_per_frame')!r}"
+                     f" must be one or more positive numbers of seconds.")
+  for r in rates:
+    for k in range(1, hi):
+      elapsed_answer(k, r)   # ValueError naming clip_seconds_per_frame if not whole seconds
+    if (hi - 1) * r > MAX_NUMBER:
+      raise ValueError(f"clip_seconds_per_frame: {r} s per frame puts frame {hi - 1} at "
+                       f"{(hi - 1) * r:g} s, beyond the largest answer word {MAX_NUMBER}.")
 
 
 def _round_up(n: int, k: int = 8) -> int:
@@ -187,7 +231,7 @@ def eval_configs(config, places_video: bool = True) -> dict[str, ml_collections.
     d = config.copy_and_resolve_references()
     for t in SINGLE_IMAGE_TYPES:
       d.question_mix[t] = 0.0
-    if sum(d.question_mix[t] for t in QUESTION_TYPES) <= 0:
+    if mix_weights(d).sum() <= 0:
       d.question_mix.two_image_more = 1.0
       if places_video or config.video_as == "frames":
         d.question_mix.video_moved = d.question_mix.video_where = 0.5
@@ -206,8 +250,10 @@ def eval_configs(config, places_video: bool = True) -> dict[str, ml_collections.
 
 
 # segments -> (positions [n, 3], next_position, positions_alt [n, 3], next_position_alt), e.g.
-# `models.vlm_schemes.positions_fn(model_config)`.
-PositionsFn = Callable[[Sequence], tuple]
+# `models.vlm_schemes.positions_fn(model_config)`. A function with a true attribute
+# `absolute_time` is called as fn(segments, seconds_per_grid=s), s the sample's seconds per
+# temporal grid (None: the sample has no frame rate of its own).
+PositionsFn = Callable[..., tuple]
 
 
 def layout_segments(layout: tuple) -> list:
@@ -217,22 +263,39 @@ def layout_segments(layout: tuple) -> list:
 
 
 class PositionTable:
-  """A positions function memoised per distinct layout.
+  """A positions function memoised per distinct layout (and frame interval, if it reads one).
 
   Samples of a config share few layouts (question length is fixed per type, so a layout is
   fixed by type, prefix length and visual layout), so after warm-up a batch costs only array
   copies.
+
+  `uses_time`: the function takes a sample's seconds per temporal grid (`fn.absolute_time`,
+  `models.vlm_schemes.positions_fn` sets it from the scheme's entry); otherwise the interval is
+  neither passed nor part of the key.
   """
 
   def __init__(self, fn: PositionsFn):
     self.fn = fn
+    self.uses_time = bool(getattr(fn, "absolute_time", False))
     self._cache = {}
 
-  def __call__(self, layout: tuple) -> tuple[np.ndarray, np.ndarray]:
+  def key(self, layout: tuple, seconds_per_grid: float | None = None) -> tuple:
+    """The memo key of a sample: its layout, and its frame interval if the function reads it."""
+    if self.uses_time and seconds_per_grid is not None:
+      return (layout, float(seconds_per_grid))
+    return (layout, None)
+
+  def __call__(self, layout: tuple,
+               seconds_per_grid: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(positions, positions_alt), float32 [n, 3] each, of the layout's tokens."""
-    out = self._cache.get(layout)
+    key = self.key(layout, seconds_per_grid)
+    out = self._cache.get(key)
     if out is None:
-      pos, _, alt, _ = self.fn(layout_segments(layout))
+      segments = layout_segments(layout)
+      if key[1] is not None:
+        pos, _, alt, _ = self.fn(segments, seconds_per_grid=key[1])
+      else:
+        pos, _, alt, _ = self.fn(segments)
       out = tuple(np.asarray(p, np.float32) for p in (pos, alt))
       n = sum(d[0] if k == "text" else int(np.prod(d)) for k, *d in layout)
       for p in out:
@@ -240,7 +303,7 @@ class PositionTable:
           raise ValueError(f"positions_fn returned shape {p.shape} for a layout of {n} "
                            f"tokens; expected ({n}, 3).")
         p.flags.writeable = False
-      self._cache[layout] = out
+      self._cache[key] = out
     return out
 
   def __len__(self):
@@ -268,9 +331,12 @@ class Collator:
     Returns:
       dict of numpy arrays (B rows, L = max_len, N = max_images, S = image_size):
         tokens int32 [B, L]: PAD after EOS.
+        seconds_per_frame float32 [B]: the sample's clip frame interval (video_elapsed), 0 for
+          samples without one (not a model input; the positions already use it, below).
         images float32 [B, N, S, S, 3] in [0, 1], zeros where absent.
         image_valid bool [B, N].
-        positions, positions_alt float32 [B, L, 3]: padding slots 0.
+        positions, positions_alt float32 [B, L, 3]: padding slots 0. A sample's clip frame
+          interval reaches them when the positions function takes it (`PositionTable`).
         next_position, next_position_alt float32 [B]: the position of the token at
           prompt_len (the first answer token); token s >= prompt_len is at
           next_position + (s - prompt_len) on all three axes.
@@ -287,6 +353,7 @@ class Collator:
     lengths = np.zeros((bsz,), np.int32)
     prompt_len = np.zeros((bsz,), np.int32)
     qtype = np.full((bsz,), PADDING_QUESTION_TYPE, np.int32)
+    seconds = np.zeros((bsz,), np.float32)
     by_layout = {}
     for b, s in enumerate(samples):
       n, k = len(s.tokens), len(s.images)
@@ -302,16 +369,19 @@ class Collator:
       lengths[b] = n
       prompt_len[b] = s.prompt_len
       qtype[b] = s.question_type
-      by_layout.setdefault(s.layout, []).append(b)
+      spf = getattr(s, "seconds_per_frame", None)
+      seconds[b] = 0.0 if spf is None else spf
+      # One frame per temporal grid here (no temporal patch merge): seconds per grid = per frame.
+      by_layout.setdefault(self.table.key(s.layout, spf), []).append(b)
     idx = np.arange(L)
     valid = idx[None, :] < lengths[:, None]
     loss_mask = valid & (idx[None, :] >= prompt_len[:, None])
     batch = dict(tokens=tokens, images=images, image_valid=image_valid, valid=valid,
                  segment_ids=valid.astype(np.int32), loss_mask=loss_mask,
-                 prompt_len=prompt_len, question_type=qtype)
+                 prompt_len=prompt_len, question_type=qtype, seconds_per_frame=seconds)
     pos = np.zeros((2, bsz, L, 3), np.float32)
-    for layout, rows in by_layout.items():   # one broadcast copy per distinct layout
-      p = np.stack(self.table(layout))
+    for key, rows in by_layout.items():   # one broadcast copy per distinct layout
+      p = np.stack(self.table(*key))
       pos[:, np.asarray(rows), :p.shape[1]] = p[:, None]
     for i, key in enumerate(("", "_alt")):
       batch["positions" + key] = pos[i]

@@ -40,6 +40,9 @@ and allocations is docs/spec/multimodal_rope.md §4 and §9, docs/spec/circle_ro
 |                    |                   | (`grape_rotate`, mode "mixed")      |
 | "qwen35"           | "mrope"           | MRoPE-I on the first                |
 |                    |                   | `partial_rotary_dim(D, 0.25)` chans |
+| "mrope_time"       | "mrope" with      | `freqs_mrope` (chunked)             |
+|                    | absolute time     |                                     |
+|                    | (Qwen2.5-VL)      |                                     |
 
 Adding a scheme = one `SCHEMES.register(name, Scheme(...))` (or a `Scheme` subclass that
 overrides the hooks it changes), one `configs/vlm_<name>.py` and, if it needs one, one `rope`
@@ -54,8 +57,9 @@ function. The hooks are designed for the variants planned next:
   * randomness in training only (HoPE's temporal scale): `tables` gets the module, whose
     `module.has_rng("scheme")` is True in training (`tasks/vlm.py` passes the step key as the
     "scheme" rng) and False at evaluation and decoding;
-  * extra per-sample position inputs (Qwen2.5-VL absolute time): `positions` returns the ids
-    and the decoding rule is `next_positions`.
+  * extra per-sample position inputs (Qwen2.5-VL absolute time): `absolute_time=True` makes
+    the data pipeline pass each sample's seconds per temporal grid to `positions`
+    (`positions_fn(...)(segments, seconds_per_grid=s)`); the decoding rule is `next_positions`.
 
 Every check raises `ValueError` naming the option, on the host, before anything is traced.
 """
@@ -222,6 +226,10 @@ class Scheme:
       then depend on the scheme; tests sharing weights across schemes skip it).
     keeps_text_prior: False if text-only input does not reproduce 1-D RoPE ("half" layout on
       all channels): HoPE (t pairs NoPE), GRAPE (interleaved layout), Qwen3.5 (partial).
+    absolute_time: True if the ids of a `rope.Video` follow its frame rate (Qwen2.5-VL): the
+      data pipeline then passes each sample's seconds per temporal grid to `positions`, which
+      gives it to the design as `seconds_per_grid` (`DEFAULT_SECONDS_PER_GRID` for videos
+      without their own rate). False: `positions` ignores a rate.
   """
   summary: str
   design: str
@@ -233,6 +241,7 @@ class Scheme:
   places_video: bool = True
   owns_params: bool = False
   keeps_text_prior: bool = True
+  absolute_time: bool = False
 
   # -- settings ------------------------------------------------------------------------------
 
@@ -278,12 +287,20 @@ class Scheme:
         out[keyword] = value
     return out
 
-  def positions(self, segments: Sequence[Any], **options) -> SequencePositions:
+  def positions(self, segments: Sequence[Any], *, seconds_per_grid: Optional[float] = None,
+                **options) -> SequencePositions:
     """Ids of one unpadded sequence (segments after the 2x2 merge) under the scheme.
 
+    `seconds_per_grid`: the sample's seconds per temporal grid of its videos (one frame per
+    grid in this task), read only by schemes with `absolute_time` (None there:
+    `DEFAULT_SECONDS_PER_GRID`) and ignored by the others.
     `options`: design keywords (`position_options`); the alternate ids use `alt_options`
     (empty: rope's defaults).
     """
+    if self.absolute_time:
+      options = dict(options, seconds_per_grid=(DEFAULT_SECONDS_PER_GRID
+                                                if seconds_per_grid is None
+                                                else float(seconds_per_grid)))
     if not self.places_video:
       for seg in segments:
         if isinstance(seg, rope.Video) and seg.t > 1:
@@ -373,6 +390,10 @@ class Scheme:
 # The registry.
 
 SCHEMES: Registry[Scheme] = Registry("model.scheme")
+
+# Seconds per temporal grid of a video without its own rate (schemes with absolute_time):
+# HF's Qwen2.5-VL called without `second_per_grid_ts` (docs/API.md, clarification 3).
+DEFAULT_SECONDS_PER_GRID = 1.0
 
 _STRIDE = (("temporal_stride", "temporal_stride"),)
 
@@ -560,6 +581,10 @@ SCHEMES.register("qwen35", PartialRotaryScheme(
 SCHEMES.register("grape", GrapeScheme(
     "GRAPE (learned, mode mixed): per-layer planes shared by heads, rope init, M-RoPE ids",
     "mrope", _table_cyclic, None, owns_params=True, keeps_text_prior=False))
+SCHEMES.register("mrope_time", Scheme(
+    "Qwen2.5-VL M-RoPE with absolute time: a video's t ids advance floor(seconds * 2) per "
+    "frame (tokens_per_second 2, each sample's frame rate); chunked 16:24:24",
+    "mrope", _table_chunked, chunked_sections, absolute_time=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,8 +603,11 @@ def settings(model_config: Any) -> RotarySettings:
       num_layers=int(c.depth), age_strategy=c.age_strategy)
 
 
-def positions_fn(model_config: Any) -> Callable[[Sequence[Any]], SequencePositions]:
+def positions_fn(model_config: Any) -> Callable[..., SequencePositions]:
   """The position function of a model config's scheme: `segments -> SequencePositions`.
+
+  `fn(segments, seconds_per_grid=None)`; `fn.absolute_time` (the entry's) tells the data
+  pipeline whether the rate is read (`data.vlm_pipeline.PositionTable`).
 
   The one place the data pipeline's ids come from (tasks/vlm.py hands it to
   `data.vlm_pipeline`); the model reads the same entry, so model and data cannot disagree.
@@ -587,7 +615,8 @@ def positions_fn(model_config: Any) -> Callable[[Sequence[Any]], SequencePositio
   entry = SCHEMES.get(model_config.scheme)
   options = entry.position_options(model_config)
 
-  def fn(segments):
-    return entry.positions(segments, **options)
+  def fn(segments, seconds_per_grid=None):
+    return entry.positions(segments, seconds_per_grid=seconds_per_grid, **options)
 
+  fn.absolute_time = entry.absolute_time   # the data pipeline passes rates only if True
   return fn

@@ -27,6 +27,16 @@ class Task(abc.ABC):
     """Builds model and data from the full config; validates it (ValueError naming the key)."""
     self.config = config
 
+  @staticmethod
+  def upgrade_config(config: dict) -> dict:
+    """A run's config.json (as a dict) written by an earlier version, in today's form.
+
+    The trainer compares it with the config a resumed run is given (`check_config`): keys that
+    newer code added with defaults reproducing the old behaviour are filled in here, so they
+    do not count as a change. Default: unchanged.
+    """
+    return config
+
   @property
   @abc.abstractmethod
   def num_train_examples(self) -> int | None:

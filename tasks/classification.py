@@ -52,6 +52,15 @@ class Classification(base.Task):
 
   unit = "images"
 
+  @staticmethod
+  def upgrade_config(config: dict) -> dict:
+    """The model part through its module's `upgrade_config` (old `posenc` names, new options)."""
+    model = config.get("model") or {}
+    if model.get("name") not in MODEL_MODULES:
+      return config
+    module = importlib.import_module(MODEL_MODULES[model["name"]])
+    return dict(config, model=module.upgrade_config(ml_collections.ConfigDict(model)).to_dict())
+
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     if config.loss not in LOSSES:

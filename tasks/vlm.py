@@ -95,7 +95,9 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   Old configs (and run directories' config.json) stated the position design a second time as
   data.scheme (+ data.scheme_options, data.age). They are dropped; a data.scheme / data.age
   that disagrees with model.scheme is a ValueError (such a run never trained: the task
-  refused it). Missing newer model keys take their defaults (model.attention_impl "xla").
+  refused it). Missing newer model keys take their defaults (model.attention_impl "xla"), and
+  so do missing newer data keys (question_mix.video_elapsed 0, the clip settings), which
+  leave the data of such a config as it was.
   """
   old = config.to_dict()
   data = old.get("data", {})
@@ -114,6 +116,13 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   model_defaults = vlm.default_config().to_dict()
   for key in ("attention_impl",):
     old.setdefault("model", {}).setdefault(key, model_defaults[key])
+  data_defaults = vlm_pipeline.default_config().to_dict()
+  if "data" in old:
+    for key in ("clip_min_frames", "clip_max_frames", "clip_seconds_per_frame"):
+      old["data"].setdefault(key, data_defaults[key])
+    if "question_mix" in old["data"]:
+      for t in spatial_scenes.OPT_IN_TYPES:
+        old["data"]["question_mix"].setdefault(t, 0.0)
   new = ml_collections.ConfigDict(old)
   if config.is_locked:
     new.lock()
@@ -125,6 +134,10 @@ class VisionLanguage(base.Task):
   """Answer generation on image-question-answer data; see the module docstring."""
 
   unit = "tokens"
+
+  @staticmethod
+  def upgrade_config(config: dict) -> dict:
+    return upgrade_config(ml_collections.ConfigDict(config)).to_dict()
 
   def __init__(self, config: ml_collections.ConfigDict):
     config = upgrade_config(config)

@@ -114,8 +114,9 @@ def _find(scene, color, shape):
   return cells[0]
 
 
-def _answer(question, scenes):
-  """The answer words, derived from the question text and the scenes read from pixels."""
+def _answer(question, scenes, seconds_per_frame=0.0):
+  """The answer words, derived from the question text and the scenes read from pixels (and,
+  for a clip, its frame interval: in no token or pixel by design)."""
   m = re.fullmatch(r"what color is at row (\d+) column (\d+) \?", question)
   if m:
     v = scenes[0].get((int(m[1]) - 1, int(m[2]) - 1))
@@ -143,6 +144,14 @@ def _answer(question, scenes):
     n0, n1 = (sum(v[0] == m[1] for v in s.values()) for s in scenes)
     assert n0 != n1
     return ["first" if n0 > n1 else "second"]
+  if question == "the shape moved at what second ?":
+    # The first frame that differs from frame 0; every later frame equals it.
+    first = next(k for k, s in enumerate(scenes) if s != scenes[0])
+    assert all(s == scenes[first] for s in scenes[first:])
+    assert _answer("which shape moved ?", [scenes[0], scenes[first]])   # one object moved
+    seconds = first * seconds_per_frame
+    assert seconds > 0 and seconds == int(seconds)
+    return [str(int(seconds))]
   before, after = scenes
   assert len(before) == len(after)
   gone = set(before.items()) - set(after.items())
@@ -165,8 +174,8 @@ def _segments_from_tokens(tokens, n_images, hw, video):
     if not is_img:
       segs.append(rope.Text(j - i))
     elif video:
-      assert j - i == 2 * hw[0] * hw[1] and n_images == 2
-      segs.append(rope.Video(2, *hw))
+      assert j - i == n_images * hw[0] * hw[1] and n_images >= 2
+      segs.append(rope.Video(n_images, *hw))
     else:
       assert j - i == hw[0] * hw[1]
       segs.append(rope.Image(*hw))
@@ -179,9 +188,13 @@ def _check_batch(config, batch, tk, model=None):
   rope's position design of the model's scheme, and its alternate design if any)."""
   model = model or _model()
   entry = vlm_schemes.SCHEMES.get(model.scheme)
-  design, opts = entry.design, entry.position_options(model)
+  design = entry.design
   hw = spatial_scenes.token_grid(config)
   for b in range(len(batch["tokens"])):
+    opts = entry.position_options(model)
+    spf = float(batch["seconds_per_frame"][b])
+    if entry.absolute_time:   # Qwen2.5-VL: the clip's rate, else HF's default 1 s per grid
+      opts["seconds_per_grid"] = spf or 1.0
     qt = int(batch["question_type"][b])
     if qt == spatial_scenes.PADDING_QUESTION_TYPE:
       assert not batch["valid"][b].any() and not batch["loss_mask"][b].any()
@@ -199,11 +212,12 @@ def _check_batch(config, batch, tk, model=None):
     question = tk.decode(toks[last_ve + 1:p])
     answer = tk.decode(toks[p:n - 1]).split()
     scenes = [_read_scene(batch["images"][b, k], config.grid_size) for k in range(n_img)]
-    assert answer == _answer(question, scenes), (question, scenes)
+    assert answer == _answer(question, scenes, spf), (question, scenes)
+    assert (spf > 0) == (spatial_scenes.QUESTION_TYPES[qt] == "video_elapsed")
     assert spatial_scenes.QUESTION_TYPES[qt] in (
-        "two_image_more", "video_moved", "video_where") or n_img == 1
+        "two_image_more", "video_moved", "video_where", "video_elapsed") or n_img == 1
     # Tokens: VISION_START/END around every visual block; positions = rope on the segments.
-    video = (toks == tok.VISION_START).sum() == 1 and n_img == 2
+    video = (toks == tok.VISION_START).sum() == 1 and n_img >= 2
     segs = _segments_from_tokens(toks, n_img, hw, video)
     assert (toks == tok.VISION_START).sum() == (toks == tok.VISION_END).sum()
     want, _ = rope.multimodal_positions(segs, design, **opts)
@@ -231,11 +245,25 @@ def _config(**kw):
   return c
 
 
+def _clips_config(**kw):
+  """The default data with video_elapsed clips in the mix (configs/vlm_common.py `clips`)."""
+  c = _config(**{"max_images": 4, "max_len": 88, **kw})
+  c.question_mix.video_elapsed = 2.0
+  return c
+
+
+def _types_in_mix(config):
+  return {i for i, w in enumerate(spatial_scenes.mix_weights(config)) if w > 0}
+
+
 @pytest.mark.parametrize("config,model", [
     (_config(), _model("mrope")),
     (_config(video_as="frames"), _model("circle_age")),
     (_config(grid_size=8, image_size=56, max_len=128), _model("mrope_interleave")),
-], ids=["mrope", "circle_frames_age", "grid8_cells_unaligned"])
+    (_clips_config(), _model("mrope_time")),
+    (_clips_config(video_as="frames", max_len=96), _model("mrope_time")),
+], ids=["mrope", "circle_frames_age", "grid8_cells_unaligned", "clips_mrope_time",
+        "clips_frames"])
 def test_every_answer_is_rederived_from_pixels(config, model):
   tk = spatial_scenes.make_tokenizer()
   it = _train_it(config, model, global_batch_size=100, seed=7)
@@ -244,7 +272,7 @@ def test_every_answer_is_rederived_from_pixels(config, model):
     batch = next(it)
     _check_batch(config, batch, tk, model)
     seen |= set(batch["question_type"].tolist())
-  assert seen == set(range(len(spatial_scenes.QUESTION_TYPES)))
+  assert seen == _types_in_mix(config)
 
 
 @pytest.mark.parametrize("condition", pipe.EVAL_CONDITIONS)
@@ -277,7 +305,7 @@ def test_eval_conditions(condition):
     assert set(qt.tolist()) <= {5, 6, 7} and len(set(qt.tolist())) == 3
   else:
     assert 0 <= prefix.min() and prefix.max() <= train.max_prefix_len
-    assert set(qt.tolist()) == set(range(len(spatial_scenes.QUESTION_TYPES)))
+    assert set(qt.tolist()) == _types_in_mix(train)
 
 
 # --------------------------------------------------------------------------------------------

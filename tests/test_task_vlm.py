@@ -279,6 +279,9 @@ def test_upgrade_config_drops_the_old_data_keys():
   old = c.to_dict()
   old["data"].update(scheme="circle", age=True, scheme_options={"alpha": None})
   del old["model"]["attention_impl"]
+  for key in ("clip_min_frames", "clip_max_frames", "clip_seconds_per_frame"):
+    del old["data"][key]   # data keys newer than the config: their defaults keep its data
+  del old["data"]["question_mix"]["video_elapsed"]
   new = vlm_task.upgrade_config(ml_collections.ConfigDict(old))
   assert new.to_dict() == c.to_dict()
   assert vlm_task.upgrade_config(c).to_dict() == c.to_dict()   # current configs unchanged

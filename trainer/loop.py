@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -175,11 +175,13 @@ class ConfigCheck:
 
 
 def check_config(config: ml_collections.ConfigDict, workdir: str, *,
-                 allow_change: bool = False) -> ConfigCheck:
+                 allow_change: bool = False,
+                 upgrade: Callable[[dict], dict] = lambda d: d) -> ConfigCheck:
   """Compares `config` with the workdir's config.json; writes nothing.
 
   Raises ConfigChangedError (listing the keys) if they differ outside
-  `trainer.workdir.RUN_KEYS` and not `allow_change`.
+  `trainer.workdir.RUN_KEYS` and not `allow_change`. `upgrade` (the task's `upgrade_config`)
+  brings the stored config to today's form first.
   """
   path = workdir_paths(workdir)["config"]
   if not os.path.exists(path):
@@ -187,7 +189,9 @@ def check_config(config: ml_collections.ConfigDict, workdir: str, *,
   with open(path) as f:
     old_text = f.read()
   old = json.loads(old_text)
-  changes = workdir_lib.config_changes(old, json.loads(_config_json(config)))
+  # An older version's config.json lacks the keys added since with backward-compatible
+  # defaults: the task's `upgrade` fills them in, so they are not a change.
+  changes = workdir_lib.config_changes(upgrade(old), json.loads(_config_json(config)))
   if changes and not allow_change:
     raise ConfigChangedError(
         f"the config differs from the one workdir {workdir} was started with, in "
@@ -364,7 +368,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   task, mesh, lengths = setup.task, setup.mesh, setup.lengths
   total_steps = lengths["total"]
   # Refuses a changed config before anything in the workdir is written.
-  config_check = check_config(config, workdir, allow_change=allow_config_change)
+  config_check = check_config(config, workdir, allow_change=allow_config_change,
+                              upgrade=task.upgrade_config)
   old_config = config_check.old
   if is_main:
     logging.info("Workdir %s; %d process(es), %d device(s); %d steps (warm-up %d; every %s).",
