@@ -127,7 +127,8 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
   Configs (config.json of old workdirs, old config files) from before the registry name the
   encoding `posenc` with the old values (`rope_mixed`, `ape_learned`, ...): the key becomes
   `encoding` and the value its registry name (`ENCODINGS.canonical`); options added since
-  (`prune_last_block`, `attention_impl`) get their defaults, which reproduce the old model. The
+  (`prune_last_block`, `attention_impl`, `position_augment`) get their defaults, which
+  reproduce the old model, and the old default `block_size` 8 becomes None (the entry's). The
   parameters are unchanged, so old checkpoints restore into the upgraded model. An unknown
   name is left for `validate_config` to refuse (listing the allowed ones). Returns a new,
   unlocked ConfigDict (or `config` itself if nothing changes).
@@ -142,6 +143,13 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
     changed = True
   if d.get("encoding") in ENCODINGS and ENCODINGS.canonical(d["encoding"]) != d["encoding"]:
     d["encoding"] = ENCODINGS.canonical(d["encoding"])
+    changed = True
+  if "position_augment" not in d and d.get("block_size") == 8:
+    # Written before position_augment came in, with it model.block_size None (= the entry's
+    # default): block_size was 8, LieRE's default, stored for every encoding. None gives the
+    # same model (LieRE's default is still 8; no other entry then read it), so resuming such a
+    # run is not a config change.
+    d["block_size"] = None
     changed = True
   for key, default in (("prune_last_block", True), ("attention_impl", "xla"),
                        ("position_augment", {k: None for k in vit_encodings.AUGMENT_KEYS})):

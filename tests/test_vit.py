@@ -694,12 +694,15 @@ def test_old_names_and_keys_map_to_the_registry_names():
   assert {a: ENCODINGS.canonical(a) for a in old} == old
   # A model config as an old workdir's config.json holds it: key `posenc`, old value, and
   # neither prune_last_block nor attention_impl.
+  # Nor position_augment, and block_size was 8 (LieRE's default) for every encoding.
   d = tiny_config("mixed", ape=True).to_dict()
-  del d["encoding"], d["prune_last_block"], d["attention_impl"]
-  d["posenc"] = "rope_mixed"
+  del d["encoding"], d["prune_last_block"], d["attention_impl"], d["position_augment"]
+  d["posenc"], d["block_size"] = "rope_mixed", 8
   up = vit.upgrade_config(ml_collections.ConfigDict(d))
   assert up.encoding == "mixed" and "posenc" not in up
   assert up.prune_last_block is True and up.attention_impl == "xla"
+  assert up.block_size is None and vit.position_augment(up) is None
+  assert vit.upgrade_config(tiny_config("liere", block_size=8)).block_size == 8   # today's
   new = vit.model_from_config(tiny_config("mixed", ape=True), 10)
   params = init(new)
   old_model = vit.model_from_config(ml_collections.ConfigDict(d), 10)   # tolerant too
