@@ -1,8 +1,9 @@
 r"""ViT with LookHere (Fuller et al. 2024): directional distance-penalty logit biases.
 
 Global slope 1, layer slopes (1.5, 0.5); directions 'halves' (4k heads) or 'halves-none'
-(6 heads). LookHere needs 4k or 6/12/16 heads: :smoke and :fmnist use 6 heads at the same
-width (S/2 head_dim 6, S/4 head_dim 12).
+(6 heads: the reference's 6-head rule needs a split; why this one: models/vit_encodings.py
+lookhere_directions). ViT-Ti's 3 heads cannot use it: :smoke and :fmnist use 6 heads at the
+same width (S/2 head_dim 6, S/4 head_dim 12).
 
 Default: the Spherical-RoPE paper's CIFAR-100 ViT-S recipe (which of its conflicting numbers
 are used: configs/vit_common.py). Every key is documented in configs/common.py (training loop),
