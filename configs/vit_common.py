@@ -53,7 +53,8 @@ MODES = ("smoke", "fmnist", "imagenet")  # Besides the default (CIFAR-100).
 
 # Model keys whose default is None, with the type a command-line value gets.
 _OPTIONAL_MODEL_KEYS = {"depth": int, "head_dim": int, "theta": float, "omega": float,
-                        "position_scale": str, "layerscale_init": float}
+                        "position_scale": str, "layerscale_init": float,
+                        "block_size": int}
 
 
 def _overridable(section: ml_collections.ConfigDict, types: dict) -> None:
@@ -84,8 +85,10 @@ def _model(encoding: str, options: dict, **recipe) -> ml_collections.ConfigDict:
   m.encoding = encoding
   m.update(recipe)
   m.update(options)
-  if ENCODINGS.get(encoding).uses_block_size:
-    m.block_size = m.get_ref("head_dim")  # Dense LieRE; follows --config.model.head_dim.
+  if encoding == "liere" and "block_size" not in options:
+    # Dense LieRE (the recipe's choice, above); follows --config.model.head_dim. Other block
+    # entries (ComRoPE) keep model.block_size None: their entry's default.
+    m.block_size = m.get_ref("head_dim")
   return m
 
 

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_dict
 import numpy as np
 
 from models import activations
@@ -85,15 +86,28 @@ def default_config() -> ml_collections.ConfigDict:
   #                               patch features with capture_intermediates).
   c.encoding = "mixed"          # a name of models.vit_encodings.ENCODINGS (none, ape, sincos,
   #                               axial, mixed, liere, spherical, spherical_learned, axial_pi,
-  #                               axial_learned, mixed_pi, uniform); old names (rope_mixed, ...)
+  #                               axial_learned, mixed_pi, uniform, comrope_ap, comrope_ld,
+  #                               string_cayley, string_circulant, dinov3, eva02, prope,
+  #                               lookhere, fire); old names (rope_mixed, ...)
   #                               and the old key `posenc` are accepted (upgrade_config).
   c.theta = None                # frequency base; None: the entry's default (axial 100, mixed
   #                               10 (init), spherical 100, axial_pi 10). Refused by entries
   #                               without one.
   c.position_scale = None       # None: the entry's ("index" rope-vit, "unit" LieRE, "pi"
   #                               Spherical-paper variants); or "index" | "unit" | "pi".
-  c.block_size = 8              # LieRE block size g (must divide head_dim); liere only.
+  c.block_size = None           # LieRE / ComRoPE block size g; None: the entry's default
+  #                               (LieRE 8, ComRoPE 2, the reference config's).
   c.omega = None                # Uniform RoPE frequency; None: 1/pi (authors' code). uniform only.
+  c.position_augment = ml_collections.ConfigDict(dict(
+      # Training-time position augmentation, honoured by every rotary encoding, drawn from
+      # the step key, never at evaluation. A strength of None turns its part off (all None:
+      # off). DINOv3: shift U(-s, s) and jitter exp U(-ln J, ln J) per axis, rescale
+      # exp U(-ln R, ln R) shared (DINOv3's released setting: rescale 2). ComRoPE: per-patch
+      # perturbation clip(0.5 * sigma * N(0, 1), -0.5, 0.5) patches, global offset
+      # sigma_off * N(0, 1) (position units). models/vit_encodings.py token_positions.
+      shift=config_dict.placeholder(float), jitter=config_dict.placeholder(float),
+      rescale=config_dict.placeholder(float), perturbation=config_dict.placeholder(float),
+      offset=config_dict.placeholder(float)))
   c.ape = False                 # also add a learned APE to the patch tokens (rope-vit
   #                               "RoPE + APE"); only with a rotary (or bias) encoding.
   c.attention_impl = "xla"      # jax.nn.dot_product_attention implementation: "xla" (every
@@ -113,7 +127,8 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
   Configs (config.json of old workdirs, old config files) from before the registry name the
   encoding `posenc` with the old values (`rope_mixed`, `ape_learned`, ...): the key becomes
   `encoding` and the value its registry name (`ENCODINGS.canonical`); options added since
-  (`prune_last_block`, `attention_impl`) get their defaults, which reproduce the old model. The
+  (`prune_last_block`, `attention_impl`, `position_augment`) get their defaults, which
+  reproduce the old model, and the old default `block_size` 8 becomes None (the entry's). The
   parameters are unchanged, so old checkpoints restore into the upgraded model. An unknown
   name is left for `validate_config` to refuse (listing the allowed ones). Returns a new,
   unlocked ConfigDict (or `config` itself if nothing changes).
@@ -129,7 +144,15 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
   if d.get("encoding") in ENCODINGS and ENCODINGS.canonical(d["encoding"]) != d["encoding"]:
     d["encoding"] = ENCODINGS.canonical(d["encoding"])
     changed = True
-  for key, default in (("prune_last_block", True), ("attention_impl", "xla")):
+  if "position_augment" not in d and d.get("block_size") == 8:
+    # Written before position_augment came in, with it model.block_size None (= the entry's
+    # default): block_size was 8, LieRE's default, stored for every encoding. None gives the
+    # same model (LieRE's default is still 8; no other entry then read it), so resuming such a
+    # run is not a config change.
+    d["block_size"] = None
+    changed = True
+  for key, default in (("prune_last_block", True), ("attention_impl", "xla"),
+                       ("position_augment", {k: None for k in vit_encodings.AUGMENT_KEYS})):
     if key not in d:
       d[key] = default
       changed = True
@@ -178,7 +201,18 @@ def encoding_options(config, entry: vit_encodings.Encoding) -> vit_encodings.Opt
       train_grid=(train_grid, train_grid),
       scale=(config.position_scale or entry.scale) if entry.scale else None,
       theta=pick(config.theta, entry.theta), omega=pick(config.omega, entry.omega),
-      block_size=int(config.block_size))
+      block_size=(entry.block_size if config.block_size is None else int(config.block_size)),
+      depth=dims["depth"],
+      augment=position_augment(config))
+
+
+def position_augment(config) -> Optional[tuple]:
+  """`model.position_augment` as `Options.augment`: None if every strength is None."""
+  aug = config.get("position_augment") or {}
+  values = tuple(aug.get(k) for k in vit_encodings.AUGMENT_KEYS)
+  if all(v is None for v in values):
+    return None
+  return tuple(None if v is None else float(v) for v in values)
 
 
 def validate_config(config, image_size: int) -> None:
@@ -243,7 +277,21 @@ def _validate_encoding(config) -> None:
   if config.ape and not entry.uses_positions:
     raise ValueError(f"model.ape=True adds a learned APE to a rotary encoding; encoding="
                      f"{name!r} is {entry.kind} (use encoding='ape' for APE alone).")
-  if entry.uses_block_size and (not _positive_int(config.block_size) or config.block_size < 2):
+  aug = config.get("position_augment") or {}
+  unknown = sorted(set(aug) - set(vit_encodings.AUGMENT_KEYS))
+  if unknown:
+    raise ValueError(f"model.position_augment: unknown keys {unknown}; allowed: "
+                     f"{vit_encodings.AUGMENT_KEYS}.")
+  for key, minimum in zip(vit_encodings.AUGMENT_KEYS, (0.0, 1.0, 1.0, 0.0, 0.0)):
+    value = aug.get(key)
+    if value is not None and (not _number(value) or not np.isfinite(value) or value < minimum):
+      raise ValueError(f"model.position_augment.{key}={value!r} must be None or a number "
+                       f">= {minimum}.")
+  if position_augment(config) is not None and entry.kind != "rotary":
+    raise ValueError(f"model.position_augment is set but encoding={name!r} is {entry.kind}; "
+                     f"the position augmentation needs a rotary encoding (leave it all None).")
+  if entry.uses_block_size and config.block_size is not None and (
+      not _positive_int(config.block_size) or config.block_size < 2):
     raise ValueError(f"model.block_size={config.block_size!r} must be an integer >= 2.")
   error = entry.error(encoding_options(config, entry))
   if error:
@@ -300,6 +348,7 @@ class Attention(nn.Module):
     attention_impl: `jax.nn.dot_product_attention` implementation ("xla" | "cudnn").
     dropout: output dropout.
     queries: None, or attend from the first `queries` tokens only.
+    layer: this layer's index (for an entry's per-layer bias, `Encoding.bias_per_layer`).
     dtype: compute dtype.
   """
   num_heads: int
@@ -309,6 +358,7 @@ class Attention(nn.Module):
   attention_impl: str = "xla"
   dropout: float = 0.0
   queries: Optional[int] = None
+  layer: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -335,7 +385,10 @@ class Attention(nn.Module):
     if rotary:
       tables = shared if enc.shared else enc.tables(params, tokens, self.options)
       q, k = enc.rotate(q, tables), enc.rotate(k, tables)
-    bias = enc.bias(params, tokens, self.options) if enc.bias is not None else None
+    bias = None
+    if enc.bias is not None:
+      layer = (self.layer,) if enc.bias_per_layer else ()
+      bias = enc.bias(params, tokens, self.options, *layer)
     if self.is_mutable_collection("intermediates"):
       # For analysis and tests: rotated q, k as [B, L, H, D] in the reference channel order
       # (logits = q . k / sqrt(D) + bias).
@@ -398,6 +451,7 @@ class EncoderBlock(nn.Module):
   drop_path: float = 0.0
   layerscale_init: Optional[float] = None
   outputs: Optional[int] = None
+  layer: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -410,7 +464,7 @@ class EncoderBlock(nn.Module):
     y = _layer_norm(self.dtype, "norm_attn")(x)
     y = Attention(self.num_heads, self.head_dim, self.encoding, self.options,
                   attention_impl=self.attention_impl, dropout=self.dropout,
-                  queries=self.outputs, dtype=self.dtype, name="attention")(
+                  queries=self.outputs, layer=self.layer, dtype=self.dtype, name="attention")(
                       y, tokens, shared, deterministic=deterministic)
     if self.outputs is not None:
       x = x[:, :self.outputs]
@@ -477,7 +531,9 @@ class ViT(nn.Module):
     # computed once here (no batch axis) and shared by every layer and example.
     tokens, shared = None, None
     if enc.uses_positions:
-      key = self.make_rng("dropout") if (train and enc.train_key) else None
+      # The step key: for entries that ask for it, and for the position augmentation.
+      wants_key = enc.train_key or (options.augment is not None and enc.kind == "rotary")
+      key = self.make_rng("dropout") if (train and wants_key) else None
       tokens = enc.positions(grid, options, num_prefix, key)
       if enc.shared and enc.tables is not None:
         shared = enc.tables({}, tokens, options)
@@ -491,7 +547,7 @@ class ViT(nn.Module):
       x = EncoderBlock(self.num_heads, head_dim, self.mlp_dim, enc, options,
                        attention_impl=self.attention_impl, dropout=self.dropout,
                        drop_path=float(rates[i]), layerscale_init=self.layerscale_init,
-                       outputs=outputs, dtype=self.dtype, name=f"encoderblock_{i}")(
+                       outputs=outputs, layer=i, dtype=self.dtype, name=f"encoderblock_{i}")(
                            x, tokens, shared, deterministic=not train)
     x = _layer_norm(self.dtype, "norm_final")(x)
     x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)

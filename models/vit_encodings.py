@@ -22,6 +22,21 @@ docs/API.md; the references' conventions: docs/spec/vision_rope.md).
 | `axial_learned`     | Learned Axial                | per layer `[H, D/4, 2]`, U[0,1) | `pi`      |
 | `mixed_pi`          | Spherical paper's Mixed      | per layer `[H, D/2, 2]`, U[0,1) | `pi`      |
 | `uniform`           | Uniform RoPE                 | one frequency `omega` (1/pi)    | `pi`      |
+| `comrope_ap`/`_ld`  | ComRoPE (Longin-Yu/ComRoPE)  | per layer `P` (+ LD `theta`)    | `center`, cls at 0.5 |
+| `string_cayley`     | Cayley-STRING (spec §4)      | per layer `W` -> `cayley`, axial| `index`   |
+| `string_circulant`  | Circulant-STRING (spec §4)   | per layer `c [2, H, D]`         | `index`   |
+| `dinov3`            | DINOv3 RoPE                  | `freqs_dinov3(D, base=100)`     | `centered`|
+| `eva02`             | EVA-02 (timm)                | `freqs_eva(D, theta=1e4)`       | `index_interp` |
+| `prope`             | 2-D p-RoPE, p = 0.25         | truncated `freqs_axial(D, 100)` | `index`   |
+| `lookhere`          | LookHere (logit bias)        | fixed per-layer bias            | grid      |
+| `fire`              | FIRE (logit bias, 1-D index) | per layer MLP, `c`, `multiplier`| token index |
+
+Training-time position augmentation (`model.position_augment`, `Options.augment`): DINOv3's
+shift / jitter / rescale and ComRoPE's perturbation / offset, drawn in `token_positions` from the
+step key, honoured by every rotary entry, never at evaluation. ComRoPE's offset also moves the
+class tokens where an entry rotates them (ComRoPE, LieRE); entries whose tables prepend the
+identity for them (pair / triplet tables) or that rotate the patches only (STRING) keep them
+unrotated.
 
 Old names (the `model.posenc` values of configs and checkpoints written before the registry)
 are aliases: `ape_learned` -> `ape`, `ape_sincos` -> `sincos`, `rope_axial` -> `axial`,
@@ -54,6 +69,7 @@ Adding an encoding: README.md "Adding an encoding" (one `rope` function, one `re
 here, one configs/vit_<name>.py).
 """
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -66,7 +82,8 @@ import rope
 from models.registry import Registry
 
 KINDS = ("none", "absolute", "rotary", "bias")
-POSITION_SCALES = ("index", "unit", "pi")   # rope.grid_positions' scales
+POSITION_SCALES = ("index", "unit", "pi", "center", "centered", "index_interp")  # rope's
+AUGMENT_KEYS = ("shift", "jitter", "rescale", "perturbation", "offset")   # model.position_augment
 DEFAULT_BLOCK_SIZE = 8
 
 
@@ -80,7 +97,15 @@ class Options:
       absolute tables are normalised to it).
     scale: position convention (config `position_scale`, else the entry's `scale`).
     theta, omega: config value, else the entry's default (None if the entry reads neither).
-    block_size: LieRE's block size g (config `block_size`).
+    block_size: LieRE's / ComRoPE's block size g (config `block_size`).
+    depth: number of layers (per-layer biases, LookHere).
+    augment: training-time position augmentation (config `position_augment`), None = off, or
+      the strengths `(shift, jitter, rescale, perturbation, offset)` (each a float or None):
+      DINOv3's shift `U(-s, s)`, jitter `exp U(-ln J, ln J)` per axis, rescale
+      `exp U(-ln R, ln R)` shared (`rope.sample_position_augment`), then ComRoPE's per-patch
+      perturbation `clip(0.5 sigma N(0, 1), -0.5, 0.5)` patches and global offset
+      `sigma_off N(0, 1)` (`rope.sample_comrope_perturbation`). Applied only in training, drawn
+      from the step key (`token_positions`).
   """
   num_heads: int
   head_dim: int
@@ -90,6 +115,8 @@ class Options:
   theta: Optional[float] = None
   omega: Optional[float] = None
   block_size: int = DEFAULT_BLOCK_SIZE
+  depth: int = 1
+  augment: Optional[tuple] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,27 +138,70 @@ Tokens = dict   # token_positions(...): {"positions": [L, 2], "axes": (rows, col
 Tables = dict   # an entry's tables, e.g. {"cos", "sin": [L, H|1, D/2]}
 
 
+def _augment(rows, cols, patches, prefix, grid, options, key):
+  """Training-time augmentation of the grid coordinates (Options.augment), drawn from `key`.
+
+  DINOv3's shift / jitter / rescale are per-axis affine maps, so the grid stays a product grid
+  (the per-axis `axes` are transformed alike, `rope.augment_positions` on the tokens).
+  ComRoPE's perturbation moves every patch separately, in patch units (the grid spacing of the
+  entry's convention; `rope.perturb_positions` for "center" positions), and the offset moves
+  every token, prefix included, in position units: the grid is then no longer a product grid
+  (`axes` None, tables from the tokens' positions)."""
+  shift, jitter, rescale, perturbation, offset = options.augment
+  k_aug, k_perturb = jax.random.split(key)
+  axes = (rows, cols)
+  if (shift, jitter, rescale) != (None, None, None):
+    v = rope.sample_position_augment(k_aug, shift=shift, jitter=jitter, rescale=rescale)
+    patches = rope.augment_positions(patches, **v)
+    one = lambda a, i: rope.augment_positions(
+        a[:, None], **{n: (None if x is None else x[i:i + 1] if n != "rescale" else x)
+                       for n, x in v.items()})[:, 0]
+    axes = (one(rows, 0), one(cols, 1))
+  if (perturbation, offset) != (None, None):
+    delta, off = rope.sample_comrope_perturbation(
+        k_perturb, grid[0] * grid[1], intensity=perturbation or 0.0,
+        offset_intensity=offset or 0.0)
+    spacing = jnp.stack([(a[1] - a[0]) if a.shape[0] > 1 else jnp.float32(1.0)
+                         for a in (rows, cols)])
+    patches = patches + jnp.clip(delta, -0.5, 0.5) * spacing
+    prefix = prefix + off
+    patches = patches + off
+    axes = None
+  return patches, prefix, axes
+
+
 def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
-                    key: Optional[jax.Array] = None) -> Tokens:
-  """Positions of all tokens: `num_prefix` class tokens at (0, 0), then the patch grid.
+                    key: Optional[jax.Array] = None, *, prefix: float = 0.0) -> Tokens:
+  """Positions of all tokens: `num_prefix` class tokens at (prefix, prefix), then the grid.
 
   Args:
     grid: (gh, gw) patch grid of the current images.
-    options: `options.scale` ("index" | "unit" | "pi") and `options.train_grid`.
+    options: `options.scale` (a `rope.grid_positions` scale; None: the entry has no 2-D
+      positions, e.g. a bias over the token index), `options.train_grid`, `options.augment`.
     num_prefix: number of class tokens in front of the patches (0 or 1).
-    key: a PRNG key in training when the entry asks for one (`Encoding.train_key`), for
-      train-time position augmentation; unused here.
+    key: in training, the step key (`Encoding.train_key` or `options.augment` set): the
+      position augmentation `options.augment` is drawn from it. None (evaluation): no
+      augmentation.
+    prefix: the class tokens' coordinate (0: the identity of every rotation; 0.5: ComRoPE).
 
   Returns:
     `{"positions": float32 [num_prefix + gh*gw, 2] (row, col), row-major over the grid;
-    "axes": (rows [gh], cols [gw]), the grid's coordinates (for per-axis trig)}`.
+    "axes": (rows [gh], cols [gw]), the grid's coordinates (for per-axis trig), or None when
+    the augmentation moved patches separately; "grid"; "num_prefix"}`.
   """
-  del key
-  axes = rope.grid_axes(grid[0], grid[1], scale=options.scale, train_size=options.train_grid)
+  out = {"grid": tuple(grid), "num_prefix": num_prefix, "positions": None, "axes": None}
+  if options.scale is None:
+    return out
+  rows, cols = rope.grid_axes(grid[0], grid[1], scale=options.scale,
+                              train_size=options.train_grid)
   patches = rope.grid_positions(grid[0], grid[1], scale=options.scale,
                                 train_size=options.train_grid)
-  prefix = jnp.zeros((num_prefix, 2), jnp.float32)
-  return {"positions": jnp.concatenate([prefix, patches], axis=0), "axes": axes}
+  prefix_pos = jnp.full((num_prefix, 2), prefix, jnp.float32)
+  axes = (rows, cols)
+  if key is not None and options.augment is not None:
+    patches, prefix_pos, axes = _augment(rows, cols, patches, prefix_pos, grid, options, key)
+  out.update(positions=jnp.concatenate([prefix_pos, patches], axis=0), axes=axes)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +217,8 @@ class Encoding:
       and the `position_scale` option is refused.
     theta: default frequency base; None: the `theta` option is refused.
     omega: default single frequency (Uniform RoPE); None: the `omega` option is refused.
-    uses_block_size: reads the `block_size` option (LieRE).
+    uses_block_size: reads the `block_size` option (LieRE, ComRoPE).
+    block_size: its default when the option is None.
     multiple: head_dim must be divisible by it (None: by `block_size` if `uses_block_size`,
       else anything); `channels` says why, for the error message.
     group: q / k arrive strided by this group (`models.vit.to_strided`); None: reference order.
@@ -158,11 +229,14 @@ class Encoding:
     rotate: `rotate(x [B, L, H, D], tables) -> x` rotated (same shape and dtype).
     bias: `bias(params, tokens, options) -> [1|B, H|1, L, L]` float32 logit bias, passed to
       `jax.nn.dot_product_attention` (relative-bias baselines); None: no bias.
+    bias_per_layer: `bias` takes a fourth argument, the attention layer's index (0-based), for
+      biases that differ per layer without parameters (LookHere's layer slopes).
     embed: `embed(params, grid, options) -> [gh*gw, width]` (absolute entries).
     positions: `positions(grid, options, num_prefix, key) -> Tokens` (default
       `token_positions`; an entry may override it, e.g. with normalised coordinates).
-    train_key: in training, `positions` gets a key drawn from the "dropout" rng stream (the
-      step key), e.g. for position augmentation; at evaluation it gets None.
+    train_key: in training, `positions` always gets a key drawn from the "dropout" rng stream
+      (the step key); it also gets one whenever `options.augment` is set (every rotary entry
+      honours the position augmentation through `token_positions`); at evaluation None.
     check: extra validation `check(options) -> error message or None`.
   """
   reference: str
@@ -171,13 +245,15 @@ class Encoding:
   theta: Optional[float] = None
   omega: Optional[float] = None
   uses_block_size: bool = False
+  block_size: int = DEFAULT_BLOCK_SIZE
   multiple: Optional[int] = None
   channels: str = ""
   group: Optional[int] = None
   params: tuple[Param, ...] = ()
   tables: Optional[Callable[[dict, Tokens, Options], Tables]] = None
   rotate: Optional[Callable[[jax.Array, Tables], jax.Array]] = None
-  bias: Optional[Callable[[dict, Tokens, Options], jax.Array]] = None
+  bias: Optional[Callable[..., jax.Array]] = None
+  bias_per_layer: bool = False
   embed: Optional[Callable[[dict, tuple[int, int], Options], jax.Array]] = None
   positions: Callable[..., Tokens] = token_positions
   train_key: bool = False
@@ -235,7 +311,11 @@ def pair_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
   """`{"cos", "sin": [L, 1|H, D/2]}` of 2x2 rotations of channel pairs by the angles
   `positions @ freqs` (`freqs [D/2, 2]` or `[H, D/2, 2]`, (row, col)). Trig runs per grid axis
   (`rope.grid_cos_sin`: gh + gw rows, not gh * gw tokens)."""
-  cos, sin = rope.grid_cos_sin(tokens["axes"], freqs)                 # [gh*gw, 1|H, D/2]
+  if tokens["axes"] is None:     # augmented per patch: no product grid
+    ang = rope.angles(tokens["positions"][tokens["num_prefix"]:], freqs)
+    cos, sin = jnp.cos(ang), jnp.sin(ang)
+  else:
+    cos, sin = rope.grid_cos_sin(tokens["axes"], freqs)               # [gh*gw, 1|H, D/2]
   return _with_class_tokens(tokens, {"cos": cos, "sin": sin}, {"cos": 1.0, "sin": 0.0})
 
 
@@ -251,7 +331,10 @@ def rotate_pairs(x: jax.Array, tables: Tables) -> jax.Array:
 def triplet_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
   """Spherical RoPE's `{"ca", "sa", "cb", "sb": [L, 1|H, D/3]}` (cos / sin of its row angle
   alpha and column angle beta; `rope.apply_spherical`), trig per grid axis."""
-  tables = rope.spherical_grid_cos_sin(tokens["axes"], freqs)          # [gh*gw, 1|H, D/3]
+  if tokens["axes"] is None:     # augmented per patch: no product grid
+    tables = rope.spherical_cos_sin(tokens["positions"][tokens["num_prefix"]:], freqs)
+  else:
+    tables = rope.spherical_grid_cos_sin(tokens["axes"], freqs)        # [gh*gw, 1|H, D/3]
   identity = {"ca": 1.0, "sa": 0.0, "cb": 1.0, "sb": 0.0}
   return _with_class_tokens(tokens, dict(zip(identity, tables)), identity)
 
@@ -415,6 +498,216 @@ ENCODINGS.register("uniform", Encoding(
     reference="Uniform RoPE (the Spherical paper)", scale="pi", omega=1.0 / math.pi,
     **_QUARTERS,
     tables=lambda p, t, o: pair_tables(t, o.omega * rope.freqs_axial(o.head_dim, theta=1.0)),
+))
+
+
+# ------------------------------------------------------------- vision extensions (issue #14)
+# Spec and reference conventions: docs/spec/vision_ext.md.
+
+
+def _comrope_param(name, variant):
+  return lambda key, o: rope.init_comrope(key, o.num_heads, o.head_dim, variant=variant,
+                                          block_size=o.block_size)[name]
+
+
+def _comrope_check(variant):
+  def check(o):
+    need = o.block_size * (2 if variant == "ap" else 1)
+    if o.head_dim % need:
+      return (f"ComRoPE-{variant.upper()} needs head_dim % {need} == 0 (block_size="
+              f"{o.block_size}{', cycled through 2 axes' if variant == 'ap' else ''}), got "
+              f"{o.head_dim}")
+    return None
+  return check
+
+
+def _comrope_tables(variant):
+  def tables(p, t, o):
+    gens = rope.comrope_generators(p, variant=variant)
+    return {"blocks": rope.skew_rotations(t["positions"], gens)}
+  return tables
+
+
+# ComRoPE (Longin-Yu/ComRoPE): positions (i + 0.5) / n per axis, the class token at the image
+# centre (0.5, 0.5) and rotated (its code); P ~ N(0, 1), LD theta ~ N(0, 1) (init_std 1);
+# block_size from model.block_size (the reference config's default 2: configs/vit_comrope_*).
+for _variant in ("ap", "ld"):
+  ENCODINGS.register(f"comrope_{_variant}", Encoding(
+      reference=f"ComRoPE-{_variant.upper()} (Longin-Yu/ComRoPE model.py)", kind="rotary",
+      scale="center", uses_block_size=True, block_size=2,
+      channels="ComRoPE rotates contiguous blocks of block_size channels",
+      params=((Param("P", _comrope_param("P", _variant), ("heads", "rotary", None, None)),)
+              + ((Param("theta", _comrope_param("theta", _variant), ("position", "rotary")),)
+                 if _variant == "ld" else ())),
+      tables=_comrope_tables(_variant), rotate=rotate_blocks,
+      positions=functools.partial(token_positions, prefix=0.5),
+      check=_comrope_check(_variant),
+  ))
+
+STRING_INIT_STD = 0.3    # W of S = triu(W, 1) - triu(W, 1)^T (the goldens' scale; not pinned)
+CIRCULANT_INIT_STD = 0.02
+
+
+def _skew(w: jax.Array) -> jax.Array:
+  upper = jnp.triu(w, 1)
+  return upper - jnp.swapaxes(upper, -1, -2)
+
+
+def _patches(tokens: Tokens) -> jax.Array:
+  """The patch tokens' positions `[gh*gw, 2]` (without the class tokens)."""
+  return tokens["positions"][tokens["num_prefix"]:]
+
+
+def _on_patches(rotate, rows: str):
+  """`rotate(x, tables)` on the patch tokens only, for tables built from `_patches`: the class
+  tokens (at the origin, where STRING's `P RoPE(0) P^T` is the identity up to float rounding)
+  pass through bitwise unrotated, as with `pair_tables`' identity rows. The number of class
+  tokens is what `tables[rows]` (`[gh*gw, ...]`, no batch axis) lacks of the tokens."""
+  def wrapped(x, tables):
+    n = x.shape[1] - tables[rows].shape[0]
+    return rotate(x, tables) if n == 0 else jnp.concatenate(
+        [x[:, :n], rotate(x[:, n:], tables)], axis=1)
+  return wrapped
+
+
+def _string_tables(p, t, o):
+  """Cayley-STRING over rope-vit's axial table (theta 100, integer positions), per head P."""
+  ang = rope.angles(_patches(t), rope.freqs_axial(o.head_dim, theta=o.theta))
+  return {"angles": ang, "P": rope.cayley(_skew(p["W"]))}       # angles [gh*gw, D/2]
+
+
+ENCODINGS.register("string_cayley", Encoding(
+    reference="Cayley-STRING (Schenck et al. 2025; spec §4: per-head P, axial base RoPE)",
+    kind="rotary", scale="index", theta=100.0, multiple=4,
+    channels="channel pairs of an axial RoPE, split into row / col halves",
+    params=(Param("W", lambda key, o: STRING_INIT_STD * jax.random.normal(
+        key, (o.num_heads, o.head_dim, o.head_dim), jnp.float32), ("heads", "kv", None)),),
+    tables=_string_tables,
+    rotate=_on_patches(lambda x, t: rope.string_cayley(x, t["angles"], t["P"],
+                                                       layout="interleaved"), "angles"),
+))
+
+ENCODINGS.register("string_circulant", Encoding(
+    reference="Circulant-STRING (Schenck et al. 2025; spec §4: dense per-head circulant)",
+    kind="rotary", scale="index",
+    params=(Param("c", lambda key, o: CIRCULANT_INIT_STD * jax.random.normal(
+        key, (2, o.num_heads, o.head_dim), jnp.float32), ("position", "heads", "kv")),),
+    tables=lambda p, t, o: {"positions": _patches(t), "c": p["c"]},
+    rotate=_on_patches(lambda x, t: rope.circulant_string(x, t["positions"], t["c"]),
+                       "positions"),
+))
+
+# DINOv3: rotate-half on the reference channel order (group None), row-first periods
+# base^(4j/D) with base 100, coordinates 2 (i + 0.5) / n - 1, prefix tokens not rotated.
+ENCODINGS.register("dinov3", Encoding(
+    reference="DINOv3 RopePositionEmbedding (base 100, rotate-half, row first)",
+    kind="rotary", scale="centered", theta=100.0, multiple=4,
+    channels="channel pairs (j, j + D/2), split into row / col quarters",
+    tables=lambda p, t, o: pair_tables(t, rope.freqs_dinov3(o.head_dim, base=o.theta)),
+    rotate=rotate_pairs,
+))
+
+# EVA-02 (timm RotaryEmbeddingCat): theta 1e4, row first, interleaved (group 2), integer
+# positions interpolated to the training grid at other resolutions (`index_interp`).
+ENCODINGS.register("eva02", Encoding(
+    reference="EVA-02 2-D RoPE (timm RotaryEmbeddingCat, ref_feat_shape = training grid)",
+    scale="index_interp", theta=1e4, **_QUARTERS,
+    tables=lambda p, t, o: pair_tables(t, rope.freqs_eva(o.head_dim, theta=o.theta)),
+))
+
+PROPE_PROPORTION = 0.25   # Gemma's rope_proportion of the global layers (spec §5.2)
+
+
+def _prope_check(o):
+  if int(PROPE_PROPORTION * (o.head_dim // 4)) < 1:
+    return (f"p-RoPE keeps int({PROPE_PROPORTION} * head_dim / 4) frequencies per axis: "
+            f"head_dim={o.head_dim} keeps none (needs head_dim >= {int(4 / PROPE_PROPORTION)})")
+  return None
+
+
+ENCODINGS.register("prope", Encoding(
+    reference=f"p-RoPE (Barbero et al.) on rope-vit's axial table, p = {PROPE_PROPORTION}",
+    scale="index", theta=100.0, **_QUARTERS,
+    tables=lambda p, t, o: pair_tables(t, rope.truncate_freqs(
+        rope.freqs_axial(o.head_dim, theta=o.theta), PROPE_PROPORTION)),
+    check=_prope_check,
+))
+
+
+# LookHere's head directions. The reference (GreenCUBIC/lookhere lookhere.py,
+# create_lh_layer_tensor) assigns a set name to heads by fixed rules: one set ("halves": up /
+# down / left / right) cycles over a multiple of 4 heads; at exactly 6 heads (ViT-S) it only
+# takes a split "a-b", giving heads 0-3 set a and heads 4-5 the first two heads of set b (a
+# single name fails there: `sh[1]`). Its slopes then allow only a non-directional b ("none",
+# "zero", "center" and their mixes: 2 slopes 0.25, 0.0625); a directional b yields 8 slopes
+# for 6 heads and fails too. No 6-head configuration is documented: the released LH-180 / 90 /
+# 45 models are ViT-B/16 (the README builds them with vision_transformer.py's defaults, 12
+# heads), their lh_config inside the checkpoints (not available). Our choice at 6 heads,
+# "halves-none", keeps the four directional heads of "halves" and gives the other two the full
+# field of view with the reference's distance penalties ("zero" would give them no position
+# information); other head counts follow the reference's rules or are refused (ViT-Ti's 3).
+def lookhere_directions(num_heads: int) -> str:
+  """The direction set used: "halves" for a multiple of 4 heads, "halves-none" otherwise
+  (the reference's 6-head rule needs a split "a-b"; see the comment above)."""
+  return "halves" if num_heads % 4 == 0 else "halves-none"
+
+
+def _lookhere_check(o):
+  try:
+    rope.lookhere_bias(2, 2, head_directions=lookhere_directions(o.num_heads),
+                       num_heads=o.num_heads, depth=1)
+  except ValueError as e:
+    return f"LookHere needs a multiple of 4 heads, or 6 (S; not Ti's 3): {e}"
+  return None
+
+
+LOOKHERE_LAYER_SLOPES = (1.5, 0.5)   # (first, last) layer slope; global slope 1
+
+
+def _lookhere_bias(p, t, o, layer):
+  """Layer `layer`'s `[1, H, L, L]`: `rope.lookhere_bias` of that layer alone (its slope of
+  linspace(first, last, depth) as a one-layer stack: the same numbers as layer `layer` of
+  the whole `[depth, H, L, L]` stack, without building the stack in every layer)."""
+  (gh, gw), n = t["grid"], t["num_prefix"]
+  slope = float(np.linspace(*LOOKHERE_LAYER_SLOPES, o.depth)[layer])
+  return rope.lookhere_bias(gh, gw, head_directions=lookhere_directions(o.num_heads),
+                            num_heads=o.num_heads, depth=1, layer_slopes=(slope, slope),
+                            num_prefix=n)
+
+
+ENCODINGS.register("lookhere", Encoding(
+    reference="LookHere (GreenCUBIC/lookhere create_lh_bias_tensor; slopes 1, (1.5, 0.5))",
+    kind="bias", bias=_lookhere_bias, bias_per_layer=True, check=_lookhere_check,
+))
+
+FIRE_HIDDEN = 32
+
+
+def _torch_linear(fan_in):
+  """torch.nn.Linear's default init U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (weights and bias)."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def _fire_bias(p, t, o):
+  (gh, gw), n = t["grid"], t["num_prefix"]
+  params = dict(p, L=jnp.abs(p["multiplier"] * 512.0))
+  del params["multiplier"]
+  return rope.fire_bias(n + gh * gw, params)[None]
+
+
+ENCODINGS.register("fire", Encoding(
+    reference="FIRE (Li et al. 2024), 1-D over the row-major token index (spec §6.2)",
+    kind="bias", bias=_fire_bias,
+    params=(
+        Param("W1", lambda key, o: _torch_linear(1)(key, (FIRE_HIDDEN,)), ("mlp",)),
+        Param("b1", lambda key, o: _torch_linear(1)(key, (FIRE_HIDDEN,)), ("mlp",)),
+        Param("W2", lambda key, o: _torch_linear(FIRE_HIDDEN)(
+            key, (o.num_heads, FIRE_HIDDEN)), ("heads", "mlp")),
+        Param("b2", lambda key, o: _torch_linear(FIRE_HIDDEN)(key, (o.num_heads,)), ("heads",)),
+        Param("c", lambda key, o: jnp.asarray(0.1, jnp.float32), ()),
+        Param("multiplier", lambda key, o: jnp.asarray(1.0, jnp.float32), ()),
+    ),
 ))
 
 

@@ -85,6 +85,10 @@ def test_liere_is_dense_and_follows_head_dim():
   assert config.model.block_size == config.model.head_dim == 12
   config.model.head_dim = 24  # As --config.model.head_dim=24 would.
   assert config.model.block_size == 24
+  # Only LieRE is dense: ComRoPE keeps None, its entry's default block size (2).
+  comrope = vit_common.get_config("comrope_ld", "smoke").model
+  assert comrope.block_size is None
+  assert vit.encoding_options(comrope, REGISTRY.get("comrope_ld")).block_size == 2
 
 
 def test_one_key_sets_train_and_model_resolution():

@@ -154,8 +154,14 @@ def test_no_decay_names():
 # ------------------------------------------------------------------ every encoding, any size
 
 
+# LookHere needs 4k heads or 6 (models/vit_encodings.py lookhere_directions; Ti's 3 are
+# refused, test_invalid_config_raises_naming_the_option): S's 6 heads at the same width.
+SIX_HEADS = {"variant": "S/4", "head_dim": HEADS * HEAD_DIM // 6}
+OVERRIDES = {"lookhere": SIX_HEADS}
+
+
 def _all_configs():
-  yield from ((p, {}) for p in ENCODINGS.names())
+  yield from ((p, OVERRIDES.get(p, {})) for p in ENCODINGS.names())
   yield "mixed", {"ape": True}
 
 
@@ -188,8 +194,15 @@ def test_average_pooling_has_no_class_token():
 
 
 def _axis(n, n_train, scale):
+  i = np.arange(n, dtype=np.float64)
   if scale == "index":
-    return np.arange(n, dtype=np.float64)
+    return i
+  if scale == "center":           # ComRoPE: patch centres in (0, 1) at every resolution
+    return (i + 0.5) / n
+  if scale == "centered":         # DINOv3: 2 (i + 0.5) / n - 1
+    return 2.0 * (i + 0.5) / n - 1.0
+  if scale == "index_interp":     # EVA-02: i * n_train / n
+    return i * n_train / n
   s = n / n_train
   if scale == "unit":
     return np.linspace(0.0, s, n)
@@ -234,6 +247,72 @@ def _liere(x, row, col, raw):
   return out.reshape(x.shape)
 
 
+def _skew_np(w):
+  upper = np.triu(np.asarray(w, np.float64), 1)
+  return upper - np.swapaxes(upper, -1, -2)
+
+
+def _comrope(x, row, col, p0, variant):
+  """ComRoPE (spec §1.1): block g of head h turns by expm(c_g S_hg), S = P - P^T, with
+  c_g = the position on axis g mod 2 (AP) or theta[:, g] . position (LD); x_b' = R x_b."""
+  p = np.asarray(p0["P"], np.float64)                          # [H, G, g, g]
+  s = p - np.swapaxes(p, -1, -2)
+  b, n, h, d = x.shape
+  g = s.shape[-1]
+  pos = np.stack([row, col], -1)                               # [n, 2]
+  if variant == "ap":
+    coeff = pos[:, np.arange(d // g) % 2]                      # [n, G]
+  else:
+    coeff = pos @ np.asarray(p0["theta"], np.float64)          # [n, 2] @ [2, G]
+  xb = x.reshape(b, n, h, d // g, g)
+  out = np.empty_like(xb)
+  for t in range(n):
+    for hh in range(h):
+      for blk in range(d // g):
+        out[:, t, hh, blk] = xb[:, t, hh, blk] @ scipy.linalg.expm(coeff[t, blk] * s[hh, blk]).T
+  return out.reshape(x.shape)
+
+
+def _dinov3(x, row, col, base=100.0):
+  """DINOv3 (spec §2.1): periods base^(4j/D), angles 2 pi c / period, [row ladder, col ladder],
+  rotate-half: pair (j, j + D/2)."""
+  d = x.shape[-1]
+  w = 2 * np.pi / base ** (4.0 * np.arange(d // 4) / d)
+  ang = np.concatenate([np.outer(row, w), np.outer(col, w)], -1)[:, None]   # [N, 1, D/2]
+  x1, x2 = x[..., : d // 2], x[..., d // 2:]
+  return np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
+                         x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
+
+
+def _string_cayley(x, row, col, p0):
+  """Cayley-STRING (spec §4): P RoPE(r) P^T x, P = (I - S)(I + S)^-1 per head, S from W;
+  base RoPE rope-vit's axial table (theta 100, integer positions, interleaved pairs)."""
+  s = _skew_np(p0["W"])                                        # [H, D, D]
+  eye = np.eye(s.shape[-1])
+  p = np.linalg.solve((eye + s).swapaxes(-1, -2), (eye - s).swapaxes(-1, -2)).swapaxes(-1, -2)
+  d = x.shape[-1]
+  f = 100.0 ** (-4.0 * np.arange(d // 4) / d)
+  ang = np.concatenate([np.outer(col, f), np.outer(row, f)], -1)[:, None]
+  y = _rotate_pairs(np.einsum("hji,bnhj->bnhi", p, x), ang)    # RoPE(r) P^T x
+  return np.einsum("hij,bnhj->bnhi", p, y)
+
+
+def _circulant(x, row, col, p0):
+  """Circulant-STRING (spec §4): expm(row L_0 + col L_1) x, L_a = C_a - C_a^T, C_a circulant
+  with first column c_a (C[i, j] = c[(i - j) mod D])."""
+  c = np.asarray(p0["c"], np.float64)                          # [2, H, D]
+  d = c.shape[-1]
+  idx = (np.arange(d)[:, None] - np.arange(d)[None]) % d
+  circ = c[..., idx]                                           # [2, H, D, D]
+  gen = circ - np.swapaxes(circ, -1, -2)
+  out = np.empty_like(x)
+  for t in range(x.shape[1]):
+    for hh in range(x.shape[2]):
+      r = scipy.linalg.expm(row[t] * gen[0, hh] + col[t] * gen[1, hh])
+      out[:, t, hh] = x[:, t, hh] @ r.T
+  return out
+
+
 def _expected_patch_rotation(encoding, x, grid, p0):
   """Rotated patch queries per the references (spec §2-§6), x [B, N, H, D] float64."""
   kind = ENCODINGS.get(encoding)
@@ -262,7 +341,23 @@ def _expected_patch_rotation(encoding, x, grid, p0):
     return _spherical(x, row, col, f[..., 0], f[..., 1])
   if encoding == "liere":
     return _liere(x, row, col, p0["generators"])
-  raise AssertionError(encoding)
+  if encoding in ("comrope_ap", "comrope_ld"):
+    return _comrope(x, row, col, p0, encoding[-2:])
+  if encoding == "dinov3":
+    return _dinov3(x, row, col)
+  if encoding in ("eva02", "prope"):
+    if encoding == "eva02":   # timm RotaryEmbeddingCat: theta 1e4, row first, interleaved
+      f = 1e4 ** (-4.0 * t / d)
+      ang = np.concatenate([np.outer(row, f), np.outer(col, f)], -1)[:, None]
+    else:   # p-RoPE (spec §5.2): rope-vit's axial table, first int(0.25 * D/4) pairs per axis
+      f = np.where(t < int(0.25 * (d // 4)), 100.0 ** (-4.0 * t / d), 0.0)
+      ang = np.concatenate([np.outer(col, f), np.outer(row, f)], -1)[:, None]
+    return _rotate_pairs(x, ang)
+  if encoding == "string_cayley":
+    return _string_cayley(x, row, col, p0)
+  if encoding == "string_circulant":
+    return _circulant(x, row, col, p0)
+  raise AssertionError(f"{encoding}: no NumPy reference here; add one for a new rotary entry")
 
 
 @pytest.mark.parametrize("encoding", ROPES)
@@ -271,14 +366,28 @@ def test_rotation_matches_reference_and_spares_cls(encoding, size):
   model = vit.model_from_config(tiny_config(encoding), 10)
   plain = vit.model_from_config(tiny_config("none"), 10)
   params = init(model)
+  # The class token is initialised to zeros, so its q / k (LayerNorm of zeros, zero qkv bias)
+  # would be 0 and any rotation would leave them alone: give it a random value.
+  params["cls"] = jax.random.normal(jax.random.PRNGKey(2), params["cls"].shape)
   x = images(size, seed=1)
   q, k = layer0_qk(model, params, x)
   q0, k0 = layer0_qk(plain, without_posenc(params), x)   # same weights, no rotation
-  # The class token is never rotated (bitwise: the rotation is exactly the identity at 0).
-  np.testing.assert_array_equal(q[:, 0], q0[:, 0])
-  np.testing.assert_array_equal(k[:, 0], k0[:, 0])
+  assert np.abs(q0[:, 0]).max() > 1e-1 and np.abs(k0[:, 0]).max() > 1e-1
   p0 = params["encoderblock_0"]["attention"].get("posenc", {})
-  tol = 5e-5 if encoding == "liere" else 1e-5
+  tol = 5e-5 if encoding in ("liere", "comrope_ap", "comrope_ld", "string_cayley",
+                             "string_circulant") else 1e-5
+  if encoding in ("comrope_ap", "comrope_ld"):
+    # ComRoPE rotates its class token like a patch, at the image centre (0.5, 0.5) (the
+    # reference's cls_position; spec §1.2, §8.2).
+    for got, raw in ((q, q0), (k, k0)):
+      centre = np.full(1, 0.5)
+      want = _comrope(raw[:, :1], centre, centre, p0, encoding[-2:])
+      np.testing.assert_allclose(got[:, :1], want, atol=tol, rtol=0)
+      assert np.abs(got[:, 0] - raw[:, 0]).max() > 1e-2
+  else:
+    # The class token is never rotated (bitwise: the rotation is exactly the identity at 0).
+    np.testing.assert_array_equal(q[:, 0], q0[:, 0])
+    np.testing.assert_array_equal(k[:, 0], k0[:, 0])
   for got, raw in ((q, q0), (k, k0)):
     want = _expected_patch_rotation(encoding, raw[:, 1:], size // 4, p0)
     np.testing.assert_allclose(got[:, 1:], want, atol=tol, rtol=0)
@@ -435,6 +544,8 @@ def test_sincos_table():
     ({"head_dim": 64, "encoding": "spherical"}, 224, "head_dim"),
     ({"encoding": "liere", "block_size": 6}, 224, "block_size"),
     ({"encoding": "liere", "block_size": 1}, 224, "block_size"),
+    ({"encoding": "comrope_ap", "block_size": 5}, 224, "block_size"),
+    ({"encoding": "lookhere", "variant": "Ti/16"}, 224, "LookHere needs a multiple of 4 heads"),
     ({"head_dim": 62, "encoding": "axial"}, 224, "head_dim"),
     ({"variant": "XL/16"}, 224, "variant"),
     ({"variant": "S16"}, 224, "variant"),
@@ -483,8 +594,9 @@ def test_default_config_is_valid_and_complete():
   assert set(c.keys()) == {
       "name", "variant", "depth", "head_dim", "pool", "prune_last_block", "encoding", "theta",
       "position_scale",
-      "block_size", "omega", "ape", "attention_impl", "train_image_size", "dropout", "drop_path",
-      "layerscale_init", "dtype"}
+      "block_size", "omega", "position_augment", "ape", "attention_impl", "train_image_size",
+      "dropout", "drop_path", "layerscale_init", "dtype"}
+  assert set(c.position_augment.keys()) == set(vit_encodings.AUGMENT_KEYS)
   vit.validate_config(c, 384)   # any size divisible by the patch
 
 
@@ -582,12 +694,15 @@ def test_old_names_and_keys_map_to_the_registry_names():
   assert {a: ENCODINGS.canonical(a) for a in old} == old
   # A model config as an old workdir's config.json holds it: key `posenc`, old value, and
   # neither prune_last_block nor attention_impl.
+  # Nor position_augment, and block_size was 8 (LieRE's default) for every encoding.
   d = tiny_config("mixed", ape=True).to_dict()
-  del d["encoding"], d["prune_last_block"], d["attention_impl"]
-  d["posenc"] = "rope_mixed"
+  del d["encoding"], d["prune_last_block"], d["attention_impl"], d["position_augment"]
+  d["posenc"], d["block_size"] = "rope_mixed", 8
   up = vit.upgrade_config(ml_collections.ConfigDict(d))
   assert up.encoding == "mixed" and "posenc" not in up
   assert up.prune_last_block is True and up.attention_impl == "xla"
+  assert up.block_size is None and vit.position_augment(up) is None
+  assert vit.upgrade_config(tiny_config("liere", block_size=8)).block_size == 8   # today's
   new = vit.model_from_config(tiny_config("mixed", ape=True), 10)
   params = init(new)
   old_model = vit.model_from_config(ml_collections.ConfigDict(d), 10)   # tolerant too

@@ -1,0 +1,25 @@
+r"""ViT with EVA-02's 2-D RoPE (timm RotaryEmbeddingCat): theta 1e4, interleaved, row first.
+
+Integer positions; at other resolutions interpolated to the training grid (ref_feat_shape).
+
+Default: the Spherical-RoPE paper's CIFAR-100 ViT-S recipe (which of its conflicting numbers
+are used: configs/vit_common.py). Every key is documented in configs/common.py (training loop),
+models/vit.py (model.*), data/vision.py (data.*) and tasks/classification.py (loss, eval.*).
+
+  # digits 8x8, 600 steps (run time and accuracy: not measured):
+  python train.py --config=configs/vit_eva02.py:smoke --workdir=/tmp/runs/vit_eva02_smoke
+  python eval.py --workdirs=/tmp/runs/vit_eva02_smoke
+  # Fashion-MNIST, 3 epochs (run time and accuracy of one :fmnist run: not measured):
+  python train.py --config=configs/vit_eva02.py:fmnist --workdir=/tmp/runs/vit_eva02_fmnist
+  # CIFAR-100, 400 epochs (needs tfds-prepared cifar100: --config.data.data_dir=DIR):
+  python train.py --config=configs/vit_eva02.py --workdir=/mnt/bucket/vit_eva02_c100
+  # ImageNet-1k, 200 epochs (tfds imagenet2012), a TPU pod, on every host:
+  python train.py --config=configs/vit_eva02.py:imagenet --workdir=/mnt/bucket/vit_eva02_in1k --multihost
+
+Expected top-1: not measured here.
+"""
+from configs import vit_common
+
+
+def get_config(arg=None):
+  return vit_common.get_config("eva02", arg)

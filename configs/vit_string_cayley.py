@@ -1,0 +1,26 @@
+r"""ViT with Cayley-STRING (Schenck et al. 2025): P RoPE(r) P^T, P = Cayley(S) per head and layer.
+
+Base RoPE: rope-vit's axial table (theta 100, integer positions), as the spec's goldens;
+S = triu(W, 1) - triu(W, 1)^T, W ~ N(0, 0.3^2) (the goldens' scale; not pinned by a source).
+
+Default: the Spherical-RoPE paper's CIFAR-100 ViT-S recipe (which of its conflicting numbers
+are used: configs/vit_common.py). Every key is documented in configs/common.py (training loop),
+models/vit.py (model.*), data/vision.py (data.*) and tasks/classification.py (loss, eval.*).
+
+  # digits 8x8, 600 steps (run time and accuracy: not measured):
+  python train.py --config=configs/vit_string_cayley.py:smoke --workdir=/tmp/runs/vit_string_cayley_smoke
+  python eval.py --workdirs=/tmp/runs/vit_string_cayley_smoke
+  # Fashion-MNIST, 3 epochs (run time and accuracy of one :fmnist run: not measured):
+  python train.py --config=configs/vit_string_cayley.py:fmnist --workdir=/tmp/runs/vit_string_cayley_fmnist
+  # CIFAR-100, 400 epochs (needs tfds-prepared cifar100: --config.data.data_dir=DIR):
+  python train.py --config=configs/vit_string_cayley.py --workdir=/mnt/bucket/vit_string_cayley_c100
+  # ImageNet-1k, 200 epochs (tfds imagenet2012), a TPU pod, on every host:
+  python train.py --config=configs/vit_string_cayley.py:imagenet --workdir=/mnt/bucket/vit_string_cayley_in1k --multihost
+
+Expected top-1: not measured here.
+"""
+from configs import vit_common
+
+
+def get_config(arg=None):
+  return vit_common.get_config("string_cayley", arg)
