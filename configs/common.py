@@ -78,6 +78,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "classification"  # Registry key of tasks.get_task ("classification", later "vlm").
   c.seed = 0  # Seeds parameters, data order, augmentation and dropout (run = f(seed)).
+  c.platform = "any"  # "any" | "tpu" | "gpu": train.py stops at start-up, naming the package
+  #   to install (jax[tpu] / jax[cuda12]), when the run finds no such device. --multihost
+  #   (a pod / cluster) asks for a TPU or GPU in any case. A re-run may change it.
 
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 256  # GLOBAL batch (all devices / processes); divisible by both.

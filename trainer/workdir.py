@@ -30,7 +30,7 @@ LOCK_FILE = "train.lock"
 # optimizer, seed, ...) changes what is trained and is refused.
 RUN_KEYS = frozenset({
     "training.total_steps", "training.total_epochs", "training.log_every_steps",
-    "training.tensorboard",
+    "training.tensorboard", "training.peak_tflops_per_device", "platform",
     "eval.every_steps", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
     "checkpoint.async_save",
