@@ -89,6 +89,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   c.training.log_every_steps = 50  # Train-metric / throughput log period (also the NaN check
   #   and, with several processes, the SIGTERM agreement period).
   c.training.tensorboard = True  # Also write TensorBoard event files (workdir/tensorboard).
+  c.training.peak_tflops_per_device = config_dict.placeholder(float)  # Peak for the logged
+  #   MFU (perf/mfu); None: trainer/cost.py's bf16 table (TPU v4-v6e, A100, H100, H200) or,
+  #   on CPU, a float32 matmul measured at start-up. Set it for other GPUs.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "lamb"  # "lamb" (timm Lamb) | "adamw" (AdamW; Adam = weight_decay 0).

@@ -251,6 +251,7 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
   mesh_lib.check_batch_size(config.eval.batch_size, mesh, process_count, "eval.batch_size")
   lengths = _run_lengths(config, task.num_train_examples)
   ckpt_lib.check_options(config.checkpoint.keep, config.checkpoint.best_mode)
+  cost.check_override(config.training.get("peak_tflops_per_device"))
   tx, schedule = optim.make_optimizer(config.optim, total_steps=lengths["total"],
                                       warmup_steps=lengths["warmup"])
   return Setup(task=task, mesh=mesh, lengths=lengths, tx=tx, schedule=schedule)
@@ -359,6 +360,17 @@ def _schedule_change(config: ml_collections.ConfigDict, old: dict, setup: Setup,
           f"{total}.")
 
 
+def _peak_tflops(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> float | None:
+  """The peak TFLOP/s of one of this process's devices, for MFU (logged with its source)."""
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  peak, source = cost.peak_tflops_per_device(local, config.training.get("peak_tflops_per_device"))
+  if peak is None:
+    logging.info("No MFU: %s.", source)
+  else:
+    logging.info("MFU is relative to %.4g TFLOP/s per device (%s).", peak, source)
+  return peak
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
            stopper: preemption.StopOnSignal, allow_config_change: bool) -> RunResult:
   """`train_and_evaluate`'s body, with the signal handler installed and the workdir locked."""
@@ -417,13 +429,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   train_step = jit_train_step(setup).lower(
       state, mesh_lib.global_batch(first_local, mesh)).compile()
   flops = cost.flops_per_device(train_step)
+  peak = _peak_tflops(config, mesh) if flops and is_main else None
   writer.write(start_step, {"perf/compile_sec": time.perf_counter() - t0,
                             "perf/num_params": num_params,
-                            **({"perf/gflops_per_step_per_device": flops / 1e9} if flops else {})})
+                            **({"perf/gflops_per_step_per_device": flops / 1e9} if flops else {}),
+                            **({"perf/peak_tflops_per_device": peak} if peak else {})})
   progress = progress_lib.Progress(
       total_steps=total_steps, start_step=start_step,
       examples_per_step=task.count_units(first_local) * process_count, unit=task.unit,
-      flops_per_device=flops, enabled=is_main)
+      flops_per_device=flops, enabled=is_main, peak_tflops_per_device=peak)
 
   # --- The loop. ---
   pending = []  # (step, on-device metrics) not yet checked on the host.
