@@ -17,8 +17,8 @@ length and the logging / eval / checkpoint periods is refused (the keys are list
 
 Exit codes: 0 finished; 1 bad config, bad workdir, workdir in use, changed config, diverged
 (NaN), or no TPU / GPU although `--multihost` or `config.platform` asks for one (naming the
-package to install), with one line on stderr naming the option, path or process; 130 / 143 stopped by
-SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint.
+package to install), with one line on stderr naming the option, path or process; 130 / 143
+stopped by SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint.
 """
 import os
 import signal

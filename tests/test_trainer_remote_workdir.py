@@ -64,7 +64,7 @@ def fake_gcs(tmp_path, monkeypatch):
   registry = importlib.import_module("fsspec.registry")._registry  # pylint: disable=protected-access
   for protocol in FakeGCS.protocol:
     monkeypatch.setitem(registry, protocol, FakeGCS)
-  monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would pick TensorFlow's gfile if installed.
+  monkeypatch.setenv("EPATH_USE_TF", "false")  # Else epath uses TensorFlow's gfile if installed.
   monkeypatch.setattr(files, "missing_packages", lambda url: [])  # gcsfs: the fake stands in.
   monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs", kvstore)
   monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)

@@ -20,8 +20,6 @@ import os
 import socket
 from typing import Any, Mapping
 
-from trainer import files
-
 try:
   import fcntl
 except ImportError:  # Not POSIX: no locking (the lock file still names the holder).
@@ -55,13 +53,18 @@ class ConfigChangedError(ValueError):
     self.keys = keys
 
 
+def _is_remote(path: str) -> bool:
+  return "://" in path  # As trainer/files.py's is_remote (not imported: it imports epath).
+
+
 def check_path(workdir: str, flag: str = "--workdir") -> None:
   """ValueError naming `workdir` if it is a file, or cannot be written or created.
 
   A URL: its scheme must be supported and its packages installed (`files.check_remote`);
   access rights are checked by the first write.
   """
-  if files.is_remote(workdir):
+  if _is_remote(workdir):
+    from trainer import files  # pylint: disable=g-import-not-at-top  # Keeps this module jax-free.
     files.check_remote(workdir, flag)
     return
   path = os.path.abspath(workdir)
@@ -93,7 +96,7 @@ class Lock:
     self.path = os.path.join(workdir, LOCK_FILE)
     self.command = command
     self.taken_over: dict | None = None  # The holder named by a stale lock file, if any.
-    self.remote = files.is_remote(workdir)  # gs://: not locked (module docstring).
+    self.remote = _is_remote(workdir)  # gs://: not locked (module docstring).
     self._fd: int | None = None
 
   def _read(self) -> dict:
