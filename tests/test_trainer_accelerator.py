@@ -1,4 +1,5 @@
 """A run that asks for a TPU / GPU and finds only CPUs stops at start-up naming the package."""
+import json
 import os
 import pathlib
 import subprocess
@@ -72,3 +73,16 @@ def test_train_py_multihost_without_accelerator_stops_at_start_up(tmp_path):
   assert len(lines) == 1 and all(e in lines[0] for e in expected), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not workdir.exists()  # Stopped before anything was written.
+
+
+def test_a_config_json_from_before_the_new_keys_resumes(tmp_path):
+  # platform and training.peak_tflops_per_device came with issue 15: a workdir written before
+  # them has neither, and resuming it with today's config is not a config change.
+  from trainer import loop  # pylint: disable=g-import-not-at-top
+  config = common.training_defaults()
+  old = json.loads(config.to_json_best_effort())
+  del old["platform"], old["training"]["peak_tflops_per_device"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert loop.check_config(config, str(tmp_path)).changes == {}
+  config.platform = "tpu"  # Where a run executes may change on a re-run.
+  assert loop.check_config(config, str(tmp_path)).changes == {}
