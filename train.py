@@ -103,10 +103,13 @@ def check_accelerator(multihost: bool) -> str | None:
 
 def check_devices(multihost: bool) -> str | None:
   """One line if JAX found none of the devices the run asks for (after initialisation)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from trainer import accelerator  # pylint: disable=g-import-not-at-top
-  return accelerator.check_devices(FLAGS.config.get("platform", "any"), multihost,
-                                   {d.platform for d in jax.devices()}, os.environ)
+  platform = FLAGS.config.get("platform", "any")
+  if not accelerator.wanted(platform, multihost):
+    return None  # Any device will do: leave the backends to the loop.
+  import jax  # pylint: disable=g-import-not-at-top
+  return accelerator.check_devices(platform, multihost, {d.platform for d in jax.devices()},
+                                   os.environ)
 
 
 FLAGS = flags.FLAGS
