@@ -72,7 +72,8 @@ def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
 
-  if not os.path.isdir(workdir):
+  from trainer import files  # pylint: disable=g-import-not-at-top
+  if not files.path(workdir).is_dir():
     raise ValueError(f"{workdir}: no such directory.")
   config = loop.read_config(workdir)
   if config.get("task") != "classification":
@@ -109,6 +110,7 @@ def evaluate_run(prepared: dict) -> dict:
   from tasks import classification  # pylint: disable=g-import-not-at-top
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
+  from trainer import files  # pylint: disable=g-import-not-at-top
   from trainer import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   workdir, config, setup = prepared["workdir"], prepared["config"], prepared["setup"]
@@ -126,7 +128,7 @@ def evaluate_run(prepared: dict) -> dict:
   names = {s: classification.eval_set_name(s, train_size) for s in sizes}
   total = int(prepared["total_steps"])
   return {
-      "workdir": os.path.abspath(workdir), "step": int(step), "total_steps": total,
+      "workdir": files.absolute(workdir), "step": int(step), "total_steps": total,
       "finished": int(step) >= total, "encoding": workdir_lib.run_label(config),
       "seed": workdir_lib.run_seed(config), "dataset": config.data.name,
       "train_image_size": train_size, "resolutions": list(sizes),
@@ -206,7 +208,9 @@ def plot(groups: list[dict], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the lines
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  with epath.Path(path).open("wb") as f:  # Local or gs:// (a run's workdir).
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
 
 
@@ -283,9 +287,9 @@ def main(argv) -> int:
     logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
                  run["total_steps"], run["accuracy"])
   groups = group_runs(runs)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output + ".json", "w") as f:
-    json.dump({"runs": runs, "groups": groups}, f, indent=2)
+  from trainer import files  # pylint: disable=g-import-not-at-top
+  files.write_atomic(files.absolute(output) + ".json",  # Creates the directory (or gs:// ok).
+                     json.dumps({"runs": runs, "groups": groups}, indent=2))
   plot(groups, output + ".png")
   print(table(runs, groups))
   unfinished = [r for r in runs if not r["finished"]]

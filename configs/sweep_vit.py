@@ -2,9 +2,10 @@ r"""The ViT sweep: every encoding of configs/vit_*.py x seeds (the paper's Table
 
   # Locally, one run after another (re-running skips finished runs: each one resumes):
   python scripts/launch_sweep.py --sweep=configs/sweep_vit.py:smoke --workdir_root=/tmp/sweep
-  # Print the commands for a TPU pod (one run at a time on all hosts):
-  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py --workdir_root=/mnt/bucket/c100 \
-      --mode=print --tpu_name=my-v4-32 --zone=us-central2-b
+  # On a TPU pod (copy, install jax[tpu], start detached on every worker; README "Train on
+  # a TPU pod"; one run at a time on the whole slice):
+  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py --workdir_root=gs://bucket/c100 \
+      --mode=tpu --tpu_name=my-v4-32 --zone=us-central2-b --data_dir=gs://bucket/tfds
   # Then compare the runs across test resolutions:
   python eval.py --workdirs=$(ls -d /tmp/sweep/*/* | paste -sd,) --output=/tmp/sweep/resolution
 

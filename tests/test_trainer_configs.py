@@ -1,9 +1,8 @@
 """Configs: every encoding x mode builds and validates; recipes carry the chosen numbers;
 bad options fail at start-up naming the option; the sweep and its launcher."""
 import importlib
-import subprocess
-import sys
 
+import conftest
 import pytest
 
 import tasks
@@ -134,19 +133,19 @@ def test_sweep_lists_every_encoding_and_seed():
     sweep_vit.get_sweep("encodings=foo")
 
 
-def test_launcher_prints_local_and_pod_commands(tmp_path):
-  base = [sys.executable, "scripts/launch_sweep.py",
-          "--sweep=configs/sweep_vit.py:smoke,seeds=2,encodings=spherical+ape",
-          f"--workdir_root={tmp_path}"]
-  local = subprocess.run(base + ["--dry_run"], capture_output=True, text=True, check=True)
-  lines = local.stdout.strip().splitlines()
-  assert len(lines) == 4 and lines[0].startswith("[1/4] spherical/seed0: ")
-  assert (f"train.py --config=configs/vit_ape.py:smoke --workdir={tmp_path}/ape/seed1 "
-          "--config.seed=1") in lines[3]
-  pod = subprocess.run(base + ["--mode=print", "--tpu_name=v4-32", "--zone=z"],
-                       capture_output=True, text=True, check=True).stdout.strip().splitlines()
-  assert len(pod) == 4
-  assert all(l.startswith("gcloud compute tpus tpu-vm ssh v4-32 --zone=z --worker=all")
-             and l.endswith("--multihost'") for l in pod)
+def test_launcher_commands_of_a_sweep(tmp_path):
+  # In-process (tests/test_launch.py runs the launcher and its shells end to end).
+  launch_sweep = conftest.load_launch_sweep()
+  runs = sweep_vit.get_sweep("smoke,seeds=2,encodings=spherical+ape")
+  assert [r["name"] for r in runs] == ["spherical/seed0", "spherical/seed1", "ape/seed0",
+                                       "ape/seed1"]
+  assert launch_sweep.train_args(runs[3], str(tmp_path)) == [
+      "--config=configs/vit_ape.py:smoke", f"--workdir={tmp_path}/ape/seed1", "--config.seed=1"]
+  args = launch_sweep.local_sweep_args("configs/sweep_vit.py:smoke", "gs://b/s", "", False,
+                                       None, [], [])
+  copy, scp, ssh = launch_sweep.pod_commands(tpu_name="v4-32", zone="z", project=None,
+                                             repo_dir="rope", sweep_args=args)
+  assert copy[:2] == ["bash", "-c"] and "git ls-files" in copy[2]
+  assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "--worker=all" in scp
+  assert ssh[4:8] == ["ssh", "v4-32", "--zone=z", "--worker=all"]
   assert not any(tmp_path.iterdir())  # Nothing ran.
-

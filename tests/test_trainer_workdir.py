@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -233,7 +234,8 @@ def test_sweep_launcher_forwards_sigterm(tmp_path, env):
   sweep.write_text(f"def get_sweep(arg):\n  return [{{'name': 'r', 'config': "
                    f"'configs/vit_none.py:smoke', 'overrides': {overrides!r}}}] * 2\n")
   root = tmp_path / "root"
-  launcher = start("scripts/launch_sweep.py", [f"--sweep={sweep}", f"--workdir_root={root}"],
+  launcher = start("scripts/launch_sweep.py", [f"--sweep={sweep}", f"--workdir_root={root}",
+                                               "--logs_in_workdir"],  # As on a TPU pod.
                    env, tmp_path / "launcher")
   try:
     wait_until(training(root / "r"), launcher, "the sweep's run trains")
@@ -248,6 +250,8 @@ def test_sweep_launcher_forwards_sigterm(tmp_path, env):
   with pytest.raises(ProcessLookupError):
     os.kill(child, 0)  # Not left running as an orphan.
   assert len(steps(root / "r")) == 1  # The run saved on SIGTERM.
+  log = root / "r" / "logs" / f"train.{socket.gethostname()}.log"  # --logs_in_workdir.
+  assert "train.py: stopped by SIGTERM" in log.read_text()
 
 
 # In-process units of trainer/workdir.py (no jax).

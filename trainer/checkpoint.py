@@ -21,7 +21,6 @@ checkpoint to the newest intact one, moving damaged ones aside (training) or ski
 import datetime
 import math
 import os
-import shutil
 from typing import Any, Callable
 
 import jax
@@ -226,14 +225,18 @@ def select_step(checkpoints: Any, which: str, workdir: str) -> int:
 
 
 def move_aside(checkpoints_dir: str, step: int) -> str:
-  """Moves `<checkpoints_dir>/<step>` to `<checkpoints_dir>/../damaged_checkpoints/`."""
-  dest_root = os.path.join(os.path.dirname(checkpoints_dir.rstrip("/")), DAMAGED_DIR)
-  os.makedirs(dest_root, exist_ok=True)
-  dest = os.path.join(dest_root, str(step))
-  if os.path.exists(dest):
-    dest += "." + datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-  shutil.move(os.path.join(checkpoints_dir, str(step)), dest)
-  return dest
+  """Moves `<checkpoints_dir>/<step>` to `<checkpoints_dir>/../damaged_checkpoints/`.
+
+  Local or gs:// (epath; on an object store the move is a copy and a delete).
+  """
+  directory = epath.Path(checkpoints_dir)
+  dest_root = directory.parent / DAMAGED_DIR
+  dest_root.mkdir(parents=True, exist_ok=True)
+  dest = dest_root / str(step)
+  if dest.exists():
+    dest = dest_root / f"{step}.{datetime.datetime.now().strftime('%Y%m%dT%H%M%S')}"
+  (directory / str(step)).rename(dest)
+  return os.fspath(dest)
 
 
 def restore_newest_intact(open_checkpoints: Callable[[], Checkpoints], abstract_state: Any, *,
