@@ -78,6 +78,10 @@ def training_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "classification"  # Registry key of tasks.get_task ("classification", later "vlm").
   c.seed = 0  # Seeds parameters, data order, augmentation and dropout (run = f(seed)).
+  c.init_from = config_dict.placeholder(str)  # A workdir (a trained run, or one written by
+  #   scripts/port_checkpoint.py): a new run starts from its newest checkpoint's parameters
+  #   with a fresh optimizer (the head is re-initialised if absent or of another size).
+  #   Ignored when resuming.
 
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 256  # GLOBAL batch (all devices / processes); divisible by both.

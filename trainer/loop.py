@@ -359,6 +359,17 @@ def _schedule_change(config: ml_collections.ConfigDict, old: dict, setup: Setup,
           f"{total}.")
 
 
+def _init_from(source: str, state: Any, setup: Setup, replicated: Any) -> Any:
+  """`config.init_from`: a new run starts from the parameters of another workdir (a trained
+  run, or scripts/port_checkpoint.py's), with a fresh optimizer state; the head is kept fresh
+  when the source has none or another number of classes (trainer.checkpoint.load_params)."""
+  params, kept = ckpt_lib.load_params(source, state["params"], replicated)
+  logging.info("Initialised the parameters from %s%s.", source,
+               f" (kept fresh: {', '.join(kept)})" if kept else "")
+  opt_state = jax.jit(setup.tx.init, out_shardings=replicated)(params)
+  return dict(state, params=params, opt_state=opt_state)
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
            stopper: preemption.StopOnSignal, allow_config_change: bool) -> RunResult:
   """`train_and_evaluate`'s body, with the signal handler installed and the workdir locked."""
@@ -397,6 +408,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
     start_step = 0
     state = jax.jit(step_lib.make_init_fn(task, setup.tx), out_shardings=replicated)(
         jax.random.key(config.seed))
+    if config.get("init_from"):
+      state = _init_from(config.init_from, state, setup, replicated)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     tensorboard=config.training.tensorboard)
