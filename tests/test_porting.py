@@ -252,6 +252,13 @@ def test_ported_workdir_is_what_eval_restores(eva_workdir, capsys):
     logits = setup.task.model.apply({"params": state["params"]},
                                     jnp.asarray(z["images"].transpose(0, 2, 3, 1)), train=False)
   assert _relative(logits, z["logits"]) <= TOL
+  # train.py's init_from on this config: the parameters come back, the optimizer is new.
+  from trainer import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  zeroed = dict(state, params=jax.tree.map(jnp.zeros_like, state["params"]))
+  again = loop._init_from(str(eva_workdir), zeroed, setup, mesh_lib.replicated(setup.mesh))
+  a, b = _leaves(again["params"]), _leaves(state["params"])
+  assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+  assert jax.tree.structure(again["opt_state"]) == jax.tree.structure(state["opt_state"])
   # A second port into the same workdir is refused (nothing overwritten).
   assert port_checkpoint.main(["--from=eva02", f"--input={EVA02}", f"--workdir={eva_workdir}",
                                "--dataset=cifar10", "--num_heads=4"]) == 1
@@ -260,24 +267,51 @@ def test_ported_workdir_is_what_eval_restores(eva_workdir, capsys):
 
 def test_init_from_loads_the_parameters_and_a_fresh_head(eva_workdir):
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from trainer import loop  # pylint: disable=g-import-not-at-top
-  config = loop.read_config(str(eva_workdir))
   ported = family_module("eva02").convert(sdl.load(str(EVA02)), **OPTIONS["eva02"])
-  replicated = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # A fresh model's parameters (stand-ins: zeros of the right shapes) with 10 classes, as the
+  # ported workdir, and with 7 (another dataset): only the head is kept fresh, and only then.
+  zeros = jax.tree.map(np.zeros_like, ported.params)
   for classes, kept in ((10, []), (7, ["head/bias", "head/kernel"])):
-    model = vit.model_from_config(config.model, classes)
-    fresh = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
-    import flax.linen as nn  # pylint: disable=g-import-not-at-top
-    params, fresh_paths = checkpoint_lib.load_params(str(eva_workdir), nn.unbox(fresh),
-                                                     replicated)
-    assert fresh_paths == kept
-    np.testing.assert_array_equal(params["encoderblock_1"]["mlp"]["gate"]["kernel"],
-                                  ported.params["encoderblock_1"]["mlp"]["gate"]["kernel"])
-  other = config.model.to_dict()
-  other["depth"] = 1
-  model = vit.model_from_config(type(config.model)(other), 10)
-  fresh = nn.unbox(model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)),
-                              train=False)["params"])
-  with pytest.raises(ValueError, match="encoderblock_1.* \\(not in the model\\)"):
-    checkpoint_lib.load_params(str(eva_workdir), fresh, replicated)
-  assert os.path.isdir(eva_workdir / "checkpoints" / "0")
+    fresh = dict(zeros, head={"kernel": np.zeros((64, classes), np.float32),
+                              "bias": np.zeros((classes,), np.float32)})
+    params, kept_fresh = checkpoint_lib.load_params(str(eva_workdir), fresh, sharding)
+    assert kept_fresh == kept
+    _, got = _leaves(params), _leaves(ported.params)
+    for k, v in _leaves(params).items():
+      if "head" not in k or not kept:
+        np.testing.assert_array_equal(v, got[k], err_msg=k)
+    assert not kept or not np.any(np.asarray(params["head"]["kernel"]))
+  # A model without the second block: refused, naming the parameters it lacks.
+  shallow = {k: v for k, v in zeros.items() if k != "encoderblock_1"}
+  with pytest.raises(ValueError, match=r"init_from=.*encoderblock_1/.* \(not in the model\)"):
+    checkpoint_lib.load_params(str(eva_workdir), shallow, sharding)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("qkv_bias", "kv", r"model.qkv_bias='kv' is not supported; allowed: \('qkv', 'qv', 'none'\)"),
+    ("mlp", "geglu", r"model.mlp='geglu' .* allowed: \('gelu', 'swiglu'\)"),
+    ("pool", "avg", r"model.pool='avg' .* 'gap_cls'"),
+    ("final_norm", "none", r"model.final_norm='none' .* \('tokens', 'pooled'\)"),
+    ("ape_resize", "area", r"model.ape_resize='area' .* 'torch_bicubic_antialias'"),
+    ("num_registers", -1, r"model.num_registers=-1 must be an integer >= 0"),
+    ("norm_eps", 0.0, r"model.norm_eps=0.0 must be a number > 0"),
+    ("rope_grid", [16], r"model.rope_grid=\[16\] must be None or \[rows, cols\]"),
+    ("periods_dtype", "bfloat16", r"periods_dtype='bfloat16' is read by the dinov3 encoding only"),
+    ("num_heads", 0, r"model.num_heads=0 must be None or a positive integer"),
+])
+def test_new_model_options_are_checked(key, value, message):
+  c = vit.default_config()
+  c.encoding = "axial"
+  c[key] = value
+  with pytest.raises(ValueError, match=message):
+    vit.validate_config(c, 224)
+
+
+def test_configs_written_before_the_porting_options_build_the_same_model():
+  c = vit.default_config()
+  old = {k: v for k, v in c.to_dict().items() if k not in vit.PORTING_DEFAULTS}
+  upgraded = vit.upgrade_config(old)
+  assert upgraded.to_dict() == c.to_dict()
+  assert vit.model_dims(c) == dict(width=384, depth=12, num_heads=6, head_dim=64, mlp_dim=1536,
+                                   patch_size=16)
