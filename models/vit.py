@@ -284,7 +284,8 @@ def validate_config(config, image_size: int) -> None:
   if not _number(config.norm_eps) or not config.norm_eps > 0:
     raise ValueError(f"model.norm_eps={config.norm_eps!r} must be a number > 0.")
   grid = config.rope_grid
-  if grid is not None and (len(tuple(grid)) != 2 or not all(_positive_int(n) for n in grid)):
+  if grid is not None and (not isinstance(grid, (list, tuple)) or len(grid) != 2
+                           or not all(_positive_int(n) for n in grid)):
     raise ValueError(f"model.rope_grid={grid!r} must be None or [rows, cols] (positive "
                      f"integers).")
   if not isinstance(config.prune_last_block, bool):
@@ -572,10 +573,11 @@ class ViT(nn.Module):
   `model.ape=True`, else None).
 
   Token order: [class token (pool "cls" / "gap_cls"), `num_registers` registers, patches
-  (row-major)]. With the "intermediates" collection mutable, the final-normed tokens are sown
-  as "features" (`[B, L, width]`; under `final_norm="pooled"` the pooled, normed vector
-  `[B, width]`), e.g. DINOv3's class / register / patch features (prune_last_block=False to
-  keep the patches).
+  (row-major)]. With the "features" collection mutable (`mutable=["features"]`), the
+  final-normed tokens are sown as "normed" (`[B, L, width]`; under `final_norm="pooled"` the
+  pooled, normed vector `[B, width]`), e.g. DINOv3's class / register / patch features
+  (prune_last_block=False to keep the patches). A collection of its own, so that
+  `capture_intermediates` sees the modules only.
   """
   num_classes: int
   patch_size: int
@@ -660,13 +662,13 @@ class ViT(nn.Module):
     norm = _layer_norm(self.dtype, "norm_final", self.norm_eps)
     if self.final_norm == "tokens":
       x = norm(x)
-      self.sow("intermediates", "features", x)
+      self.sow("features", "normed", x)
     # "gap" has registers only as prefix tokens, "gap_cls" the class token too: both average
     # the patch tokens alone.
     x = x[:, 0] if self.pool == "cls" else x[:, num_prefix:].mean(axis=1)
     if self.final_norm == "pooled":
       x = norm(x)
-      self.sow("intermediates", "features", x)
+      self.sow("features", "normed", x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     logits = matmul.Dense(self.num_classes, kernel_init=_TRUNC_NORMAL, axes=("embed", "classes"),
                           dtype=self.dtype, name="head")(x)

@@ -185,14 +185,15 @@ def _augment(rows, cols, patches, prefix, grid, options, key):
 
 def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
                     key: Optional[jax.Array] = None, *, prefix: float = 0.0) -> Tokens:
-  """Positions of all tokens: `num_prefix` class tokens at (prefix, prefix), then the grid.
+  """Positions of all tokens: `num_prefix` class / register tokens at (prefix, prefix), then
+  the grid.
 
   Args:
     grid: (gh, gw) patch grid of the current images.
     options: `options.scale` (a `rope.grid_positions` scale; None: the entry has no 2-D
       positions, e.g. a bias over the token index), `options.rope_grid` (else
       `options.train_grid`), `options.augment`.
-    num_prefix: number of class tokens in front of the patches (0 or 1).
+    num_prefix: number of class and register tokens in front of the patches.
     key: in training, the step key (`Encoding.train_key` or `options.augment` set): the
       position augmentation `options.augment` is drawn from it. None (evaluation): no
       augmentation.
