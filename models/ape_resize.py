@@ -35,7 +35,8 @@ def _plain_matrix(n_in: int, n_out: int) -> np.ndarray:
   scale = n_in / n_out
   m = np.zeros((n_out, n_in))
   for i in range(n_out):
-    src = (i + 0.5) * scale - 0.5        # not clamped at 0 for cubic (area_pixel_compute_source_index)
+    # Not clamped at 0 for cubic (ATen area_pixel_compute_source_index).
+    src = (i + 0.5) * scale - 0.5
     base = math.floor(src)
     t = src - base
     for offset, w in zip((-1, 0, 1, 2), _cubic(np.array([t + 1, t, 1 - t, 2 - t]), _A_PLAIN)):

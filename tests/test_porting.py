@@ -328,3 +328,17 @@ def test_fine_tuning_decays_exactly_the_kernels_of_every_family():
     flat = jax.tree_util.tree_flatten_with_path(optim.decay_mask(params))[0]
     for key_path, decayed in flat:
       assert decayed == (key_path[-1].key == "kernel"), (family, jax.tree_util.keystr(key_path))
+
+
+def test_init_from_a_directory_without_checkpoints_is_refused_before_compiling(tmp_path):
+  from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from trainer import loop  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top
+  from configs import vit_common  # pylint: disable=g-import-not-at-top
+  config = vit_common.load("axial", "smoke")
+  with config.unlocked():
+    config.init_from = str(tmp_path)
+  with pytest.raises(ValueError, match=r"init_from=.*: no checkpoints/ directory"):
+    loop.build(config, task=tasks.get_task(config))
+  with pytest.raises(ValueError, match=r"init_from=.*: no checkpoints/ directory"):
+    checkpoint_lib.load_params(str(tmp_path), {}, None)

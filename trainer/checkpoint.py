@@ -298,7 +298,12 @@ def load_params(source_workdir: str, params: Any, sharding: Any) -> tuple[Any, l
   Raises:
     ValueError naming `init_from` and the paths that do not fit.
   """
-  directory = os.path.join(os.path.abspath(source_workdir), "checkpoints")
+  remote = "://" in source_workdir
+  directory = os.path.join(source_workdir if remote else os.path.abspath(source_workdir),
+                           "checkpoints")
+  if not remote and not os.path.isdir(directory):
+    raise ValueError(f"init_from={source_workdir}: no checkpoints/ directory (not a workdir of "
+                     "train.py or scripts/port_checkpoint.py).")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       read_only=True))
   try:
@@ -314,13 +319,15 @@ def load_params(source_workdir: str, params: Any, sharding: Any) -> tuple[Any, l
   fresh = _leaves_by_path(params)
   fits = lambda k: k in saved and tuple(saved[k].shape) == tuple(fresh[k].shape)
   kept = sorted(k for k in fresh if not fits(k) and k.startswith(REINIT_PREFIXES))
-  bad = sorted(f"{k} ({'missing' if k not in saved else f'{list(saved[k].shape)} vs '}"
-               f"{'' if k not in saved else list(fresh[k].shape)})"
-               for k in fresh if not fits(k) and k not in kept)
+  describe = lambda k: (f"{k} (not in the checkpoint)" if k not in saved else
+                        f"{k} ({list(saved[k].shape)} in the checkpoint, "
+                        f"{list(fresh[k].shape)} in the model)")
+  bad = sorted(describe(k) for k in fresh if not fits(k) and k not in kept)
   extra = sorted(k for k in saved if k not in fresh)
   if bad or extra:
+    listed = bad[:6] + [f"{k} (not in the model)" for k in extra[:6]]
     raise ValueError(f"init_from={source_workdir} (step {step}) holds other parameters than "
-                     f"the model: {'; '.join(bad[:6] + [f'{k} (not in the model)' for k in extra[:6]])}.")
+                     f"the model: {'; '.join(listed)}.")
   abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
                           tree)
   restored = _leaves_by_path(ocp.StandardCheckpointer().restore(path, abstract)["params"])

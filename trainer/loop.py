@@ -251,6 +251,10 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
   mesh_lib.check_batch_size(config.eval.batch_size, mesh, process_count, "eval.batch_size")
   lengths = _run_lengths(config, task.num_train_examples)
   ckpt_lib.check_options(config.checkpoint.keep, config.checkpoint.best_mode)
+  source = config.get("init_from")
+  if source and "://" not in source and not os.path.isdir(os.path.join(source, CHECKPOINT_DIR)):
+    raise ValueError(f"init_from={source}: no {CHECKPOINT_DIR}/ directory (not a workdir of "
+                     "train.py or scripts/port_checkpoint.py).")
   tx, schedule = optim.make_optimizer(config.optim, total_steps=lengths["total"],
                                       warmup_steps=lengths["warmup"])
   return Setup(task=task, mesh=mesh, lengths=lengths, tx=tx, schedule=schedule)
