@@ -342,3 +342,17 @@ def test_init_from_a_directory_without_checkpoints_is_refused_before_compiling(t
     loop.build(config, task=tasks.get_task(config))
   with pytest.raises(ValueError, match=r"init_from=.*: no checkpoints/ directory"):
     checkpoint_lib.load_params(str(tmp_path), {}, None)
+
+
+def test_configs_ported_rebuilds_the_workdir_config_with_init_from(eva_workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  from configs import ported  # pylint: disable=g-import-not-at-top
+  from trainer import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = ported.get_config(str(eva_workdir))
+  assert config.init_from == str(eva_workdir)
+  written = json.loads((eva_workdir / "config.json").read_text())
+  rebuilt = json.loads(config.to_json_best_effort())
+  assert workdir_lib.config_changes(written, rebuilt) == {}   # init_from: a run key
+  assert rebuilt["model"] == written["model"] and written["init_from"] is None
+  with pytest.raises(ValueError, match=r"configs/ported.py:.*: no config.json"):
+    ported.get_config(str(eva_workdir / "checkpoints"))
