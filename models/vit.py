@@ -7,6 +7,12 @@ token or global average pooling. The position encoding is one registry name
 entry to the model, which asks the entry for everything (parameters, tables, rotation, logit
 bias, absolute embedding) and never branches on the name.
 
+Released checkpoints (rope-vit, DINOv3, EVA-02; porting/, README "Porting checkpoints") need
+options that default to the model above: explicit sizes (`num_heads`, `mlp_dim`), register
+tokens, a k-less qkv bias, SwiGLU and sub-LN MLPs, class-token-kept mean pooling and a norm
+after pooling, torch's bicubic APE resampling, a RoPE reference grid and DINOv3's bf16 periods
+(`PORTING_DEFAULTS`).
+
 Any image size divisible by the patch size is accepted: rotary positions follow the reference
 convention of the encoding, absolute embeddings are bicubically resized from the training grid.
 
