@@ -81,6 +81,10 @@ def training_defaults() -> ml_collections.ConfigDict:
   c.platform = "any"  # "any" | "tpu" | "gpu": train.py stops at start-up, naming the package
   #   to install (jax[tpu] / jax[cuda12]), when the run finds no such device. --multihost
   #   (a pod / cluster) asks for a TPU or GPU in any case. A re-run may change it.
+  c.init_from = config_dict.placeholder(str)  # A workdir (a trained run, or one written by
+  #   scripts/port_checkpoint.py): a new run starts from its newest checkpoint's parameters
+  #   with a fresh optimizer (the head is re-initialised if absent or of another size).
+  #   Ignored when resuming.
 
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 256  # GLOBAL batch (all devices / processes); divisible by both.

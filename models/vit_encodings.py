@@ -79,12 +79,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import rope
+from models import ape_resize
 from models.registry import Registry
 
 KINDS = ("none", "absolute", "rotary", "bias")
 POSITION_SCALES = ("index", "unit", "pi", "center", "centered", "index_interp")  # rope's
 AUGMENT_KEYS = ("shift", "jitter", "rescale", "perturbation", "offset")   # model.position_augment
 DEFAULT_BLOCK_SIZE = 8
+APE_RESIZES = ("bicubic", "torch_bicubic", "torch_bicubic_antialias")   # model.ape_resize
+PERIODS_DTYPES = ("float32", "bfloat16")                                 # model.periods_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,13 @@ class Options:
       perturbation `clip(0.5 sigma N(0, 1), -0.5, 0.5)` patches and global offset
       `sigma_off N(0, 1)` (`rope.sample_comrope_perturbation`). Applied only in training, drawn
       from the step key (`token_positions`).
+    rope_grid: the grid the positions are normalised to (`unit`, `pi`, `index_interp`), None:
+      `train_grid`. EVA-02's `ref_feat_shape` (16 x 16 for every released model, also those
+      fine-tuned at 336 / 448 px) differs from its training grid (config `rope_grid`).
+    periods_dtype: "float32" | "bfloat16": the dtype of DINOv3's stored `periods` (config
+      `periods_dtype`; read by the `dinov3` entry only).
+    ape_resize: how an absolute table is resampled to another grid (config `ape_resize`,
+      `APE_RESIZES`).
   """
   num_heads: int
   head_dim: int
@@ -117,6 +127,9 @@ class Options:
   block_size: int = DEFAULT_BLOCK_SIZE
   depth: int = 1
   augment: Optional[tuple] = None
+  rope_grid: Optional[tuple[int, int]] = None
+  periods_dtype: str = "float32"
+  ape_resize: str = "bicubic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +185,15 @@ def _augment(rows, cols, patches, prefix, grid, options, key):
 
 def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
                     key: Optional[jax.Array] = None, *, prefix: float = 0.0) -> Tokens:
-  """Positions of all tokens: `num_prefix` class tokens at (prefix, prefix), then the grid.
+  """Positions of all tokens: `num_prefix` class / register tokens at (prefix, prefix), then
+  the grid.
 
   Args:
     grid: (gh, gw) patch grid of the current images.
     options: `options.scale` (a `rope.grid_positions` scale; None: the entry has no 2-D
-      positions, e.g. a bias over the token index), `options.train_grid`, `options.augment`.
-    num_prefix: number of class tokens in front of the patches (0 or 1).
+      positions, e.g. a bias over the token index), `options.rope_grid` (else
+      `options.train_grid`), `options.augment`.
+    num_prefix: number of class and register tokens in front of the patches.
     key: in training, the step key (`Encoding.train_key` or `options.augment` set): the
       position augmentation `options.augment` is drawn from it. None (evaluation): no
       augmentation.
@@ -192,10 +207,9 @@ def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
   out = {"grid": tuple(grid), "num_prefix": num_prefix, "positions": None, "axes": None}
   if options.scale is None:
     return out
-  rows, cols = rope.grid_axes(grid[0], grid[1], scale=options.scale,
-                              train_size=options.train_grid)
-  patches = rope.grid_positions(grid[0], grid[1], scale=options.scale,
-                                train_size=options.train_grid)
+  reference = options.rope_grid or options.train_grid
+  rows, cols = rope.grid_axes(grid[0], grid[1], scale=options.scale, train_size=reference)
+  patches = rope.grid_positions(grid[0], grid[1], scale=options.scale, train_size=reference)
   prefix_pos = jnp.full((num_prefix, 2), prefix, jnp.float32)
   axes = (rows, cols)
   if key is not None and options.augment is not None:
@@ -238,6 +252,8 @@ class Encoding:
       (the step key); it also gets one whenever `options.augment` is set (every rotary entry
       honours the position augmentation through `token_positions`); at evaluation None.
     check: extra validation `check(options) -> error message or None`.
+    uses_periods_dtype: reads `options.periods_dtype` (DINOv3's bf16-stored periods); the
+      `periods_dtype` option is refused for the other entries.
   """
   reference: str
   kind: str
@@ -258,6 +274,7 @@ class Encoding:
   positions: Callable[..., Tokens] = token_positions
   train_key: bool = False
   check: Optional[Callable[[Options], Optional[str]]] = None
+  uses_periods_dtype: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -384,26 +401,33 @@ def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) 
   return pe.astype(np.float32)
 
 
-def resize_ape(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
+def resize_ape(table: jax.Array, grid: tuple[int, int], method: str = "bicubic") -> jax.Array:
   """Bicubic interpolation of an absolute embedding to another grid (identity on its own grid).
 
-  As timm / DeiT (`F.interpolate(..., mode="bicubic", align_corners=False)`): pixel-centre
-  aligned and without anti-aliasing when shrinking. (jax uses the Keys kernel a = -0.5, torch
-  a = -0.75; the two differ slightly off the grid points.)
+  Pixel-centre aligned (`align_corners=False`), in one of three conventions (`APE_RESIZES`):
+  "bicubic" (default): `jax.image.resize`, Keys kernel a = -0.5, no anti-aliasing; close to,
+  but not the same numbers as, torch's (a = -0.75) off the grid points. "torch_bicubic" and
+  "torch_bicubic_antialias": exactly torch's `F.interpolate(mode="bicubic",
+  align_corners=False, antialias=False / True)` (`models.ape_resize`), what rope-vit / DeiT and
+  timm's `resample_abs_pos_embed` (EVA-02) do, so ported checkpoints give their numbers at
+  every resolution.
 
   Args:
     table: `[th, tw, C]`.
     grid: (gh, gw).
+    method: one of `APE_RESIZES`.
 
   Returns:
     `[gh, gw, C]` float32.
   """
-  return jax.image.resize(table, (grid[0], grid[1], table.shape[-1]), method="bicubic",
-                          antialias=False)
+  if method == "bicubic":
+    return jax.image.resize(table, (grid[0], grid[1], table.shape[-1]), method="bicubic",
+                            antialias=False)
+  return ape_resize.resize_2d(table, grid, antialias=(method == "torch_bicubic_antialias"))
 
 
-def _flat(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
-  return resize_ape(table, grid).reshape(grid[0] * grid[1], table.shape[-1])
+def _flat(table: jax.Array, grid: tuple[int, int], method: str = "bicubic") -> jax.Array:
+  return resize_ape(table, grid, method).reshape(grid[0] * grid[1], table.shape[-1])
 
 
 # ------------------------------------------------------------------------------ entries
@@ -415,13 +439,14 @@ APE = ENCODINGS.register("ape", Encoding(
     kind="absolute",
     params=(Param("ape", lambda key, o: nn.initializers.truncated_normal(stddev=0.02)(
         key, o.train_grid + (o.width,), jnp.float32), ("grid_rows", "grid_cols", "embed")),),
-    embed=lambda p, grid, o: _flat(p["ape"], grid),
+    embed=lambda p, grid, o: _flat(p["ape"], grid, o.ape_resize),
 ), aliases=("ape_learned",))
 
 ENCODINGS.register("sincos", Encoding(
     reference="big_vision posemb_sincos_2d",
     kind="absolute",
-    embed=lambda p, grid, o: _flat(jnp.asarray(sincos_2d(*o.train_grid, o.width)), grid),
+    embed=lambda p, grid, o: _flat(jnp.asarray(sincos_2d(*o.train_grid, o.width)), grid,
+                                   o.ape_resize),
     check=lambda o: (f"a width divisible by 4 is needed, got {o.width}" if o.width % 4
                      else None),
 ), aliases=("ape_sincos",))
@@ -603,7 +628,9 @@ ENCODINGS.register("dinov3", Encoding(
     reference="DINOv3 RopePositionEmbedding (base 100, rotate-half, row first)",
     kind="rotary", scale="centered", theta=100.0, multiple=4,
     channels="channel pairs (j, j + D/2), split into row / col quarters",
-    tables=lambda p, t, o: pair_tables(t, rope.freqs_dinov3(o.head_dim, base=o.theta)),
+    tables=lambda p, t, o: pair_tables(t, rope.freqs_dinov3(o.head_dim, base=o.theta,
+                                                            periods_dtype=o.periods_dtype)),
+    uses_periods_dtype=True,
     rotate=rotate_pairs,
 ))
 

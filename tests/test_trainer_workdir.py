@@ -155,11 +155,15 @@ def test_changed_config_damaged_checkpoint_extension_and_eval(tmp_path, env):
   assert "--allow_config_change" in lines[0]
   assert (workdir / "config.json").read_bytes() == config
 
-  # A config.json of an older version (model.posenc, no model.attention_impl): the task's
-  # upgrade_config fills in what was added since, so resuming below is not a config change.
+  # A config.json of an older version (model.posenc, no model.attention_impl, no porting
+  # options, no init_from): the task's upgrade_config fills in what was added since (and
+  # init_from is read only at step 0), so resuming below is not a config change.
   old = json.loads(config)
   old["model"]["posenc"] = old["model"].pop("encoding")
   del old["model"]["attention_impl"]
+  for key in ("num_registers", "qkv_bias", "ape_resize", "rope_grid"):   # porting options
+    del old["model"][key]
+  del old["init_from"]
   (workdir / "config.json").write_text(json.dumps(old))
 
   # The newest checkpoint damaged: moved aside, resumed from step 5; the run is also extended.

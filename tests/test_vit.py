@@ -595,7 +595,7 @@ def test_default_config_is_valid_and_complete():
       "name", "variant", "depth", "head_dim", "pool", "prune_last_block", "encoding", "theta",
       "position_scale",
       "block_size", "omega", "position_augment", "ape", "attention_impl", "train_image_size",
-      "dropout", "drop_path", "layerscale_init", "dtype"}
+      "dropout", "drop_path", "layerscale_init", "dtype"} | set(vit.PORTING_DEFAULTS)
   assert set(c.position_augment.keys()) == set(vit_encodings.AUGMENT_KEYS)
   vit.validate_config(c, 384)   # any size divisible by the patch
 

@@ -246,6 +246,10 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
   lengths = _run_lengths(config, task.num_train_examples)
   ckpt_lib.check_options(config.checkpoint.keep, config.checkpoint.best_mode)
   cost.check_override(config.training.get("peak_tflops_per_device"))
+  source = config.get("init_from")
+  if source and "://" not in source and not os.path.isdir(os.path.join(source, CHECKPOINT_DIR)):
+    raise ValueError(f"init_from={source}: no {CHECKPOINT_DIR}/ directory (not a workdir of "
+                     "train.py or scripts/port_checkpoint.py).")
   tx, schedule = optim.make_optimizer(config.optim, total_steps=lengths["total"],
                                       warmup_steps=lengths["warmup"])
   return Setup(task=task, mesh=mesh, lengths=lengths, tx=tx, schedule=schedule)
@@ -364,6 +368,15 @@ def _peak_tflops(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   else:
     logging.info("MFU is relative to %.4g TFLOP/s per device (%s).", peak, source)
   return peak
+def _init_from(source: str, state: Any, setup: Setup, replicated: Any) -> Any:
+  """`config.init_from`: a new run starts from the parameters of another workdir (a trained
+  run, or scripts/port_checkpoint.py's), with a fresh optimizer state; the head is kept fresh
+  when the source has none or another number of classes (trainer.checkpoint.load_params)."""
+  params, kept = ckpt_lib.load_params(source, state["params"], replicated)
+  logging.info("Initialised the parameters from %s%s.", source,
+               f" (kept fresh: {', '.join(kept)})" if kept else "")
+  opt_state = jax.jit(setup.tx.init, out_shardings=replicated)(params)
+  return dict(state, params=params, opt_state=opt_state)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
@@ -404,6 +417,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
     start_step = 0
     state = jax.jit(step_lib.make_init_fn(task, setup.tx), out_shardings=replicated)(
         jax.random.key(config.seed))
+    if config.get("init_from"):
+      state = _init_from(config.init_from, state, setup, replicated)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     tensorboard=config.training.tensorboard)

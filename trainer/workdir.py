@@ -36,6 +36,9 @@ RUN_KEYS = frozenset({
     "eval.every_steps", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
     "checkpoint.async_save",
+    # Read only when a run starts (step 0): resuming ignores it, so it may change or be absent
+    # from the config.json of runs written before it existed.
+    "init_from",
 })
 # Keys that set the run's length: changing them also changes the learning-rate schedule.
 LENGTH_KEYS = frozenset({"training.total_steps", "training.total_epochs"})
