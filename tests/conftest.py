@@ -5,7 +5,11 @@ happen before anything imports jax, which is why it lives here and not in a fixt
 """
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# LLVM optimisation level 0 for XLA:CPU: the tests' tiny programs are dominated by compile time,
+# which this halves (a ViT train step: 8.1 -> 4.5 s; the suite's CPU time -29%); it changes how
+# fast the generated code runs, not what it computes (fast-math stays off).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
+                      "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests compare against float32 references; keep XLA from using faster, less exact paths.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
