@@ -25,6 +25,12 @@ both are recorded per run in the JSON and appended to the label, e.g. "axial+yar
 An encoding an option does not apply to is refused before anything is evaluated, with the
 encodings that accept it.
 
+Test protocol (--protocol, recorded per run and in "options"): "resize" (default; the test
+image rescaled to each size, the object scales with the grid) or "canvas" (the image at its
+training size placed at a seeded random offset, fixed per example, on a blank canvas of each
+size: the object keeps its size and only the grid grows; sizes below the training size are
+not defined, and are dropped from the default --resolutions).
+
   python eval.py --workdirs=/tmp/runs/axial --rope_scaling=yarn --output=/tmp/runs/axial_yarn
   python eval.py --workdirs=/tmp/runs/eva02 --positions=index --rope_scaling=yarn \
       --output=/tmp/runs/eva02_fit_yarn
@@ -67,6 +73,9 @@ flags.DEFINE_enum("rope_scaling", "none", ["none", "linear", "ntk", "ntk_by_part
 flags.DEFINE_enum("positions", None, ["index", "index_interp"],
                   "Test-time position convention of integer-position encodings "
                   "(model.position_scale); default: the run's own.")
+flags.DEFINE_enum("protocol", "resize", ["resize", "canvas"],
+                  "Test images: 'resize' (rescaled to each size) or 'canvas' (training-size "
+                  "image at a seeded random offset on a blank canvas of each size).")
 flags.mark_flags_as_required(["workdirs"])
 FLAGS = flags.FLAGS
 
@@ -84,17 +93,20 @@ def _patch_size(config) -> int:
   return vit.parse_variant(config.model.variant)[1]
 
 
-def test_time_config(config, *, rope_scaling: str = "none", positions: str | None = None):
+def test_time_config(config, *, rope_scaling: str = "none", positions: str | None = None,
+                     protocol: str = "resize"):
   """The run's config under the test-time options (a new, unlocked ConfigDict).
 
   `rope_scaling` sets model.rope_scaling (the model refuses encodings without a scalable
   ladder); `positions` sets model.position_scale, only for encodings whose own positions are
-  integers (`index` / `index_interp`): any other convention would mean a different model.
-  ValueError naming the option and the encodings that accept it.
+  integers (`index` / `index_interp`): any other convention would mean a different model;
+  `protocol` sets data.eval_protocol. ValueError naming the option and the encodings that
+  accept it.
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
   from models import vit_encodings  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
+  config.data.eval_protocol = protocol
   if rope_scaling != "none":
     config.model.rope_scaling = rope_scaling
   if positions is not None:
@@ -116,10 +128,11 @@ def test_time_suffix(rope_scaling: str = "none", positions: str | None = None) -
 
 def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
                 batch_size: int | None, *, rope_scaling: str = "none",
-                positions: str | None = None) -> dict:
+                positions: str | None = None, protocol: str = "resize") -> dict:
   """Validates one workdir without evaluating it; ValueError naming the workdir and problem.
 
-  `rope_scaling`, `positions`: the test-time options (`test_time_config`).
+  `rope_scaling`, `positions`, `protocol`: the test-time options (`test_time_config`; the
+  default resolutions under "canvas" are those >= the training size).
   Returns what `evaluate_run` needs: config, setup, checkpoint candidates, ...
   """
   import tasks  # pylint: disable=g-import-not-at-top
@@ -134,8 +147,10 @@ def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
                      "runs here (vlm runs: all workdirs of one command must be vlm runs).")
   train_size = int(config.data.image_size)
   try:
-    sizes = resolutions or default_resolutions(train_size, _patch_size(config))
-    config = test_time_config(config, rope_scaling=rope_scaling, positions=positions)
+    sizes = resolutions or [s for s in default_resolutions(train_size, _patch_size(config))
+                            if protocol != "canvas" or s >= train_size]
+    config = test_time_config(config, rope_scaling=rope_scaling, positions=positions,
+                              protocol=protocol)
     config.eval.image_sizes = tuple(sizes)
     if batch_size:
       config.eval.batch_size = batch_size
@@ -187,6 +202,7 @@ def evaluate_run(prepared: dict) -> dict:
       # The test-time options (None: the run's own position convention).
       "rope_scaling": config.model.get("rope_scaling") or "none",
       "positions": config.model.get("position_scale"),
+      "protocol": config.data.eval_protocol,
       "accuracy": {str(s): metrics[f"{names[s]}/accuracy"] for s in sizes},
       "loss": {str(s): metrics[f"{names[s]}/loss"] for s in sizes},
   }
@@ -239,7 +255,7 @@ def table(runs: list[dict], groups: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def plot(groups: list[dict], path: str) -> None:
+def plot(groups: list[dict], path: str, protocol: str = "resize") -> None:
   """Accuracy (%) against test resolution, one line per group (error bars: std over seeds)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -259,7 +275,7 @@ def plot(groups: list[dict], path: str) -> None:
                alpha=0.6)
   ax.set_xlabel("test resolution (pixels); dotted: training resolution")
   ax.set_ylabel("top-1 accuracy (%)")
-  ax.set_title("Resolution extrapolation (mean +- std over seeds)")
+  ax.set_title(f"Resolution extrapolation, {protocol} protocol (mean +- std over seeds)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the lines
   fig.tight_layout()
@@ -267,14 +283,30 @@ def plot(groups: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def code_commit() -> str | None:
+  """The commit of the code evaluating (git HEAD, "+dirty" with uncommitted changes), or None
+  outside a git checkout: result tables state the commit they were made at."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return head + ("+dirty" if dirty else "")
+
+
 def write_report(runs: list[dict], output: str, options: dict) -> list[dict]:
-  """Writes OUTPUT.json ({"options": the test-time options, "runs", "groups"}) and
-  OUTPUT.png; returns the groups."""
+  """Writes OUTPUT.json ({"options": the test-time options, "commit": `code_commit()`, "runs",
+  "groups"}) and OUTPUT.png; returns the groups."""
   groups = group_runs(runs)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output + ".json", "w") as f:
-    json.dump({"options": options, "runs": runs, "groups": groups}, f, indent=2)
-  plot(groups, output + ".png")
+    json.dump({"options": options, "commit": code_commit(), "runs": runs, "groups": groups},
+              f, indent=2)
+  plot(groups, output + ".png", options.get("protocol", "resize"))
   return groups
 
 
@@ -335,7 +367,8 @@ def main(argv) -> int:
   for workdir in workdirs:
     try:
       prepared.append(prepare_run(workdir, resolutions, FLAGS.checkpoint, FLAGS.batch_size,
-                                  rope_scaling=FLAGS.rope_scaling, positions=FLAGS.positions))
+                                  rope_scaling=FLAGS.rope_scaling, positions=FLAGS.positions,
+                                  protocol=FLAGS.protocol))
     except ValueError as e:
       errors.append(str(e))
   if errors:
@@ -353,7 +386,7 @@ def main(argv) -> int:
     logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
                  run["total_steps"], run["accuracy"])
   groups = write_report(runs, output, {"rope_scaling": FLAGS.rope_scaling,
-                                       "positions": FLAGS.positions})
+                                       "positions": FLAGS.positions, "protocol": FLAGS.protocol})
   print(table(runs, groups))
   unfinished = [r for r in runs if not r["finished"]]
   if unfinished:

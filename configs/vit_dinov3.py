@@ -2,6 +2,8 @@ r"""ViT with DINOv3's RoPE: base 100, rotate-half, row first, centred coordinate
 
 Training-time position augmentation on, DINOv3's released setting: rescale_coords = 2
 (shift and jitter off), one draw per forward pass (timm's Eva; the original draws per block).
+The argument `augment=False` (e.g. `:fmnist,augment=False`) turns it off: the resolution
+study's "DINOv3 without augmentation" (configs/sweep_vit.py).
 
 Default: the Spherical-RoPE paper's CIFAR-100 ViT-S recipe (which of its conflicting numbers
 are used: configs/vit_common.py). Every key is documented in configs/common.py (training loop),
@@ -19,10 +21,13 @@ models/vit.py (model.*), data/vision.py (data.*) and tasks/classification.py (lo
 
 Expected top-1: not measured here.
 """
+from configs import common
 from configs import vit_common
 
 
 def get_config(arg=None):
-  c = vit_common.get_config("dinov3", arg)
-  c.model.position_augment.rescale = 2.0
+  parsed = common.parse_arg(arg, augment=True, **{m: False for m in vit_common.MODES})
+  c = vit_common.get_config("dinov3", ",".join(m for m in vit_common.MODES if parsed[m]))
+  if parsed.augment:
+    c.model.position_augment.rescale = 2.0
   return c

@@ -9,6 +9,11 @@ WORKDIR_ROOT/<name>; train.py resumes from there, so re-launching a sweep contin
 stopped and finished runs return immediately. --mode=local stops at the first failing run
 unless --keep_going; exit code 1 if any run failed.
 
+--stage=eval runs the sweep's evaluations instead, if it defines `get_evals(arg) -> [{"name",
+"runs", "labels", "flags"}]` (configs/sweep_vit.py:fmnist,resolution): one eval.py command per
+entry over the workdirs WORKDIR_ROOT/<run>, writing WORKDIR_ROOT/eval/<name>.json / .png
+(an existing JSON is kept: re-launching continues).
+
 SIGTERM / SIGINT sent to the launcher are forwarded to the run it started (which saves a
 checkpoint and stops); the launcher then starts no further run and exits with that run's exit
 status (143 / 130), so a job scheduler's stop reaches the training and nothing is orphaned.
@@ -29,6 +34,8 @@ flags.DEFINE_string("sweep", None, "Sweep file[:arg], e.g. configs/sweep_vit.py:
 flags.DEFINE_string("workdir_root", None, "Each run trains in WORKDIR_ROOT/<run name>.")
 flags.DEFINE_enum("mode", "local", ["local", "print"], "local: run here one after another; "
                   "print: print one command per run for a TPU pod.")
+flags.DEFINE_enum("stage", "train", ["train", "eval"], "train: the sweep's runs (train.py); "
+                  "eval: its evaluations (eval.py, the sweep's get_evals).")
 flags.DEFINE_string("only", "", "Run only runs whose name contains this substring.")
 flags.DEFINE_bool("keep_going", False, "local: continue after a failed run.")
 flags.DEFINE_bool("dry_run", False, "local: print the commands instead of running them.")
@@ -39,8 +46,9 @@ flags.mark_flags_as_required(["sweep", "workdir_root"])
 FLAGS = flags.FLAGS
 
 
-def load_sweep(spec: str) -> list[dict]:
-  """Imports the sweep file of "path[:arg]" and returns get_sweep(arg)."""
+def load_sweep(spec: str, stage: str = "train") -> list[dict]:
+  """Imports the sweep file of "path[:arg]" and returns get_sweep(arg) (stage "train") or
+  get_evals(arg) (stage "eval")."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise app.UsageError(f"--sweep: no file {path!r}.")
@@ -49,7 +57,19 @@ def load_sweep(spec: str) -> list[dict]:
   module_spec = importlib.util.spec_from_file_location("sweep_module", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  if stage == "eval":
+    if not hasattr(module, "get_evals"):
+      raise app.UsageError(f"--stage=eval: {path} defines no get_evals.")
+    return module.get_evals(arg or None)
   return module.get_sweep(arg or None)
+
+
+def eval_args(entry: dict, workdir_root: str) -> list[str]:
+  """eval.py's arguments for one entry of get_evals."""
+  output = os.path.join(workdir_root, "eval", entry["name"])
+  args = [f"--workdirs={','.join(os.path.join(workdir_root, r) for r in entry['runs'])}",
+          f"--labels={','.join(entry['labels'])}", f"--output={output}"]
+  return args + [f"--{k}={v}" for k, v in sorted(entry.get("flags", {}).items())]
 
 
 def train_args(run: dict, workdir_root: str) -> list[str]:
@@ -102,18 +122,34 @@ class _Forwarder:
       self.child = None
 
 
+def _command(run: dict) -> list[str] | None:
+  """The local command of one run (stage train) or evaluation (stage eval; None when its
+  JSON exists already)."""
+  if FLAGS.stage == "eval":
+    args = eval_args(run, FLAGS.workdir_root)
+    if os.path.exists(args[2].partition("=")[2] + ".json"):
+      return None
+    return [sys.executable, os.path.join(REPO, "eval.py")] + args
+  return [sys.executable, os.path.join(REPO, "train.py")] + train_args(run, FLAGS.workdir_root)
+
+
 def main(argv) -> int:
   del argv
-  runs = [r for r in load_sweep(FLAGS.sweep) if FLAGS.only in r["name"]]
+  runs = [r for r in load_sweep(FLAGS.sweep, FLAGS.stage) if FLAGS.only in r["name"]]
   if FLAGS.mode == "print":
+    if FLAGS.stage == "eval":
+      raise app.UsageError("--stage=eval runs locally (eval.py on the workdirs); use "
+                           "--mode=local.")
     for run in runs:
       print(pod_command(train_args(run, FLAGS.workdir_root)))
     return 0
   failed = []
   with _Forwarder() as forwarder:
     for i, run in enumerate(runs, start=1):
-      cmd = [sys.executable, os.path.join(REPO, "train.py")] + train_args(run,
-                                                                         FLAGS.workdir_root)
+      cmd = _command(run)
+      if cmd is None:
+        print(f"[{i}/{len(runs)}] {run['name']}: evaluated already.", flush=True)
+        continue
       print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
       if FLAGS.dry_run:
         continue

@@ -83,26 +83,31 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
     assert r["loss"]["4"] == pytest.approx(logged["eval_4px/loss"], rel=1e-5)
   png = pathlib.Path(f"{out}.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-  assert result["options"] == {"rope_scaling": "none", "positions": None}
-  assert all((r["rope_scaling"], r["positions"]) == ("none", None) for r in result["runs"])
+  assert result["options"] == {"rope_scaling": "none", "positions": None, "protocol": "resize"}
+  assert all((r["rope_scaling"], r["positions"], r["protocol"]) == ("none", None, "resize")
+             for r in result["runs"])
 
   # Test-time options, in-process: an encoding without an integer ladder is refused before
-  # anything is evaluated; YaRN on the axial run is recorded in the JSON and the label.
+  # anything is evaluated; YaRN on the axial run (canvas protocol) is recorded in the JSON
+  # and the label.
   ev = _load_eval()
   with pytest.raises(ValueError, match=r"spherical.*model\.rope_scaling='yarn'.*accept"):
     ev.prepare_run(str(runs["spherical"]), [8], "best", None, rope_scaling="yarn")
   with pytest.raises(ValueError, match=r"--positions=index_interp: encoding='spherical'"):
     ev.prepare_run(str(runs["spherical"]), [8], "best", None, positions="index_interp")
+  with pytest.raises(ValueError, match=r"eval\.image_sizes contains 4 .*'canvas'"):
+    ev.prepare_run(str(runs["axial_ape"]), [4, 12], "best", None, protocol="canvas")
   yarn = ev.evaluate_run(ev.prepare_run(str(runs["axial_ape"]), [12], "best", None,
-                                        rope_scaling="yarn", positions="index"))
+                                        rope_scaling="yarn", positions="index",
+                                        protocol="canvas"))
   yarn["label"] = "axial+ape" + ev.test_time_suffix("yarn", "index")
-  options = {"rope_scaling": "yarn", "positions": "index"}
+  options = {"rope_scaling": "yarn", "positions": "index", "protocol": "canvas"}
   ev.write_report([yarn], str(tmp_path / "yarn"), options)
   report = json.loads((tmp_path / "yarn.json").read_text())
   assert report["options"] == options
   (got,) = report["runs"]
-  assert (got["label"], got["rope_scaling"], got["positions"]) == (
-      "axial+ape+index+yarn", "yarn", "index")
+  assert (got["label"], got["rope_scaling"], got["positions"], got["protocol"]) == (
+      "axial+ape+index+yarn", "yarn", "index", "canvas")
 
 
 @pytest.mark.parametrize("encoding", vit_common.config_names())

@@ -107,6 +107,8 @@ def test_one_key_sets_train_and_model_resolution():
     ({"training.batch_size": 30}, "training.batch_size"),
     ({"optim.warmup_steps": 600}, "warm-up"),
     ({"loss": "hinge"}, "loss"),
+    ({"data.eval_protocol": "canvas"}, "eval.image_sizes contains 4 with data.eval_protocol"),
+    ({"model.rope_scaling": "yarn"}, "model.rope_scaling='yarn'"),
 ])
 def test_bad_options_fail_at_startup_naming_the_option(overrides, option):
   with pytest.raises(ValueError, match=option.replace(".", r"\.")):

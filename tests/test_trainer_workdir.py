@@ -158,7 +158,8 @@ def test_changed_config_damaged_checkpoint_extension_and_eval(tmp_path, env):
   # upgrade_config fills in what was added since, so resuming below is not a config change.
   old = json.loads(config)
   old["model"]["posenc"] = old["model"].pop("encoding")
-  del old["model"]["attention_impl"]
+  del old["model"]["attention_impl"], old["model"]["rope_scaling"]
+  del old["data"]["eval_protocol"]
   (workdir / "config.json").write_text(json.dumps(old))
 
   # The newest checkpoint damaged: moved aside, resumed from step 5; the run is also extended.
