@@ -136,6 +136,32 @@ def test_sweep_lists_every_encoding_and_seed():
     sweep_vit.get_sweep("encodings=foo")
 
 
+def test_resolution_study_runs_and_evaluations():
+  runs = sweep_vit.get_sweep("fmnist,resolution")
+  assert len(runs) == 3 * len(sweep_vit.STUDY) == 39
+  assert {"name": "dinov3_noaug/seed2", "config": "configs/vit_dinov3.py:fmnist,augment=False",
+          "overrides": {"seed": 2}} in runs
+  for run in runs[::3]:   # every study config builds (no augmentation for dinov3_noaug)
+    path, _, arg = run["config"].partition(":")
+    config = importlib.import_module(path[:-3].replace("/", ".")).get_config(arg)
+    assert config.data.name == "fashion_mnist"
+    assert (config.model.position_augment.rescale is None) == (run["name"] != "dinov3/seed0")
+  evals = {e["name"]: e for e in sweep_vit.get_evals("fmnist,resolution,seeds=2")}
+  assert len(evals) == 2 * (len(sweep_vit.STUDY) + len(sweep_vit.TEST_TIME))
+  assert evals["canvas/eva02+index+yarn"] == {
+      "name": "canvas/eva02+index+yarn", "runs": ["eva02/seed0", "eva02/seed1"],
+      "labels": ["eva02", "eva02"],   # eval.py appends +index+yarn
+      "flags": {"positions": "index", "rope_scaling": "yarn", "protocol": "canvas",
+                "resolutions": "28,36,40,48,56"}}
+  assert evals["resize/dinov3_noaug"]["flags"] == {"protocol": "resize",
+                                                   "resolutions": "16,20,28,36,40,48,56"}
+  for bad in ("resolution", "smoke,resolution", "fmnist,resolution,encodings=axial"):
+    with pytest.raises(ValueError, match="resolution"):
+      sweep_vit.get_sweep(bad)
+  with pytest.raises(ValueError, match="get_evals"):
+    sweep_vit.get_evals("fmnist")
+
+
 def test_launcher_prints_local_and_pod_commands(tmp_path):
   base = [sys.executable, "scripts/launch_sweep.py",
           "--sweep=configs/sweep_vit.py:smoke,seeds=2,encodings=spherical+ape",
@@ -151,4 +177,17 @@ def test_launcher_prints_local_and_pod_commands(tmp_path):
   assert all(l.startswith("gcloud compute tpus tpu-vm ssh v4-32 --zone=z --worker=all")
              and l.endswith("--multihost'") for l in pod)
   assert not any(tmp_path.iterdir())  # Nothing ran.
+  # --stage=eval: the sweep's eval.py commands; an existing JSON is not evaluated again.
+  (tmp_path / "eval" / "resize").mkdir(parents=True)
+  (tmp_path / "eval" / "resize" / "axial+yarn.json").write_text("{}")
+  study = [sys.executable, "scripts/launch_sweep.py", "--stage=eval", "--dry_run",
+           "--sweep=configs/sweep_vit.py:fmnist,resolution,seeds=2", "--only=axial+yarn",
+           f"--workdir_root={tmp_path}"]
+  lines = subprocess.run(study, capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()
+  assert lines[0] == "[1/2] resize/axial+yarn: evaluated already."
+  assert lines[1].startswith("[2/2] canvas/axial+yarn: ") and lines[1].endswith(
+      f"eval.py --workdirs={tmp_path}/axial/seed0,{tmp_path}/axial/seed1 "
+      f"--labels=axial,axial --output={tmp_path}/eval/canvas/axial+yarn --protocol=canvas "
+      "--resolutions=28,36,40,48,56 --rope_scaling=yarn")
 
