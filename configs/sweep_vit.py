@@ -25,7 +25,8 @@ all of them, vit_common.config_names()). The smoke sweep (14 configs x 3 seeds) 
       --out=docs/results/vit_fmnist_resolution.md --plot=docs/results/vit_fmnist_resolution.png
 Budget on 2 CPU cores: one :fmnist training ~4-5 min (configs/vit_common.py), so 39 runs
 ~3 h; each eval.py command reads the 10,000 test images at 7 (resize) or 5 (canvas) sizes,
-~1 min per checkpoint, 2 x 16 commands of 3 checkpoints ~1.5 h. `seeds=N` scales both.
+~1 min per checkpoint (an estimate, not timed), 2 x 16 commands of 3 checkpoints ~1.5 h.
+`seeds=N` scales both.
 """
 from configs import common
 from configs import vit_common
