@@ -211,3 +211,15 @@ def test_options_refused_where_undefined(overrides, match):
   c.update(overrides)
   with pytest.raises(ValueError, match=match):
     vit.validate_config(c, 224)
+
+
+def test_scalable_entries_are_fixed_ladders_over_integer_positions():
+  """Every entry accepting model.rope_scaling is checked above by hand, and has what the
+  scaling needs: a base theta, integer positions, no learned tables."""
+  from models.vit_encodings import ENCODINGS   # pylint: disable=g-import-not-at-top
+  scalable = {n for n, e in ENCODINGS.items() if e.scalable}
+  assert scalable == set(SCALABLE)
+  for name in scalable:
+    entry = ENCODINGS.get(name)
+    assert entry.theta and entry.scale in ("index", "index_interp") and entry.kind == "rotary"
+    assert all(p.name == "W" for p in entry.params), name   # only STRING's P, not the ladder
