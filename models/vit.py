@@ -105,7 +105,16 @@ def default_config() -> ml_collections.ConfigDict:
   #                               10 (init), spherical 100, axial_pi 10). Refused by entries
   #                               without one.
   c.position_scale = None       # None: the entry's ("index" rope-vit, "unit" LieRE, "pi"
-  #                               Spherical-paper variants); or "index" | "unit" | "pi".
+  #                               Spherical-paper variants, ...); or a scale of
+  #                               vit_encodings.POSITION_SCALES. "index_interp" (EVA-02's
+  #                               interpolation onto the training grid's range; eval.py
+  #                               --positions) only for entries with integer positions.
+  c.rope_scaling = "none"       # test-time frequency scaling beyond the training grid (FiT;
+  #                               eval.py --rope_scaling): "none" | "linear" | "ntk" |
+  #                               "ntk_by_parts" | "yarn", per axis s = max(n / n_train, 1),
+  #                               YaRN with its attention amplitude. Only entries with a fixed
+  #                               ladder over integer positions (axial, prope, string_cayley,
+  #                               eva02 with position_scale "index"). Adds no parameter.
   c.block_size = None           # LieRE / ComRoPE block size g; None: the entry's default
   #                               (LieRE 8, ComRoPE 2, the reference config's).
   c.omega = None                # Uniform RoPE frequency; None: 1/pi (authors' code). uniform only.
@@ -166,7 +175,8 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
   Configs (config.json of old workdirs, old config files) from before the registry name the
   encoding `posenc` with the old values (`rope_mixed`, `ape_learned`, ...): the key becomes
   `encoding` and the value its registry name (`ENCODINGS.canonical`); options added since
-  (`prune_last_block`, `attention_impl`, `position_augment`, `PORTING_DEFAULTS`) get their
+  (`prune_last_block`, `attention_impl`, `position_augment`, `rope_scaling`,
+  `PORTING_DEFAULTS`) get their
   defaults, which
   reproduce the old model, and the old default `block_size` 8 becomes None (the entry's). The
   parameters are unchanged, so old checkpoints restore into the upgraded model. An unknown
@@ -192,6 +202,7 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
     d["block_size"] = None
     changed = True
   for key, default in (("prune_last_block", True), ("attention_impl", "xla"),
+                       ("rope_scaling", "none"),
                        ("position_augment", {k: None for k in vit_encodings.AUGMENT_KEYS}),
                        *PORTING_DEFAULTS.items()):
     if key not in d:
@@ -255,7 +266,8 @@ def encoding_options(config, entry: vit_encodings.Encoding) -> vit_encodings.Opt
       rope_grid=(None if config.get("rope_grid") is None
                  else tuple(int(n) for n in config.rope_grid)),
       periods_dtype=config.get("periods_dtype", "float32"),
-      ape_resize=config.get("ape_resize", "bicubic"))
+      ape_resize=config.get("ape_resize", "bicubic"),
+      rope_scaling=config.get("rope_scaling") or "none")
 
 
 def position_augment(config) -> Optional[tuple]:
@@ -363,12 +375,39 @@ def _validate_encoding(config) -> None:
   if position_augment(config) is not None and entry.kind != "rotary":
     raise ValueError(f"model.position_augment is set but encoding={name!r} is {entry.kind}; "
                      f"the position augmentation needs a rotary encoding (leave it all None).")
+  _validate_test_time(config, name, entry)
   if entry.uses_block_size and config.block_size is not None and (
       not _positive_int(config.block_size) or config.block_size < 2):
     raise ValueError(f"model.block_size={config.block_size!r} must be an integer >= 2.")
   error = entry.error(encoding_options(config, entry))
   if error:
     raise ValueError(f"model.head_dim / model.variant: encoding={name!r}: {error}.")
+
+
+def _validate_test_time(config, name: str, entry: vit_encodings.Encoding) -> None:
+  """model.rope_scaling and position_scale 'index_interp': only where they are defined
+  (models/vit_encodings.py explains which entries and why)."""
+  names = lambda ok: [n for n, e in ENCODINGS.items() if ok(e)]
+  method = config.get("rope_scaling", "none")
+  if method not in vit_encodings.ROPE_SCALINGS:
+    raise ValueError(f"model.rope_scaling={method!r}; allowed: {vit_encodings.ROPE_SCALINGS}.")
+  scale = config.position_scale or entry.scale
+  if method != "none":
+    if not entry.scalable:
+      raise ValueError(
+          f"model.rope_scaling={method!r} re-spaces a fixed frequency ladder over integer "
+          f"positions; encoding={name!r} has none. Encodings that accept it: "
+          f"{names(lambda e: e.scalable)}.")
+    if scale != "index":
+      raise ValueError(
+          f"model.rope_scaling={method!r} needs integer positions, model.position_scale="
+          f"'index'; encoding={name!r} uses {scale!r} (for eva02 set position_scale 'index': "
+          f"FiT's setting; eval.py --positions=index).")
+  if config.position_scale == "index_interp" and entry.scale not in vit_encodings.INTEGER_SCALES:
+    raise ValueError(
+        f"model.position_scale='index_interp' interpolates integer positions onto the "
+        f"training grid; encoding={name!r} uses {entry.scale!r} positions. Encodings that "
+        f"accept it: {names(lambda e: e.scale in vit_encodings.INTEGER_SCALES)}.")
 
 
 def _logical(init, *axes):

@@ -22,6 +22,11 @@ when the config's data_dir is None, so it does not enter config.json, and moving
 not change a run's config); --override=KEY=VALUE adds --config.KEY=VALUE to every run;
 --env=NAME=VALUE sets an environment variable for every run.
 
+--stage=eval runs the sweep's evaluations instead (here, --mode=local), if it defines
+`get_evals(arg) -> [{"name", "runs", "labels", "flags"}]` (configs/sweep_vit.py:fmnist,resolution):
+one eval.py command per entry over the workdirs WORKDIR_ROOT/<run>, writing
+WORKDIR_ROOT/eval/<name>.json / .png (an existing JSON is kept: re-launching continues).
+
 SIGTERM / SIGINT sent to the launcher are forwarded to the run it started (which saves a
 checkpoint and stops); the launcher then starts no further run and exits with that run's exit
 status (143 / 130), so a job scheduler's stop reaches the training and nothing is orphaned
@@ -47,6 +52,8 @@ flags.DEFINE_string("workdir_root", None, "Each run trains in WORKDIR_ROOT/<run 
 flags.DEFINE_enum("mode", "local", ["local", "tpu", "print"], "local: run here one after "
                   "another; tpu: start the sweep on every worker of --tpu_name; print: "
                   "--mode=tpu --dry_run.")
+flags.DEFINE_enum("stage", "train", ["train", "eval"], "train: the sweep's runs (train.py); "
+                  "eval: its evaluations (eval.py, the sweep's get_evals; --mode=local).")
 flags.DEFINE_string("only", "", "Run only runs whose name contains this substring.")
 flags.DEFINE_bool("keep_going", False, "local: continue after a failed run.")
 flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
@@ -71,8 +78,9 @@ flags.mark_flags_as_required(["sweep", "workdir_root"])
 FLAGS = flags.FLAGS
 
 
-def load_sweep(spec: str) -> list[dict]:
-  """Imports the sweep file of "path[:arg]" and returns get_sweep(arg)."""
+def load_sweep(spec: str, stage: str = "train") -> list[dict]:
+  """Imports the sweep file of "path[:arg]" and returns get_sweep(arg) (stage "train") or
+  get_evals(arg) (stage "eval")."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise app.UsageError(f"--sweep: no file {path!r}.")
@@ -81,6 +89,10 @@ def load_sweep(spec: str) -> list[dict]:
   module_spec = importlib.util.spec_from_file_location("sweep_module", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  if stage == "eval":
+    if not hasattr(module, "get_evals"):
+      raise app.UsageError(f"--stage=eval: {path} defines no get_evals.")
+    return module.get_evals(arg or None)
   return module.get_sweep(arg or None)
 
 
@@ -106,6 +118,14 @@ def train_args(run: dict, workdir_root: str, overrides: list[tuple[str, str]] = 
   args += [f"--config.{k}={v}" for k, v in sorted(run.get("overrides", {}).items())]
   args += [f"--config.{k}={v}" for k, v in overrides]
   return args + (["--multihost"] if multihost else [])
+
+
+def eval_args(entry: dict, workdir_root: str) -> list[str]:
+  """eval.py's arguments for one entry of get_evals."""
+  output = f"{workdir_root.rstrip('/')}/eval/{entry['name']}"
+  args = [f"--workdirs={','.join(workdir_of({'name': r}, workdir_root) for r in entry['runs'])}",
+          f"--labels={','.join(entry['labels'])}", f"--output={output}"]
+  return args + [f"--{k}={v}" for k, v in sorted(entry.get("flags", {}).items())]
 
 
 def run_env(data_dir: str | None, env: list[tuple[str, str]]) -> dict[str, str]:
@@ -266,11 +286,26 @@ def _tee(stream, log: _WorkdirLog) -> None:
     log.write(line)
 
 
+def _command(run: dict, overrides: list[tuple[str, str]]) -> list[str] | None:
+  """The local command of one run (stage train) or evaluation (stage eval; None when its
+  JSON exists already)."""
+  if FLAGS.stage == "eval":
+    args = eval_args(run, FLAGS.workdir_root)
+    if os.path.exists(args[2].partition("=")[2] + ".json"):
+      return None
+    return [sys.executable, os.path.join(REPO, "eval.py")] + args
+  return [sys.executable, os.path.join(REPO, "train.py")] + train_args(
+      run, FLAGS.workdir_root, overrides, FLAGS.multihost)
+
+
 def main(argv) -> int:
   del argv
   overrides = parse_assignments(FLAGS.override, "override")
   env_pairs = parse_assignments(FLAGS.env, "env")
   if FLAGS.mode in ("tpu", "print"):
+    if FLAGS.stage == "eval":
+      raise app.UsageError("--stage=eval runs locally (eval.py on the workdirs); use "
+                           "--mode=local.")
     if not (FLAGS.tpu_name and FLAGS.zone):
       raise app.UsageError("--mode=tpu needs --tpu_name and --zone.")
     load_sweep(FLAGS.sweep)  # A bad sweep fails here, not on the workers.
@@ -288,13 +323,15 @@ def main(argv) -> int:
           print(f"launch_sweep.py: exit code {code}; stopped.", file=sys.stderr)
           return 1
     return 0
-  runs = [r for r in load_sweep(FLAGS.sweep) if FLAGS.only in r["name"]]
+  runs = [r for r in load_sweep(FLAGS.sweep, FLAGS.stage) if FLAGS.only in r["name"]]
   env = dict(os.environ, **run_env(FLAGS.data_dir, env_pairs))
   failed = []
   with _Forwarder() as forwarder:
     for i, run in enumerate(runs, start=1):
-      cmd = [sys.executable, os.path.join(REPO, "train.py")] + train_args(
-          run, FLAGS.workdir_root, overrides, FLAGS.multihost)
+      cmd = _command(run, overrides)
+      if cmd is None:
+        print(f"[{i}/{len(runs)}] {run['name']}: evaluated already.", flush=True)
+        continue
       print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
       if FLAGS.dry_run:
         continue

@@ -160,10 +160,11 @@ def test_changed_config_damaged_checkpoint_extension_and_eval(tmp_path, env):
   # init_from is read only at step 0), so resuming below is not a config change.
   old = json.loads(config)
   old["model"]["posenc"] = old["model"].pop("encoding")
-  del old["model"]["attention_impl"]
+  del old["model"]["attention_impl"], old["model"]["rope_scaling"]
   for key in ("num_registers", "qkv_bias", "ape_resize", "rope_grid"):   # porting options
     del old["model"][key]
   del old["init_from"]
+  del old["data"]["eval_protocol"]
   (workdir / "config.json").write_text(json.dumps(old))
 
   # The newest checkpoint damaged: moved aside, resumed from step 5; the run is also extended.
