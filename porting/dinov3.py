@@ -54,12 +54,8 @@ def convert(sd: dict, *, num_heads: Optional[int] = None, image_size: Optional[i
   if rope_grid is not None:
     raise PortError("--rope_grid: DINOv3 normalises positions to every grid; it has no "
                     "reference grid (leave --rope_grid unset).")
-  w = sdl.need(sd, "patch_embed.proj.weight", 4, FAMILY)
-  width, channels, patch = w.shape[0], w.shape[1], w.shape[2]
+  width, channels, patch, depth = sdl.trunk(sd, FAMILY)
   d = width
-  depth = sdl.depth_of(sd)
-  if depth == 0:
-    raise PortError("missing keys: blocks.0.* (no transformer blocks in the file).")
   timm = "reg_token" in sd
   reg_key = "reg_token" if timm else "storage_tokens"
   registers = sdl.need(sd, reg_key, 3, FAMILY).shape[1]

@@ -59,12 +59,8 @@ def convert(sd: dict, *, num_heads: Optional[int] = None, image_size: Optional[i
   `num_heads`: default width / 64 (every released EVA-02). `rope_grid`: timm's
   `ref_feat_shape` (rows, cols), default (16, 16). `image_size` must agree with `pos_embed`."""
   sd = _timm_names(sd)
-  w = sdl.need(sd, "patch_embed.proj.weight", 4, FAMILY)
-  width, channels, patch = w.shape[0], w.shape[1], w.shape[2]
+  width, channels, patch, depth = sdl.trunk(sd, FAMILY)
   d = width
-  depth = sdl.depth_of(sd)
-  if depth == 0:
-    raise PortError("missing keys: blocks.0.* (no transformer blocks in the file).")
   pos = sdl.need(sd, "pos_embed", 3, FAMILY)
   grid = sdl.square_grid(pos.shape[1] - 1, "pos_embed (after its class slot)")
   fused = "blocks.0.attn.qkv.weight" in sd

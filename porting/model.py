@@ -7,6 +7,7 @@ path by path and shape by shape against the model's own `init` (a converter bug 
 before anything is written).
 """
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,14 +26,9 @@ def model_config(ported, dtype: str = "float32") -> ml_collections.ConfigDict:
   return c
 
 
-def _flat(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def _flat(tree) -> dict:
+  """{"a/b/c": leaf} of a nested parameter dict."""
+  return traverse_util.flatten_dict(tree, sep="/")
 
 
 def complete_params(ported, config: ml_collections.ConfigDict, num_classes: int) -> dict:

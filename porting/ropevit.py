@@ -45,11 +45,7 @@ def convert(sd: dict, *, num_heads: Optional[int] = None, image_size: Optional[i
   if rope_grid is not None:
     raise PortError("--rope_grid: rope-vit uses integer positions at every resolution; it has "
                     "no reference grid (leave --rope_grid unset).")
-  w = sdl.need(sd, "patch_embed.proj.weight", 4, FAMILY)
-  width, channels, patch = w.shape[0], w.shape[1], w.shape[2]
-  depth = sdl.depth_of(sd)
-  if depth == 0:
-    raise PortError("missing keys: blocks.0.* (no transformer blocks in the file).")
+  width, channels, patch, depth = sdl.trunk(sd, FAMILY)
   if "rope.freqs" in sd:
     stored = sdl.need(sd, "rope.freqs", 4, FAMILY).shape[2]
     if num_heads is not None and num_heads != stored:

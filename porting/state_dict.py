@@ -113,6 +113,16 @@ def need(sd: Mapping[str, np.ndarray], name: str, ndim: int, family: str) -> np.
   return sd[name]
 
 
+def trunk(sd: Mapping[str, np.ndarray], family: str) -> tuple[int, int, int, int]:
+  """(width, input channels, patch size, depth) read from the patch embedding and the blocks;
+  PortError naming the key when either is missing."""
+  w = need(sd, "patch_embed.proj.weight", 4, family)
+  depth = depth_of(sd)
+  if depth == 0:
+    raise PortError("missing keys: blocks.0.* (no transformer blocks in the file).")
+  return w.shape[0], w.shape[1], w.shape[2], depth
+
+
 def depth_of(sd: Mapping[str, np.ndarray]) -> int:
   """1 + the largest `blocks.<i>.` index (0 without blocks)."""
   found = [int(m.group(1)) for k in sd for m in [re.match(r"blocks\.(\d+)\.", k)] if m]
