@@ -31,10 +31,16 @@ def _flat(tree) -> dict:
   return traverse_util.flatten_dict(tree, sep="/")
 
 
-def complete_params(ported, config: ml_collections.ConfigDict, num_classes: int) -> dict:
+def complete_params(ported, config: ml_collections.ConfigDict, num_classes: int,
+                    channels: int = 3) -> dict:
   """`ported.params` with a head for `num_classes`, as float32 arrays, checked against the
-  model's parameter tree; PortError naming the head when the checkpoint's classes differ."""
+  model's parameter tree (images of `channels` channels); PortError naming the key when the
+  checkpoint's classes or input channels differ from the dataset's."""
   params = dict(ported.params)
+  taken = params["embedding"]["kernel"].shape[-2]    # [p, p, C, width]
+  if taken != channels:
+    raise PortError(f"patch_embed.proj.weight takes {taken}-channel images, the dataset's have "
+                    f"{channels}: port to a dataset of {taken}-channel images (--dataset).")
   width = vit.model_dims(config)["width"]
   if "head" in params:
     classes = params["head"]["kernel"].shape[-1]
@@ -48,7 +54,7 @@ def complete_params(ported, config: ml_collections.ConfigDict, num_classes: int)
                       "bias": np.zeros((num_classes,), np.float32)}
   model = vit.model_from_config(config, num_classes)
   size = int(config.train_image_size)
-  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  images = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
   shapes = _flat(nn.unbox(jax.eval_shape(
       lambda x: model.init(jax.random.PRNGKey(0), x, train=False), images)["params"]))
   got = _flat(params)

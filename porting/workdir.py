@@ -53,7 +53,8 @@ def write(ported, workdir: str, *, dataset: str = "imagenet2012",
   _check_empty(workdir)
   config = experiment_config(ported, dataset=dataset, data_dir=data_dir, seed=seed)
   task = tasks.get_task(config)          # validates the config (model, data, resolutions)
-  params = port_model.complete_params(ported, config.model, task.info.num_classes)
+  params = port_model.complete_params(ported, config.model, task.info.num_classes,
+                                        task.info.channels)
   setup = loop.build(config, task=task)
   abstract = loop.abstract_state(setup, config.seed)
   _, train_key = jax.random.split(jax.random.key(config.seed))   # as trainer/step.py's init

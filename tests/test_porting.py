@@ -229,6 +229,10 @@ def test_bad_input_stops_with_one_line_naming_the_keys(capsys, tmp_path):
   # The head's classes must be the dataset's (imagenet2012: 1000, the file: 10).
   err = _refused(capsys, tmp_path, ["--from=ropevit", "--num_heads=4", f"--input={AXIAL}"])
   assert "head.weight has 10 classes" in err
+  # RGB weights on a grayscale dataset (10 classes, 1 channel): refused before anything runs.
+  err = _refused(capsys, tmp_path, ["--from=ropevit", "--num_heads=4", f"--input={AXIAL}",
+                                    "--dataset=fashion_mnist"])
+  assert "patch_embed.proj.weight takes 3-channel images, the dataset's have 1" in err
 
 
 @pytest.fixture(scope="module")
