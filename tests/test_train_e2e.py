@@ -3,7 +3,6 @@
 Command-line runs are subprocesses on 4 fake CPU devices; they share a persistent compilation
 cache (a cached executable is the same program, so results do not change, only start-up time).
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -49,11 +48,10 @@ def run(script, args, env, check=True):
 
 
 def _load_eval():
-  """eval.py as a module (in-process calls skip a second interpreter start-up)."""
-  spec = importlib.util.spec_from_file_location("eval_script", REPO / "eval.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """eval.py as a module (in-process calls skip a second interpreter start-up). Imported under
+  its own name, as the other tests do: a second copy would define its absl flags again."""
+  import eval as eval_script  # pylint: disable=g-import-not-at-top
+  return eval_script
 
 
 def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):

@@ -53,11 +53,12 @@ def test_requirements_txt_is_the_train_and_test_extras():
   declared = {_name(r) for e in ("train", "test") for r in extras[e]} - {"rope-jax"}
   assert {_name(str(r)) for r in _requirements_txt()} == declared
   assert "chex" not in declared  # Nothing imports it.
-  for extra in ("tpu", "cuda12", "prepare", "test", "dev", "gcs"):
+  for extra in ("tpu", "cuda12", "prepare", "test", "dev", "gcs", "port"):
     assert extra in extras
   assert any(r.startswith("jax[tpu]") for r in extras["tpu"])
   assert any(r.startswith("jax[cuda12]") for r in extras["cuda12"])
   assert any(r.startswith("tensorflow-cpu") for r in extras["prepare"])
+  assert any(r.startswith("torch") for r in extras["port"])
 
 
 def test_constraints_pin_every_requirement_within_its_range():
@@ -98,7 +99,8 @@ def test_every_imported_package_is_declared():
   # Declared = requirements.txt or the distribution that provides one of them (e.g. jaxlib);
   # optional accelerator / GCS / TensorFlow imports are guarded and live in extras.
   declared = {_name(str(r)) for r in _requirements_txt()}
-  optional = {"tensorflow", "libtpu", "gcsfs", "google"}
+  # torch: scripts/port_checkpoint.py reading .pth / .bin (extra "port"; .npz needs none).
+  optional = {"tensorflow", "libtpu", "gcsfs", "google", "torch"}
   distributions = importlib.metadata.packages_distributions()
   missing = {}
   for module, where in _third_party_imports().items():

@@ -658,7 +658,8 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   model = vit.model_from_config(tiny_config("spherical", dtype="bfloat16"), 10)
   reference = vit.model_from_config(tiny_config("spherical"), 10)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), images(8))
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
+  # (init also returns the sown "features" collection, in the compute dtype.)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes["params"]))
   params = init(reference)   # same tree; the float32 model's ops are already compiled
   logits = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(params, images(TRAIN))
   assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
