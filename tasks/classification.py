@@ -28,6 +28,7 @@ import optax
 import tasks
 from data import vision
 from tasks import base
+from trainer import mesh as mesh_lib
 
 LOSSES = ("softmax_xent", "sigmoid_xent")
 # model.name -> module with default_config / validate_config / model_from_config.
@@ -54,7 +55,9 @@ class Classification(base.Task):
 
   @staticmethod
   def upgrade_config(config: dict) -> dict:
-    """The model part through its module's `upgrade_config` (old `posenc` names, new options)."""
+    """The model part through its module's `upgrade_config` (old `posenc` names, new options);
+    `mesh` defaults (pure data parallelism) for configs from before it existed."""
+    config = mesh_lib.upgrade_config(config)
     model = config.get("model") or {}
     if model.get("name") not in MODEL_MODULES:
       return config
@@ -116,6 +119,9 @@ class Classification(base.Task):
     mesh: `nn.get_partition_spec(jax.eval_shape(task.init_boxed_params, rng))`)."""
     images = jnp.asarray(self.init_inputs()["image"])
     return self.model.init({"params": rng}, images, train=False)["params"]
+
+  def param_logical_specs(self) -> Any:
+    return nn.get_partition_spec(jax.eval_shape(self.init_boxed_params, jax.random.key(0)))
 
   def train_iterator(self, start_step: int, process_index: int,
                      process_count: int) -> Iterator[dict[str, np.ndarray]]:

@@ -9,7 +9,7 @@
   use gets `WorkdirInUseError` naming the other process. The file is emptied, not deleted, on
   release (deleting it would let two runs lock two different files of the same name).
 * `config_changes(old, new)`: the keys in which two configs differ, ignoring `RUN_KEYS` (run
-  length, logging and checkpoint periods), which a re-run may change freely.
+  length, logging and checkpoint periods, the mesh), which a re-run may change freely.
 """
 import datetime
 import errno
@@ -34,6 +34,10 @@ RUN_KEYS = frozenset({
     "eval.every_steps", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
     "checkpoint.async_save",
+    # The mesh only places the same computation on the devices (results equal up to the
+    # reduction order), and checkpoints restore under any mesh: a run may resume on another
+    # slice or with another FSDP split.
+    "mesh.data", "mesh.fsdp",
 })
 # Keys that set the run's length: changing them also changes the learning-rate schedule.
 LENGTH_KEYS = frozenset({"training.total_steps", "training.total_epochs"})
