@@ -56,8 +56,11 @@ class Classification(base.Task):
   @staticmethod
   def upgrade_config(config: dict) -> dict:
     """The model part through its module's `upgrade_config` (old `posenc` names, new options);
-    `mesh` defaults (pure data parallelism) for configs from before it existed."""
+    `mesh` defaults (pure data parallelism) and data.worker_processes 0 (decoding and
+    augmentation in the training process) for configs from before they existed."""
     config = mesh_lib.upgrade_config(config)
+    if "data" in config:
+      config = dict(config, data={"worker_processes": 0, **config["data"]})
     model = config.get("model") or {}
     if model.get("name") not in MODEL_MODULES:
       return config

@@ -513,7 +513,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
              if last_good is not None else "No checkpoint had been saved yet.")
     raise NonFiniteLossError(f"{e} {where}", e.step) from None
   finally:
-    # Also on errors (NaN): let pending saves of good states finish, release the files.
+    # Also on errors (NaN): let pending saves of good states finish, release the files, stop
+    # the input pipeline's worker processes (grain iterators have `close`).
+    if hasattr(train_iter, "close"):
+      train_iter.close()
     progress.close()
     checkpoints.close()
     writer.close()

@@ -38,6 +38,8 @@ RUN_KEYS = frozenset({
     # reduction order), and checkpoints restore under any mesh: a run may resume on another
     # slice or with another FSDP split.
     "mesh.data", "mesh.fsdp",
+    # How many processes / threads compute the input batches: the batches are the same.
+    "data.worker_processes", "data.num_workers", "data.prefetch",
 })
 # Keys that set the run's length: changing them also changes the learning-rate schedule.
 LENGTH_KEYS = frozenset({"training.total_steps", "training.total_epochs"})
