@@ -77,8 +77,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--workers", default="0,1,2,4",
                       help="comma-separated worker process counts (0: in this process)")
-  parser.add_argument("--threads", type=int, default=1,
-                      help="data.num_workers: threads in each process")
+  parser.add_argument("--threads", type=int, default=2,
+                      help="data.num_workers: threads in each process (config default 2)")
   parser.add_argument("--dataset", default="synthetic",
                       help="synthetic, or a data.vision dataset name (e.g. imagenet2012)")
   parser.add_argument("--data_dir", default=None, help="tfds prepared-data directory")
