@@ -240,11 +240,16 @@ class Setup:
   schedule: Any  # optax.Schedule
 
   @functools.cached_property
+  def state_shapes(self) -> dict[str, Any]:
+    """`jax.ShapeDtypeStruct`s of the train state (the same for every seed), traced once."""
+    return jax.eval_shape(step_lib.make_init_fn(self.task, self.tx), jax.random.key(0))
+
+  @functools.cached_property
   def state_sharding(self) -> dict[str, Any]:
     """Where each leaf of the train state lives on `mesh` (trainer/sharding.py): parameters
     and optimizer moments split over "fsdp" by their logical axis names, the rest replicated.
     Computed from shapes only (no compilation), once."""
-    shapes = jax.eval_shape(step_lib.make_init_fn(self.task, self.tx), jax.random.key(0))
+    shapes = self.state_shapes
     params, unsplit = sharding_lib.param_shardings(
         self.task.param_logical_specs(), shapes["params"], self.mesh)
     if unsplit and jax.process_index() == 0:
@@ -281,9 +286,8 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
 def abstract_state(setup: Setup, seed: int) -> Any:
   """Shapes, dtypes and shardings (`Setup.state_sharding`) of the train state, without
   computing it. A checkpoint restored into it lands on this mesh whatever mesh saved it."""
-  init_fn = step_lib.make_init_fn(setup.task, setup.tx)
-  return ckpt_lib.abstract_like(jax.eval_shape(init_fn, jax.random.key(seed)),
-                                setup.state_sharding)
+  del seed  # Shapes and shardings do not depend on it (kept: callers pass the run's seed).
+  return ckpt_lib.abstract_like(setup.state_shapes, setup.state_sharding)
 
 
 def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, *,
