@@ -11,6 +11,30 @@ with a warning, falling back to the newest intact one for best / latest), and ev
 test split resized + center-cropped to every resolution (the papers' protocol: the model is NOT
 fine-tuned; rotary positions extrapolate, APEs are interpolated).
 
+Test-time options (they change no parameter, so a trained checkpoint evaluates under them;
+both are recorded per run in the JSON and appended to the label, e.g. "axial+yarn"):
+  --rope_scaling=none|linear|ntk|ntk_by_parts|yarn  FiT's VisionNTK / VisionYaRN frequency
+      scaling beyond the training grid (per axis s = max(test grid / training grid, 1), YaRN
+      with its attention amplitude on the patch tokens): model.rope_scaling, for encodings
+      with a fixed ladder over integer positions (axial, prope, string_cayley; eva02 with
+      --positions=index, FiT's own setting).
+  --positions=index_interp  EVA-02's interpolation: integer positions mapped onto the
+      training grid's range (i * n_train / n), for encodings with integer positions (axial,
+      mixed, string_*, prope; eva02 does it natively); --positions=index turns eva02's
+      interpolation off. Sets model.position_scale.
+An encoding an option does not apply to is refused before anything is evaluated, with the
+encodings that accept it.
+
+Test protocol (--protocol, recorded per run and in "options"): "resize" (default; the test
+image rescaled to each size, the object scales with the grid) or "canvas" (the image at its
+training size placed at a seeded random offset, fixed per example, on a blank canvas of each
+size: the object keeps its size and only the grid grows; sizes below the training size are
+not defined, and are dropped from the default --resolutions).
+
+  python eval.py --workdirs=/tmp/runs/axial --rope_scaling=yarn --output=/tmp/runs/axial_yarn
+  python eval.py --workdirs=/tmp/runs/eva02 --positions=index --rope_scaling=yarn \
+      --output=/tmp/runs/eva02_fit_yarn
+
 Runs are labelled from their config (the encoding, trainer.workdir.run_label, and the seed;
 --labels overrides) and runs differing only in the seed form one group: mean and standard
 deviation over seeds (error bars in the plot). A run whose checkpoint is before the end of its
@@ -44,6 +68,14 @@ flags.DEFINE_string("output", None, "Output path without extension (writes .json
 flags.DEFINE_integer("batch_size", None, "Global eval batch size (default: the run's).")
 flags.DEFINE_integer("num_examples", None, "VLM runs only: questions per condition (default: "
                      "the run's data.num_eval_examples).")
+flags.DEFINE_enum("rope_scaling", "none", ["none", "linear", "ntk", "ntk_by_parts", "yarn"],
+                  "Test-time frequency scaling beyond the training grid (model.rope_scaling).")
+flags.DEFINE_enum("positions", None, ["index", "index_interp"],
+                  "Test-time position convention of integer-position encodings "
+                  "(model.position_scale); default: the run's own.")
+flags.DEFINE_enum("protocol", "resize", ["resize", "canvas"],
+                  "Test images: 'resize' (rescaled to each size) or 'canvas' (training-size "
+                  "image at a seeded random offset on a blank canvas of each size).")
 flags.mark_flags_as_required(["workdirs"])
 FLAGS = flags.FLAGS
 
@@ -61,18 +93,54 @@ def _patch_size(config) -> int:
   return vit.parse_variant(config.model.variant)[1]
 
 
-def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
-                batch_size: int | None) -> dict:
-  """Validates one workdir without evaluating it; ValueError naming the workdir and problem.
+def test_time_config(config, *, rope_scaling: str = "none", positions: str | None = None,
+                     protocol: str = "resize"):
+  """The run's config under the test-time options (a new, unlocked ConfigDict).
 
-  Returns what `evaluate_run` needs: config, setup, checkpoint candidates, ...
+  `rope_scaling` sets model.rope_scaling (the model refuses encodings without a scalable
+  ladder); `positions` sets model.position_scale, only for encodings whose own positions are
+  integers (`index` / `index_interp`): any other convention would mean a different model;
+  `protocol` sets data.eval_protocol. ValueError naming the option and the encodings that
+  accept it.
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from models import vit_encodings  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.eval_protocol = protocol
+  if rope_scaling != "none":
+    config.model.rope_scaling = rope_scaling
+  if positions is not None:
+    name = config.model.get("encoding") or config.model.get("posenc") or "none"
+    entry = vit_encodings.ENCODINGS.get(name)
+    if entry.scale not in vit_encodings.INTEGER_SCALES:
+      accept = [n for n, e in vit_encodings.ENCODINGS.items()
+                if e.scale in vit_encodings.INTEGER_SCALES]
+      raise ValueError(f"--positions={positions}: encoding={name!r} does not "
+                       f"use integer positions; encodings that accept it: {accept}.")
+    config.model.position_scale = positions
+  return config
+
+
+def test_time_suffix(rope_scaling: str = "none", positions: str | None = None) -> str:
+  """What a label gets for the test-time options: "", "+yarn", "+index_interp", ..."""
+  return "".join(f"+{v}" for v in (positions, rope_scaling) if v not in (None, "none"))
+
+
+def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
+                batch_size: int | None, *, rope_scaling: str = "none",
+                positions: str | None = None, protocol: str = "resize") -> dict:
+  """Validates one workdir without evaluating it; ValueError naming the workdir and problem.
+
+  `rope_scaling`, `positions`, `protocol`: the test-time options (`test_time_config`; the
+  default resolutions under "canvas" are those >= the training size).
+  Returns what `evaluate_run` needs: config, setup, checkpoint candidates, ...
+  """
   import tasks  # pylint: disable=g-import-not-at-top
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
 
-  if not os.path.isdir(workdir):
+  from trainer import files  # pylint: disable=g-import-not-at-top
+  if not files.path(workdir).is_dir():
     raise ValueError(f"{workdir}: no such directory.")
   config = loop.read_config(workdir)
   if config.get("task") != "classification":
@@ -80,8 +148,10 @@ def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
                      "runs here (vlm runs: all workdirs of one command must be vlm runs).")
   train_size = int(config.data.image_size)
   try:
-    sizes = resolutions or default_resolutions(train_size, _patch_size(config))
-    config = ml_collections.ConfigDict(config.to_dict())
+    sizes = resolutions or [s for s in default_resolutions(train_size, _patch_size(config))
+                            if protocol != "canvas" or s >= train_size]
+    config = test_time_config(config, rope_scaling=rope_scaling, positions=positions,
+                              protocol=protocol)
     config.eval.image_sizes = tuple(sizes)
     if batch_size:
       config.eval.batch_size = batch_size
@@ -109,6 +179,7 @@ def evaluate_run(prepared: dict) -> dict:
   from tasks import classification  # pylint: disable=g-import-not-at-top
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
+  from trainer import files  # pylint: disable=g-import-not-at-top
   from trainer import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   workdir, config, setup = prepared["workdir"], prepared["config"], prepared["setup"]
@@ -126,10 +197,14 @@ def evaluate_run(prepared: dict) -> dict:
   names = {s: classification.eval_set_name(s, train_size) for s in sizes}
   total = int(prepared["total_steps"])
   return {
-      "workdir": os.path.abspath(workdir), "step": int(step), "total_steps": total,
+      "workdir": files.absolute(workdir), "step": int(step), "total_steps": total,
       "finished": int(step) >= total, "encoding": workdir_lib.run_label(config),
       "seed": workdir_lib.run_seed(config), "dataset": config.data.name,
       "train_image_size": train_size, "resolutions": list(sizes),
+      # The test-time options (None: the run's own position convention).
+      "rope_scaling": config.model.get("rope_scaling") or "none",
+      "positions": config.model.get("position_scale"),
+      "protocol": config.data.eval_protocol,
       "accuracy": {str(s): metrics[f"{names[s]}/accuracy"] for s in sizes},
       "loss": {str(s): metrics[f"{names[s]}/loss"] for s in sizes},
   }
@@ -182,7 +257,7 @@ def table(runs: list[dict], groups: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def plot(groups: list[dict], path: str) -> None:
+def plot(groups: list[dict], path: str, protocol: str = "resize") -> None:
   """Accuracy (%) against test resolution, one line per group (error bars: std over seeds)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -202,12 +277,41 @@ def plot(groups: list[dict], path: str) -> None:
                alpha=0.6)
   ax.set_xlabel("test resolution (pixels); dotted: training resolution")
   ax.set_ylabel("top-1 accuracy (%)")
-  ax.set_title("Resolution extrapolation (mean +- std over seeds)")
+  ax.set_title(f"Resolution extrapolation, {protocol} protocol (mean +- std over seeds)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the lines
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  with epath.Path(path).open("wb") as f:  # Local or gs:// (a run's workdir).
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
+
+
+def code_commit() -> str | None:
+  """The commit of the code evaluating (git HEAD, "+dirty" with uncommitted changes), or None
+  outside a git checkout: result tables state the commit they were made at."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return head + ("+dirty" if dirty else "")
+
+
+def write_report(runs: list[dict], output: str, options: dict) -> list[dict]:
+  """Writes OUTPUT.json ({"options": the test-time options, "commit": `code_commit()`, "runs",
+  "groups"}) and OUTPUT.png; returns the groups."""
+  groups = group_runs(runs)
+  from trainer import files  # pylint: disable=g-import-not-at-top
+  files.write_atomic(files.absolute(output) + ".json",  # Creates the directory (or gs:// ok).
+                     json.dumps({"options": options, "commit": code_commit(), "runs": runs,
+                                 "groups": groups}, indent=2))
+  plot(groups, output + ".png", options.get("protocol", "resize"))
+  return groups
 
 
 def _task_of(workdir: str) -> str:
@@ -266,7 +370,9 @@ def main(argv) -> int:
   prepared, errors = [], []
   for workdir in workdirs:
     try:
-      prepared.append(prepare_run(workdir, resolutions, FLAGS.checkpoint, FLAGS.batch_size))
+      prepared.append(prepare_run(workdir, resolutions, FLAGS.checkpoint, FLAGS.batch_size,
+                                  rope_scaling=FLAGS.rope_scaling, positions=FLAGS.positions,
+                                  protocol=FLAGS.protocol))
     except ValueError as e:
       errors.append(str(e))
   if errors:
@@ -278,15 +384,13 @@ def main(argv) -> int:
     except ValueError as e:
       print(f"eval.py: {e}", file=sys.stderr)
       return 1
-    run["label"] = FLAGS.labels[i] if FLAGS.labels else run["encoding"]
+    run["label"] = (FLAGS.labels[i] if FLAGS.labels else run["encoding"]) + test_time_suffix(
+        FLAGS.rope_scaling, FLAGS.positions)
     runs.append(run)
     logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
                  run["total_steps"], run["accuracy"])
-  groups = group_runs(runs)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output + ".json", "w") as f:
-    json.dump({"runs": runs, "groups": groups}, f, indent=2)
-  plot(groups, output + ".png")
+  groups = write_report(runs, output, {"rope_scaling": FLAGS.rope_scaling,
+                                       "positions": FLAGS.positions, "protocol": FLAGS.protocol})
   print(table(runs, groups))
   unfinished = [r for r in runs if not r["finished"]]
   if unfinished:

@@ -15,9 +15,10 @@ Re-running the same command resumes from the newest intact checkpoint in DIR/che
 length and the logging / eval / checkpoint periods is refused (the keys are listed) unless
 --allow_config_change is given (the old config is then kept as DIR/config.<step>.json).
 
-Exit codes: 0 finished; 1 bad config, bad workdir, workdir in use, changed config or diverged
-(NaN), with one line on stderr naming the option, path or process; 130 / 143 stopped by
-SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint.
+Exit codes: 0 finished; 1 bad config, bad workdir, workdir in use, changed config, diverged
+(NaN), or no TPU / GPU although `--multihost` or `config.platform` asks for one (naming the
+package to install), with one line on stderr naming the option, path or process; 130 / 143
+stopped by SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint.
 """
 import os
 import signal
@@ -52,8 +53,9 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
 flags.DEFINE_bool("allow_config_change", False, "Continue a workdir although the config "
                   "differs from its config.json (kept as config.<step>.json).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (auto-detected "
-                  "cluster, e.g. a TPU pod); implied by --coordinator_address.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() with the cluster "
+                  "auto-detected (a TPU pod, a SLURM GPU job); needs a TPU or GPU. Several CPU "
+                  "processes: --coordinator_address etc. instead.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
@@ -63,15 +65,51 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a SIGTERM-killed
 EXIT_CODES = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}  # 143, 130.
 
 
-def _initialize_distributed() -> None:
-  """Joins the multi-process JAX runtime if asked to (before any other jax call)."""
+def _initialize_distributed() -> str | None:
+  """Joins the multi-process JAX runtime if asked to (before any other jax call).
+
+  Returns one line saying why it could not (no cluster auto-detected), else None.
+  """
   if not (FLAGS.multihost or FLAGS.coordinator_address):
-    return
+    return None
   import jax  # pylint: disable=g-import-not-at-top
   # CPU collectives across processes need gloo; the option is ignored on TPU / GPU.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                             num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  try:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  except ValueError as e:  # jax: "coordinator_address should be defined." (nothing detected)
+    if FLAGS.coordinator_address:
+      raise
+    return (f"--multihost: jax.distributed.initialize() detected no TPU pod, SLURM, MPI or "
+            f"Kubernetes job to join ({e}); outside one pass --coordinator_address, "
+            "--num_processes and --process_id.")
+  return None
+
+
+def check_accelerator(multihost: bool) -> str | None:
+  """One line if the run asks for a TPU / GPU (config.platform, --multihost) and has none.
+
+  Before jax.distributed.initialize(): is the package installed? After it, see
+  `check_devices`.
+  """
+  from trainer import accelerator  # pylint: disable=g-import-not-at-top
+  try:
+    return accelerator.check_installed(FLAGS.config.get("platform", "any"), multihost,
+                                       accelerator.installed_platforms())
+  except ValueError as e:
+    return str(e)
+
+
+def check_devices(multihost: bool) -> str | None:
+  """One line if JAX found none of the devices the run asks for (after initialisation)."""
+  from trainer import accelerator  # pylint: disable=g-import-not-at-top
+  platform = FLAGS.config.get("platform", "any")
+  if not accelerator.wanted(platform, multihost):
+    return None  # Any device will do: leave the backends to the loop.
+  import jax  # pylint: disable=g-import-not-at-top
+  return accelerator.check_devices(platform, multihost, {d.platform for d in jax.devices()},
+                                   os.environ)
 
 
 FLAGS = flags.FLAGS
@@ -187,7 +225,13 @@ def main(argv) -> int:
 def _main(argv) -> int:
   del argv
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  _initialize_distributed()
+  # A TPU / GPU run without its JAX package would silently train on CPU: stop at start-up.
+  error = (check_accelerator(FLAGS.multihost) or _initialize_distributed()
+           or check_devices(FLAGS.multihost))
+  if error:
+    logging.error("%s", error)
+    print(f"train.py: {error}", file=sys.stderr)
+    return 1
   import jax  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
   import trainer  # pylint: disable=g-import-not-at-top

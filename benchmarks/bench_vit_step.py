@@ -11,7 +11,10 @@ learning rate, no gradient clipping as in the torch reference, plus the step's n
 jitted with the state donated as `trainer/loop.py` does, on one fixed synthetic batch
 (`batch_size` random images, one-hot labels over 1000 classes, softmax cross-entropy as
 `tasks.classification`). The model is `models.vit` at `--variant` with `--dtype` compute
-(parameters stay float32), no dropout, class-token pooling.
+(parameters stay float32), no dropout, class-token pooling, and the model options the
+encoding's configs/vit_<name>.py trains with (`CONFIG_OPTIONS`: DINOv3's rescale augmentation,
+ComRoPE's block size). Every registered encoding but the absolute tables (ape, sincos) is a
+default row.
 
 Per encoding it prints the median ms/step, images/s, the overhead over `none` measured in the
 same process, and GFLOP/step and achieved GFLOP/s from XLA's cost analysis of the compiled step
@@ -49,6 +52,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
+from configs import vit_common
 from models import vit
 from models.vit_encodings import ENCODINGS
 from trainer import cost
@@ -56,7 +60,14 @@ from trainer import optim as optim_lib
 from trainer import step as step_lib
 
 DEFAULT_ENCODINGS = ("none", "mixed", "axial", "uniform", "axial_pi", "mixed_pi",
-                   "axial_learned", "spherical", "spherical_learned", "liere")
+                     "axial_learned", "spherical", "spherical_learned", "liere",
+                     # issue 14's encodings (docs/spec/vision_ext.md)
+                     "comrope_ap", "comrope_ld", "string_cayley", "string_circulant",
+                     "dinov3", "eva02", "prope", "lookhere", "fire")
+# Model options an encoding trains with (its configs/vit_<name>.py), applied to its row so the
+# step timed is the one trained: DINOv3's released rescale augmentation (drawn every step),
+# ComRoPE's block size. Options of the model's size (variant, head_dim) are the benchmark's.
+CONFIG_OPTIONS = ("block_size", "position_augment", "ape")
 NUM_CLASSES = 1000
 TORCH_ENCODINGS = ("none", "mixed")
 
@@ -92,12 +103,24 @@ def adamw_config() -> ml_collections.ConfigDict:
   return c
 
 
+def config_options(encoding: str) -> dict:
+  """`CONFIG_OPTIONS` of configs/vit_<encoding>.py (its ImageNet ViT-S/16 recipe), or {} for an
+  encoding without a config file."""
+  if encoding not in vit_common.config_names():
+    return {}
+  model = vit_common.load(encoding, "imagenet").model
+  return {k: model[k].to_dict() if hasattr(model[k], "to_dict") else model[k]
+          for k in CONFIG_OPTIONS}
+
+
 def model_config(encoding: str, *, variant: str, head_dim, image_size: int, dtype: str,
-                 layerscale) -> ml_collections.ConfigDict:
+                 layerscale, depth=None) -> ml_collections.ConfigDict:
   c = vit.default_config()
+  c.update(config_options(encoding))
   c.variant, c.encoding, c.head_dim, c.dtype = variant, encoding, head_dim, dtype
   c.train_image_size = image_size
   c.layerscale_init = layerscale
+  c.depth = depth
   return c
 
 
@@ -124,7 +147,7 @@ def build(label_encoding_hd, args, image_size: int, batch) -> dict:
   """Compiles one encoding's donated train step and creates its state."""
   label, encoding, head_dim = label_encoding_hd
   config = model_config(encoding, variant=args.variant, head_dim=head_dim, image_size=image_size,
-                        dtype=args.dtype, layerscale=args.layerscale)
+                        dtype=args.dtype, layerscale=args.layerscale, depth=args.depth)
   model = vit.model_from_config(config, NUM_CLASSES)
   task = SyntheticClassification(model, image_size)
   tx, schedule = optim_lib.make_optimizer(adamw_config(), total_steps=10**9, warmup_steps=0)
@@ -219,6 +242,8 @@ def main(argv=None):
   parser.add_argument("--posencs", dest="encodings",
                       help="the old name of --encodings (old names such as rope_mixed work)")
   parser.add_argument("--variant", default="S/16")
+  parser.add_argument("--depth", type=int, default=None,
+                      help="layers (default: the variant's; a small value for a quick check)")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=1)
@@ -250,7 +275,7 @@ def main(argv=None):
       try:
         vit.validate_config(model_config(encoding, variant=args.variant, head_dim=head_dim,
                                          image_size=size, dtype=args.dtype,
-                                         layerscale=args.layerscale), size)
+                                         layerscale=args.layerscale, depth=args.depth), size)
       except ValueError as e:
         raise ValueError(f"--image_size={size} / --variant / --encodings={encoding}: {e}") from e
 

@@ -78,6 +78,13 @@ def training_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "classification"  # Registry key of tasks.get_task ("classification", later "vlm").
   c.seed = 0  # Seeds parameters, data order, augmentation and dropout (run = f(seed)).
+  c.platform = "any"  # "any" | "tpu" | "gpu": train.py stops at start-up, naming the package
+  #   to install (jax[tpu] / jax[cuda12]), when the run finds no such device. --multihost
+  #   (a pod / cluster) asks for a TPU or GPU in any case. A re-run may change it.
+  c.init_from = config_dict.placeholder(str)  # A workdir (a trained run, or one written by
+  #   scripts/port_checkpoint.py): a new run starts from its newest checkpoint's parameters
+  #   with a fresh optimizer (the head is re-initialised if absent or of another size).
+  #   Ignored when resuming.
 
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 256  # GLOBAL batch (all devices / processes); divisible by both.
@@ -86,6 +93,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   c.training.log_every_steps = 50  # Train-metric / throughput log period (also the NaN check
   #   and, with several processes, the SIGTERM agreement period).
   c.training.tensorboard = True  # Also write TensorBoard event files (workdir/tensorboard).
+  c.training.peak_tflops_per_device = config_dict.placeholder(float)  # Peak for the logged
+  #   MFU (perf/mfu); None: trainer/cost.py's bf16 table (TPU v4-v6e, A100, H100, H200) or,
+  #   on CPU, a float32 matmul measured at start-up. Set it for other GPUs.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "lamb"  # "lamb" (timm Lamb) | "adamw" (AdamW; Adam = weight_decay 0).

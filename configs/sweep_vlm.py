@@ -6,9 +6,10 @@ r"""The VLM sweep: every rotary scheme of configs/vlm_*.py x seeds.
   python -m tasks.vlm_eval --workdirs=$(ls -d runs/vlm/*/seed* | paste -sd,) \
       --out=runs/vlm/eval
   python scripts/vlm_results.py --eval=runs/vlm/eval.json --out=docs/results/vlm
-  # Print the commands for a TPU pod (one run at a time on all hosts):
-  python scripts/launch_sweep.py --sweep=configs/sweep_vlm.py --workdir_root=/mnt/bucket/vlm \
-      --mode=print --tpu_name=my-v4-8 --zone=us-central2-b
+  # On a TPU pod (copy, install jax[tpu], start detached on every worker; README "Train on
+  # a TPU pod"; one run at a time on the whole slice):
+  python scripts/launch_sweep.py --sweep=configs/sweep_vlm.py --workdir_root=gs://bucket/vlm \
+      --mode=tpu --tpu_name=my-v4-8 --zone=us-central2-b --data_dir=gs://bucket/tfds
 
 Arguments: the mode of every run (smoke | cpu; none = the accelerator-sized config),
 seeds=N (default 3), schemes="a+b+c" (default: all of vlm_common.SCHEMES).

@@ -54,7 +54,8 @@ from models.vit_encodings import ENCODINGS
 MODES = ("smoke", "fmnist", "imagenet")  # Besides the default (CIFAR-100).
 
 # Model keys whose default is None, with the type a command-line value gets.
-_OPTIONAL_MODEL_KEYS = {"depth": int, "head_dim": int, "theta": float, "omega": float,
+_OPTIONAL_MODEL_KEYS = {"depth": int, "head_dim": int, "num_heads": int, "mlp_dim": int,
+                        "theta": float, "omega": float,
                         "position_scale": str, "layerscale_init": float,
                         "block_size": int}
 

@@ -104,6 +104,26 @@ def pad_random_crop(image: np.ndarray, rng: np.random.Generator, padding: int) -
   return padded[top:top + h, left:left + w]
 
 
+def place_on_canvas(image: np.ndarray, canvas: int, top: int, left: int) -> np.ndarray:
+  """`image` on a blank (zero, like `pad_random_crop`'s padding) canvas x canvas image.
+
+  Args:
+    image: uint8 [H, W, C] with H + top <= canvas and W + left <= canvas.
+    canvas: output side.
+    top, left: offset of the image's top-left pixel.
+
+  Returns:
+    uint8 [canvas, canvas, C].
+  """
+  h, w, c = image.shape
+  if not (0 <= top <= canvas - h and 0 <= left <= canvas - w):
+    raise ValueError(f"place_on_canvas: a {h}x{w} image at (top={top}, left={left}) does not "
+                     f"fit a {canvas}x{canvas} canvas.")
+  out = np.zeros((canvas, canvas, c), image.dtype)
+  out[top:top + h, left:left + w] = image
+  return out
+
+
 def random_horizontal_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """Mirrors left-right with probability 1/2."""
   return image[:, ::-1] if rng.random() < 0.5 else image

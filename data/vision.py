@@ -19,9 +19,12 @@ round-robin, so the output is the same for any number of workers (0: in the call
 Within each process `num_workers` threads compute batches ahead (`prefetch`); they change
 nothing either. Pick worker_processes with benchmarks/bench_data.py (README "Input workers").
 
-Evaluation: every example exactly once, resized (shorter side to image_size / eval_crop_fraction)
-and center-cropped to any `image_size` (the resolution-extrapolation protocol), in global
-batches laid out like the training ones; the last batch is padded and `mask` marks real rows.
+Evaluation: every example exactly once, in global batches laid out like the training ones; the
+last batch is padded and `mask` marks real rows. Two protocols (`eval_protocol`) at any test
+size S: "resize" (shorter side to S / eval_crop_fraction, center crop S: the object is rescaled
+with the grid, the papers' resolution-extrapolation protocol) and "canvas" (the image prepared
+at the training size T as "resize" would, then placed on a blank S x S canvas at an offset
+drawn from (example index, S): the object keeps its size and only the grid grows; S >= T).
 
 Usage:
   config = data.vision.default_config("liere_cifar100")   # or default_config() + overrides
@@ -51,6 +54,10 @@ dataset_info = vision_sources.dataset_info
 open_source = vision_sources.open_source
 
 CROPS = ("rrc", "pad", "resize")
+EVAL_PROTOCOLS = ("resize", "canvas")
+# The canvas offsets: a generator seeded by (CANVAS_SEED, example index, canvas size), the same
+# for every run, seed and host, so that every model sees the same test images.
+CANVAS_SEED = 20_260_101
 
 # Augmentation recipes of the papers (docs/spec/vision_rope.md §9), as overrides of
 # `default_config()`. Each sets every augmentation key, so choosing one is unambiguous.
@@ -106,6 +113,9 @@ def default_config(recipe: str | None = None) -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0  # Target = (1 - eps) one-hot + eps / K.
   # Evaluation:
   c.eval_crop_fraction = 1.0  # Resize shorter side to S / f, center-crop S (DeiT: 0.875).
+  c.eval_protocol = "resize"  # At test size S: "resize" (the above: the object scales with S)
+  #   | "canvas" (the image at the training size, on a blank S x S canvas at a seeded random
+  #   offset per example: same object size, larger grid; S >= image_size).
   # Speed (none of these changes the data):
   c.worker_processes = 0  # grain worker processes decoding + augmenting whole batches (0: in
   #   the training process). Size: README "Input workers" / benchmarks/bench_data.py.
@@ -160,6 +170,8 @@ def validate_config(data_config: Mapping[str, Any] | ml_collections.ConfigDict
   _check(0 <= c["label_smoothing"] < 1, "label_smoothing", c["label_smoothing"], "[0, 1)")
   _check(0 < c["eval_crop_fraction"] <= 1, "eval_crop_fraction", c["eval_crop_fraction"],
          "(0, 1]")
+  _check(c["eval_protocol"] in EVAL_PROTOCOLS, "eval_protocol", c["eval_protocol"],
+         str(EVAL_PROTOCOLS))
   for key in ("max_train_examples", "max_eval_examples"):
     _check(c[key] is None or (isinstance(c[key], int) and c[key] > 0), key, c[key],
            "None or a positive int")
@@ -240,21 +252,38 @@ class _Targets(grain.transforms.Map):
     return {"image": images, "label": targets}
 
 
+def canvas_offset(index: int, canvas: int, size: int) -> tuple[int, int]:
+  """(top, left) of example `index`'s `size` image on a `canvas` x `canvas` canvas, uniform
+  over the valid offsets, a pure function of (index, canvas) (`CANVAS_SEED`)."""
+  rng = np.random.default_rng([CANVAS_SEED, int(index), int(canvas)])
+  top, left = rng.integers(0, canvas - size + 1, size=2)
+  return int(top), int(left)
+
+
 class _EvalExample(grain.transforms.Map):
-  """Index i -> {"image": float32 [S, S, C], "label": int32, "mask": bool}; i >= n is padding."""
+  """Index i -> {"image": float32 [S, S, C], "label": int32, "mask": bool}; i >= n is padding.
+
+  `train_size` None: the "resize" protocol; an int T: "canvas", the image resized to T as at
+  the training size, on a blank S x S canvas at `canvas_offset(i, S, T)`."""
 
   def __init__(self, source, num_examples: int, image_size: int, crop_fraction: float,
-               info: DatasetInfo):
+               info: DatasetInfo, train_size: int | None = None):
     self._source, self._n, self._size = source, num_examples, image_size
-    self._crop_fraction, self._info = crop_fraction, info
+    self._crop_fraction, self._info, self._train_size = crop_fraction, info, train_size
 
   def map(self, element):
     if element >= self._n:
       return {"image": np.zeros((self._size, self._size, self._info.channels), np.float32),
               "label": np.int32(0), "mask": np.False_}
     example = self._source[element]
-    image = augment.resize_shorter_center_crop(example["image"], self._size,
-                                               self._crop_fraction)
+    if self._train_size is None:
+      image = augment.resize_shorter_center_crop(example["image"], self._size,
+                                                 self._crop_fraction)
+    else:
+      image = augment.resize_shorter_center_crop(example["image"], self._train_size,
+                                                 self._crop_fraction)
+      top, left = canvas_offset(element, self._size, self._train_size)
+      image = augment.place_on_canvas(image, self._size, top, left)
     return {"image": augment.normalize(image, self._info.mean, self._info.std),
             "label": np.int32(example["label"]), "mask": np.True_}
 
@@ -369,6 +398,10 @@ def make_eval_iterator(data_config, *, batch_size: int, image_size: int,
   local = _check_sharding(batch_size, process_index, process_count, "batch_size")
   _check(isinstance(image_size, int) and image_size > 0, "image_size", image_size,
          "a positive int")
+  canvas = c["eval_protocol"] == "canvas"
+  _check(not canvas or image_size >= c["image_size"], "image_size", image_size,
+         f"with eval_protocol='canvas', a size >= the training image_size {c['image_size']} "
+         "(the image keeps its training size on the canvas)")
   info = dataset_info(c["name"])
   split = split or c["eval_split"] or info.eval_split
   source = open_source(c["name"], split, c["data_dir"])
@@ -377,6 +410,7 @@ def make_eval_iterator(data_config, *, batch_size: int, image_size: int,
     num_examples = min(num_examples, c["max_eval_examples"])
   num_batches = math.ceil(num_examples / batch_size)
   ds = grain.MapDataset.range(num_batches * batch_size)
-  ds = ds.map(_EvalExample(source, num_examples, image_size, c["eval_crop_fraction"], info))
+  ds = ds.map(_EvalExample(source, num_examples, image_size, c["eval_crop_fraction"], info,
+                           train_size=c["image_size"] if canvas else None))
   ds = ds.batch(local)[process_index::process_count]
   return EvalIterable(ds, c, num_batches, num_examples)

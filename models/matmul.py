@@ -183,6 +183,9 @@ class Einsum(nn.Module):
       re-indexing of output channels that keeps the parameters in the reference layout, e.g.
       `models.vit.to_strided`).
     axes: logical axis names of the kernel (the bias takes those of its axes); None: unnamed.
+    bias_mask: None, or one 0 / 1 per index of the bias's first axis: the bias is multiplied
+      by it, so masked entries are zero and get no gradient (DINOv3's qkv `bias_mask`, EVA-02's
+      missing k bias: `(1, 0, 1)` over the q / k / v stack).
     dtype: compute dtype (parameters are float32).
   """
   shape: Sequence[int]
@@ -190,6 +193,7 @@ class Einsum(nn.Module):
   use_bias: bool = True
   kernel_init: Callable = nn.initializers.lecun_normal()
   reorder: Optional[Callable] = None
+  bias_mask: Optional[tuple[float, ...]] = None
   axes: Optional[Sequence[Optional[str]]] = None
   dtype: Any = jnp.float32
 
@@ -206,6 +210,9 @@ class Einsum(nn.Module):
     bias_axes = None if self.axes is None else [self.axes[rhs.index(c)] for c in kept]
     bias = self.param("bias", _boxed(nn.initializers.zeros, bias_axes),
                       tuple(self.shape[rhs.index(c)] for c in kept), jnp.float32)
+    if self.bias_mask is not None:
+      mask = jnp.asarray(self.bias_mask, jnp.float32)
+      bias = bias * mask.reshape(mask.shape + (1,) * (bias.ndim - 1))
     return add_bias(y, reorder(bias), f"{out}->{kept}")
 
 

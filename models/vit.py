@@ -7,6 +7,12 @@ token or global average pooling. The position encoding is one registry name
 entry to the model, which asks the entry for everything (parameters, tables, rotation, logit
 bias, absolute embedding) and never branches on the name.
 
+Released checkpoints (rope-vit, DINOv3, EVA-02; porting/, README "Porting checkpoints") need
+options that default to the model above: explicit sizes (`num_heads`, `mlp_dim`), register
+tokens, a k-less qkv bias, SwiGLU and sub-LN MLPs, class-token-kept mean pooling and a norm
+after pooling, torch's bicubic APE resampling, a RoPE reference grid and DINOv3's bf16 periods
+(`PORTING_DEFAULTS`).
+
 Any image size divisible by the patch size is accepted: rotary positions follow the reference
 convention of the encoding, absolute embeddings are bicubically resized from the training grid.
 
@@ -46,7 +52,10 @@ VARIANTS = {
     "S": (384, 12, 6, 1536),
     "B": (768, 12, 12, 3072),
 }
-POOLS = ("cls", "gap")
+POOLS = ("cls", "gap", "gap_cls")
+QKV_BIASES = ("qkv", "qv", "none")
+MLPS = ("gelu", "swiglu")
+FINAL_NORMS = ("tokens", "pooled")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ATTENTION_IMPLS = ("xla", "cudnn")   # jax.nn.dot_product_attention(implementation=...)
 
@@ -78,7 +87,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.depth = None                # None: the variant's depth (12); an int overrides it.
   c.head_dim = None             # None: width / heads of the variant; an int sets width =
   #                               heads * head_dim and mlp_dim = 4 * width (e.g. 60 or 63).
-  c.pool = "cls"                # "cls" (class token) | "gap" (mean of patch tokens, no cls).
+  c.pool = "cls"                # "cls" (class token) | "gap" (mean of patch tokens, no cls) |
+  #                               "gap_cls" (a class token that attends but is not read: mean
+  #                               of the patch tokens; timm global_pool="avg", EVA-02).
   c.prune_last_block = True     # with pool "cls": the last block computes the class token's
   #                               output only (k, v still see every token). The patch tokens'
   #                               last outputs feed nothing, so logits and gradients are the
@@ -94,7 +105,16 @@ def default_config() -> ml_collections.ConfigDict:
   #                               10 (init), spherical 100, axial_pi 10). Refused by entries
   #                               without one.
   c.position_scale = None       # None: the entry's ("index" rope-vit, "unit" LieRE, "pi"
-  #                               Spherical-paper variants); or "index" | "unit" | "pi".
+  #                               Spherical-paper variants, ...); or a scale of
+  #                               vit_encodings.POSITION_SCALES. "index_interp" (EVA-02's
+  #                               interpolation onto the training grid's range; eval.py
+  #                               --positions) only for entries with integer positions.
+  c.rope_scaling = "none"       # test-time frequency scaling beyond the training grid (FiT;
+  #                               eval.py --rope_scaling): "none" | "linear" | "ntk" |
+  #                               "ntk_by_parts" | "yarn", per axis s = max(n / n_train, 1),
+  #                               YaRN with its attention amplitude. Only entries with a fixed
+  #                               ladder over integer positions (axial, prope, string_cayley,
+  #                               eva02 with position_scale "index"). Adds no parameter.
   c.block_size = None           # LieRE / ComRoPE block size g; None: the entry's default
   #                               (LieRE 8, ComRoPE 2, the reference config's).
   c.omega = None                # Uniform RoPE frequency; None: 1/pi (authors' code). uniform only.
@@ -118,7 +138,35 @@ def default_config() -> ml_collections.ConfigDict:
   c.drop_path = 0.0             # stochastic depth, linearly increasing to this at the last layer.
   c.layerscale_init = None      # None: no LayerScale; a float: its initial value (DeiT-III 1e-4).
   c.dtype = "float32"           # compute dtype "float32" | "bfloat16" (params stay float32).
+  # Options for released checkpoints (scripts/port_checkpoint.py, README "Porting
+  # checkpoints"); each default is the model above.
+  c.num_heads = None            # None: the variant's heads; an int overrides them (width =
+  #                               num_heads * head_dim).
+  c.mlp_dim = None              # None: 4 * width; an int: the MLP's hidden width (SwiGLU's
+  #                               hidden width: EVA-02 int(8 D / 3), DINOv3 aligned to 64).
+  c.norm_eps = 1e-6             # LayerNorm epsilon (DINOv3: 1e-5).
+  c.num_registers = 0           # register tokens after the class token (DINOv3: 4), never
+  #                               rotated, never pooled.
+  c.qkv_bias = "qkv"            # "qkv" | "qv" (no k bias: DINOv3 bias_mask, EVA-02) | "none".
+  c.mlp = "gelu"                # "gelu" (fc2(GELU(fc1 x))) | "swiglu" (fc2(SiLU(gate x) * fc1 x)).
+  c.mlp_norm = False            # a LayerNorm over the MLP's hidden units before fc2 (EVA-02
+  #                               sub-LN).
+  c.final_norm = "tokens"       # "tokens": the final LayerNorm on every token, then pool;
+  #                               "pooled": pool, then the LayerNorm (timm fc_norm, EVA-02).
+  c.ape_resize = "bicubic"      # APE resampling to other grids: "bicubic" (jax.image.resize) |
+  #                               "torch_bicubic" (F.interpolate, rope-vit / DeiT) |
+  #                               "torch_bicubic_antialias" (timm resample_abs_pos_embed, EVA-02).
+  c.rope_grid = None            # None: positions normalised to the training grid; [h, w]: to
+  #                               this grid instead (EVA-02 ref_feat_shape, (16, 16)).
+  c.periods_dtype = "float32"   # encoding dinov3: "float32" | "bfloat16" (the released
+  #                               checkpoints' bf16-rounded rope_embed.periods).
   return c
+
+
+# Options added for ported checkpoints, with the defaults that reproduce the model before them.
+PORTING_DEFAULTS = dict(num_heads=None, mlp_dim=None, norm_eps=1e-6, num_registers=0,
+                        qkv_bias="qkv", mlp="gelu", mlp_norm=False, final_norm="tokens",
+                        ape_resize="bicubic", rope_grid=None, periods_dtype="float32")
 
 
 def upgrade_config(config) -> ml_collections.ConfigDict:
@@ -127,7 +175,9 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
   Configs (config.json of old workdirs, old config files) from before the registry name the
   encoding `posenc` with the old values (`rope_mixed`, `ape_learned`, ...): the key becomes
   `encoding` and the value its registry name (`ENCODINGS.canonical`); options added since
-  (`prune_last_block`, `attention_impl`, `position_augment`) get their defaults, which
+  (`prune_last_block`, `attention_impl`, `position_augment`, `rope_scaling`,
+  `PORTING_DEFAULTS`) get their
+  defaults, which
   reproduce the old model, and the old default `block_size` 8 becomes None (the entry's). The
   parameters are unchanged, so old checkpoints restore into the upgraded model. An unknown
   name is left for `validate_config` to refuse (listing the allowed ones). Returns a new,
@@ -152,7 +202,9 @@ def upgrade_config(config) -> ml_collections.ConfigDict:
     d["block_size"] = None
     changed = True
   for key, default in (("prune_last_block", True), ("attention_impl", "xla"),
-                       ("position_augment", {k: None for k in vit_encodings.AUGMENT_KEYS})):
+                       ("rope_scaling", "none"),
+                       ("position_augment", {k: None for k in vit_encodings.AUGMENT_KEYS}),
+                       *PORTING_DEFAULTS.items()):
     if key not in d:
       d[key] = default
       changed = True
@@ -174,12 +226,19 @@ def model_dims(config) -> dict:
   """Resolved sizes: width, depth, num_heads, head_dim, mlp_dim, patch_size."""
   size, patch = parse_variant(config.variant)
   width, depth, heads, mlp_dim = VARIANTS[size]
+  head_dim = width // heads
+  if config.get("num_heads") is not None:
+    heads = int(config.num_heads)
   if config.head_dim is not None:
-    width = heads * int(config.head_dim)
+    head_dim = int(config.head_dim)
+  if heads * head_dim != width:
+    width = heads * head_dim
     mlp_dim = 4 * width
+  if config.get("mlp_dim") is not None:
+    mlp_dim = int(config.mlp_dim)
   if config.depth is not None:
     depth = int(config.depth)
-  return dict(width=width, depth=depth, num_heads=heads, head_dim=width // heads,
+  return dict(width=width, depth=depth, num_heads=heads, head_dim=head_dim,
               mlp_dim=mlp_dim, patch_size=patch)
 
 
@@ -203,7 +262,12 @@ def encoding_options(config, entry: vit_encodings.Encoding) -> vit_encodings.Opt
       theta=pick(config.theta, entry.theta), omega=pick(config.omega, entry.omega),
       block_size=(entry.block_size if config.block_size is None else int(config.block_size)),
       depth=dims["depth"],
-      augment=position_augment(config))
+      augment=position_augment(config),
+      rope_grid=(None if config.get("rope_grid") is None
+                 else tuple(int(n) for n in config.rope_grid)),
+      periods_dtype=config.get("periods_dtype", "float32"),
+      ape_resize=config.get("ape_resize", "bicubic"),
+      rope_scaling=config.get("rope_scaling") or "none")
 
 
 def position_augment(config) -> Optional[tuple]:
@@ -221,12 +285,27 @@ def validate_config(config, image_size: int) -> None:
   if config.name != "vit":
     raise ValueError(f"model.name={config.name!r}; models.vit builds only 'vit'.")
   _, patch = parse_variant(config.variant)
-  for key in ("depth", "head_dim"):
+  for key in ("depth", "head_dim", "num_heads", "mlp_dim"):
     value = config[key]
     if value is not None and not _positive_int(value):
       raise ValueError(f"model.{key}={value!r} must be None or a positive integer.")
-  if config.pool not in POOLS:
-    raise ValueError(f"model.pool={config.pool!r} is not supported; allowed: {POOLS}.")
+  for key, allowed in (("pool", POOLS), ("qkv_bias", QKV_BIASES), ("mlp", MLPS),
+                       ("final_norm", FINAL_NORMS), ("ape_resize", vit_encodings.APE_RESIZES),
+                       ("periods_dtype", vit_encodings.PERIODS_DTYPES)):
+    if config[key] not in allowed:
+      raise ValueError(f"model.{key}={config[key]!r} is not supported; allowed: {allowed}.")
+  if not isinstance(config.mlp_norm, bool):
+    raise ValueError(f"model.mlp_norm={config.mlp_norm!r} must be True or False.")
+  if not isinstance(config.num_registers, (int, np.integer)) or isinstance(
+      config.num_registers, bool) or config.num_registers < 0:
+    raise ValueError(f"model.num_registers={config.num_registers!r} must be an integer >= 0.")
+  if not _number(config.norm_eps) or not config.norm_eps > 0:
+    raise ValueError(f"model.norm_eps={config.norm_eps!r} must be a number > 0.")
+  grid = config.rope_grid
+  if grid is not None and (not isinstance(grid, (list, tuple)) or len(grid) != 2
+                           or not all(_positive_int(n) for n in grid)):
+    raise ValueError(f"model.rope_grid={grid!r} must be None or [rows, cols] (positive "
+                     f"integers).")
   if not isinstance(config.prune_last_block, bool):
     raise ValueError(f"model.prune_last_block={config.prune_last_block!r} must be True or "
                      f"False.")
@@ -274,6 +353,12 @@ def _validate_encoding(config) -> None:
                        f"{'positive ' if key == 'theta' else ''}number.")
   if not isinstance(config.ape, bool):
     raise ValueError(f"model.ape={config.ape!r} must be True or False.")
+  if config.periods_dtype != "float32" and not entry.uses_periods_dtype:
+    raise ValueError(f"model.periods_dtype={config.periods_dtype!r} is read by the dinov3 "
+                     f"encoding only; encoding={name!r} needs the default 'float32'.")
+  if config.rope_grid is not None and entry.scale is None:
+    raise ValueError(f"model.rope_grid={config.rope_grid!r} sets where positions are "
+                     f"normalised; encoding={name!r} has no 2-D positions (leave it None).")
   if config.ape and not entry.uses_positions:
     raise ValueError(f"model.ape=True adds a learned APE to a rotary encoding; encoding="
                      f"{name!r} is {entry.kind} (use encoding='ape' for APE alone).")
@@ -290,6 +375,7 @@ def _validate_encoding(config) -> None:
   if position_augment(config) is not None and entry.kind != "rotary":
     raise ValueError(f"model.position_augment is set but encoding={name!r} is {entry.kind}; "
                      f"the position augmentation needs a rotary encoding (leave it all None).")
+  _validate_test_time(config, name, entry)
   if entry.uses_block_size and config.block_size is not None and (
       not _positive_int(config.block_size) or config.block_size < 2):
     raise ValueError(f"model.block_size={config.block_size!r} must be an integer >= 2.")
@@ -298,14 +384,45 @@ def _validate_encoding(config) -> None:
     raise ValueError(f"model.head_dim / model.variant: encoding={name!r}: {error}.")
 
 
+def _validate_test_time(config, name: str, entry: vit_encodings.Encoding) -> None:
+  """model.rope_scaling and position_scale 'index_interp': only where they are defined
+  (models/vit_encodings.py explains which entries and why)."""
+  names = lambda ok: [n for n, e in ENCODINGS.items() if ok(e)]
+  method = config.get("rope_scaling", "none")
+  if method not in vit_encodings.ROPE_SCALINGS:
+    raise ValueError(f"model.rope_scaling={method!r}; allowed: {vit_encodings.ROPE_SCALINGS}.")
+  scale = config.position_scale or entry.scale
+  if method != "none":
+    if not entry.scalable:
+      raise ValueError(
+          f"model.rope_scaling={method!r} re-spaces a fixed frequency ladder over integer "
+          f"positions; encoding={name!r} has none. Encodings that accept it: "
+          f"{names(lambda e: e.scalable)}.")
+    if scale != "index":
+      raise ValueError(
+          f"model.rope_scaling={method!r} needs integer positions, model.position_scale="
+          f"'index'; encoding={name!r} uses {scale!r} (for eva02 set position_scale 'index': "
+          f"FiT's setting; eval.py --positions=index).")
+  if config.position_scale == "index_interp" and entry.scale not in vit_encodings.INTEGER_SCALES:
+    raise ValueError(
+        f"model.position_scale='index_interp' interpolates integer positions onto the "
+        f"training grid; encoding={name!r} uses {entry.scale!r} positions. Encodings that "
+        f"accept it: {names(lambda e: e.scale in vit_encodings.INTEGER_SCALES)}.")
+
+
 def _logical(init, *axes):
   return nn.with_logical_partitioning(init, axes)
 
 
 class MlpBlock(nn.Module):
-  """Transformer MLP: Dense -> GELU -> Dense, with dropout."""
+  """Transformer MLP with dropout: `fc2(GELU(fc1 x))` (kind "gelu") or SwiGLU
+  `fc2(SiLU(gate x) * fc1 x)` (kind "swiglu"); `norm`: a LayerNorm over the hidden units
+  before fc2 (EVA-02's sub-LN, parameter "norm")."""
   mlp_dim: int
   dropout: float = 0.0
+  kind: str = "gelu"
+  norm: bool = False
+  norm_eps: float = 1e-6
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -313,8 +430,14 @@ class MlpBlock(nn.Module):
     dense = lambda n, axes, name: matmul.Dense(n, kernel_init=_TRUNC_NORMAL, axes=axes,
                                                dtype=self.dtype, name=name)
     width = x.shape[-1]
-    x = dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x)
-    x = activations.gelu(x)  # timm / torch GELU is the exact (erf) one.
+    if self.kind == "swiglu":
+      gate = dense(self.mlp_dim, ("embed", "mlp"), "gate")(x)
+      x = nn.silu(gate) * dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x)
+    else:
+      x = dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x)
+      x = activations.gelu(x)  # timm / torch GELU is the exact (erf) one.
+    if self.norm:
+      x = _layer_norm(self.dtype, "norm", self.norm_eps, axis_name="mlp")(x)
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     x = dense(width, ("mlp", "embed"), "fc2")(x)
     return nn.Dropout(self.dropout)(x, deterministic=deterministic)
@@ -349,6 +472,7 @@ class Attention(nn.Module):
     dropout: output dropout.
     queries: None, or attend from the first `queries` tokens only.
     layer: this layer's index (for an entry's per-layer bias, `Encoding.bias_per_layer`).
+    qkv_bias: "qkv" | "qv" (the k bias masked to zero) | "none" (`QKV_BIASES`).
     dtype: compute dtype.
   """
   num_heads: int
@@ -359,6 +483,7 @@ class Attention(nn.Module):
   dropout: float = 0.0
   queries: Optional[int] = None
   layer: int = 0
+  qkv_bias: str = "qkv"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -378,6 +503,8 @@ class Attention(nn.Module):
     reorder = functools.partial(to_strided, group=group) if group else None
     qkv = matmul.Einsum((width, 3, h, d), "bld,dkhe->kblhe", kernel_init=_TRUNC_NORMAL,
                         reorder=reorder, axes=("embed", "qkv", "heads", "kv"),
+                        use_bias=self.qkv_bias != "none",
+                        bias_mask=(1.0, 0.0, 1.0) if self.qkv_bias == "qv" else None,
                         dtype=self.dtype, name="qkv")(x)                # [3, B, L, H, D]
     q, k, v = matmul.unstack(qkv)
     params = (vit_encodings.Posenc(enc, self.options, name="posenc")()
@@ -430,10 +557,10 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def _layer_norm(dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name,
-                      scale_init=_logical(nn.initializers.ones, "embed"),
-                      bias_init=_logical(nn.initializers.zeros, "embed"))
+def _layer_norm(dtype, name: str, eps: float = 1e-6, axis_name: str = "embed") -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name,
+                      scale_init=_logical(nn.initializers.ones, axis_name),
+                      bias_init=_logical(nn.initializers.zeros, axis_name))
 
 
 class EncoderBlock(nn.Module):
@@ -452,6 +579,10 @@ class EncoderBlock(nn.Module):
   layerscale_init: Optional[float] = None
   outputs: Optional[int] = None
   layer: int = 0
+  norm_eps: float = 1e-6
+  qkv_bias: str = "qkv"
+  mlp: str = "gelu"
+  mlp_norm: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -461,17 +592,19 @@ class EncoderBlock(nn.Module):
         y = LayerScale(self.layerscale_init, name=f"layerscale_{name}")(y)
       return DropPath(self.drop_path)(y, deterministic=deterministic)
 
-    y = _layer_norm(self.dtype, "norm_attn")(x)
+    y = _layer_norm(self.dtype, "norm_attn", self.norm_eps)(x)
     y = Attention(self.num_heads, self.head_dim, self.encoding, self.options,
                   attention_impl=self.attention_impl, dropout=self.dropout,
-                  queries=self.outputs, layer=self.layer, dtype=self.dtype, name="attention")(
+                  queries=self.outputs, layer=self.layer, qkv_bias=self.qkv_bias,
+                  dtype=self.dtype, name="attention")(
                       y, tokens, shared, deterministic=deterministic)
     if self.outputs is not None:
       x = x[:, :self.outputs]
     x = x + branch(y, "attn")
-    y = _layer_norm(self.dtype, "norm_mlp")(x)
-    y = MlpBlock(self.mlp_dim, dropout=self.dropout, dtype=self.dtype, name="mlp")(
-        y, deterministic=deterministic)
+    y = _layer_norm(self.dtype, "norm_mlp", self.norm_eps)(x)
+    y = MlpBlock(self.mlp_dim, dropout=self.dropout, kind=self.mlp, norm=self.mlp_norm,
+                 norm_eps=self.norm_eps, dtype=self.dtype, name="mlp")(
+                     y, deterministic=deterministic)
     return x + branch(y, "mlp")
 
 
@@ -483,6 +616,13 @@ class ViT(nn.Module):
   = train_image_size // patch_size per axis), and `absolute`: the entry whose embedding is
   added to the patch tokens (the encoding itself if absolute, the `ape` entry with
   `model.ape=True`, else None).
+
+  Token order: [class token (pool "cls" / "gap_cls"), `num_registers` registers, patches
+  (row-major)]. With the "features" collection mutable (`mutable=["features"]`), the
+  final-normed tokens are sown as "normed" (`[B, L, width]`; under `final_norm="pooled"` the
+  pooled, normed vector `[B, width]`), e.g. DINOv3's class / register / patch features
+  (prune_last_block=False to keep the patches). A collection of its own, so that
+  `capture_intermediates` sees the modules only.
   """
   num_classes: int
   patch_size: int
@@ -499,6 +639,12 @@ class ViT(nn.Module):
   dropout: float = 0.0
   drop_path: float = 0.0
   layerscale_init: Optional[float] = None
+  norm_eps: float = 1e-6
+  num_registers: int = 0
+  qkv_bias: str = "qkv"
+  mlp: str = "gelu"
+  mlp_norm: bool = False
+  final_norm: str = "tokens"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -520,11 +666,18 @@ class ViT(nn.Module):
       params = vit_encodings.Posenc(self.absolute, options, name="posenc")()
       ape = self.absolute.embed(params, grid, options)
       x = x + ape.astype(x.dtype)        # patch tokens only, before the class token (rope-vit)
-    num_prefix = 1 if self.pool == "cls" else 0
+    prefix = []
+    if self.pool in ("cls", "gap_cls"):
+      prefix.append(self.param("cls", _logical(nn.initializers.zeros, None, None, "embed"),
+                               (1, 1, self.width)))
+    if self.num_registers:
+      prefix.append(self.param("registers", _logical(nn.initializers.normal(0.02), None, None,
+                                                     "embed"),
+                               (1, self.num_registers, self.width)))
+    num_prefix = sum(t.shape[1] for t in prefix)
     if num_prefix:
-      cls = self.param("cls", _logical(nn.initializers.zeros, None, None, "embed"),
-                       (1, 1, self.width))
-      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], axis=1)
+      x = jnp.concatenate([jnp.broadcast_to(t.astype(x.dtype), (b,) + t.shape[1:])
+                           for t in prefix] + [x], axis=1)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
     # Positions, and the tables of entries without parameters, depend only on the grid:
@@ -547,10 +700,20 @@ class ViT(nn.Module):
       x = EncoderBlock(self.num_heads, head_dim, self.mlp_dim, enc, options,
                        attention_impl=self.attention_impl, dropout=self.dropout,
                        drop_path=float(rates[i]), layerscale_init=self.layerscale_init,
-                       outputs=outputs, layer=i, dtype=self.dtype, name=f"encoderblock_{i}")(
+                       outputs=outputs, layer=i, norm_eps=self.norm_eps,
+                       qkv_bias=self.qkv_bias, mlp=self.mlp, mlp_norm=self.mlp_norm,
+                       dtype=self.dtype, name=f"encoderblock_{i}")(
                            x, tokens, shared, deterministic=not train)
-    x = _layer_norm(self.dtype, "norm_final")(x)
-    x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
+    norm = _layer_norm(self.dtype, "norm_final", self.norm_eps)
+    if self.final_norm == "tokens":
+      x = norm(x)
+      self.sow("features", "normed", x)
+    # "gap" has registers only as prefix tokens, "gap_cls" the class token too: both average
+    # the patch tokens alone.
+    x = x[:, 0] if self.pool == "cls" else x[:, num_prefix:].mean(axis=1)
+    if self.final_norm == "pooled":
+      x = norm(x)
+      self.sow("features", "normed", x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     logits = matmul.Dense(self.num_classes, kernel_init=_TRUNC_NORMAL, axes=("embed", "classes"),
                           dtype=self.dtype, name="head")(x)
@@ -577,4 +740,7 @@ def model_from_config(model_config, num_classes: int) -> ViT:
       drop_path=float(model_config.drop_path),
       layerscale_init=(None if model_config.layerscale_init is None
                        else float(model_config.layerscale_init)),
+      norm_eps=float(model_config.norm_eps), num_registers=int(model_config.num_registers),
+      qkv_bias=model_config.qkv_bias, mlp=model_config.mlp, mlp_norm=model_config.mlp_norm,
+      final_norm=model_config.final_norm,
       dtype=DTYPES[model_config.dtype])

@@ -38,6 +38,21 @@ class tokens where an entry rotates them (ComRoPE, LieRE); entries whose tables 
 identity for them (pair / triplet tables) or that rotate the patches only (STRING) keep them
 unrotated.
 
+Test-time resolution options (eval.py; they add no parameter, so a trained checkpoint is
+evaluated under them):
+* `model.rope_scaling` (`Options.rope_scaling`): FiT's VisionNTK / VisionYaRN frequency
+  scaling (`rope.scale_freqs`, docs/spec/vision_ext.md §5.1), per axis by
+  `s = max(n / n_train, 1)` (decoupled), with `rope.attention_scale`'s amplitude on the patch
+  tokens' rotary tables (class tokens stay unrotated). Only entries with `scalable=True`
+  accept it: a fixed frequency ladder per axis over integer positions (`axial`, `prope`,
+  `string_cayley`'s base table, and `eva02` once `model.position_scale='index'`: FiT's exact
+  setting). Learned tables (mixed, *_learned, ComRoPE, Circulant-STRING, LieRE) have no ladder
+  for NTK / YaRN to re-space; normalised coordinates (`unit`, `pi`, `center`, `centered`) have
+  no training length in position units for YaRN's ramp and already bound the positions.
+* `model.position_scale='index_interp'`: EVA-02's interpolation (integer positions mapped
+  onto the training grid's range, `i * n_train / n`) for the entries with integer positions
+  (`index`, or `index_interp` natively: eva02).
+
 Old names (the `model.posenc` values of configs and checkpoints written before the registry)
 are aliases: `ape_learned` -> `ape`, `ape_sincos` -> `sincos`, `rope_axial` -> `axial`,
 `rope_mixed` -> `mixed`. `model.ape=True` adds the `ape` entry's embedding to a rotary
@@ -79,12 +94,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import rope
+from models import ape_resize
 from models.registry import Registry
 
 KINDS = ("none", "absolute", "rotary", "bias")
 POSITION_SCALES = ("index", "unit", "pi", "center", "centered", "index_interp")  # rope's
 AUGMENT_KEYS = ("shift", "jitter", "rescale", "perturbation", "offset")   # model.position_augment
+ROPE_SCALINGS = ("none", "linear", "ntk", "ntk_by_parts", "yarn")   # model.rope_scaling
+INTEGER_SCALES = ("index", "index_interp")   # entries that accept position_scale index_interp
 DEFAULT_BLOCK_SIZE = 8
+APE_RESIZES = ("bicubic", "torch_bicubic", "torch_bicubic_antialias")   # model.ape_resize
+PERIODS_DTYPES = ("float32", "bfloat16")                                 # model.periods_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +126,16 @@ class Options:
       perturbation `clip(0.5 sigma N(0, 1), -0.5, 0.5)` patches and global offset
       `sigma_off N(0, 1)` (`rope.sample_comrope_perturbation`). Applied only in training, drawn
       from the step key (`token_positions`).
+    rope_grid: the grid the positions are normalised to (`unit`, `pi`, `index_interp`), None:
+      `train_grid`. EVA-02's `ref_feat_shape` (16 x 16 for every released model, also those
+      fine-tuned at 336 / 448 px) differs from its training grid (config `rope_grid`).
+    periods_dtype: "float32" | "bfloat16": the dtype of DINOv3's stored `periods` (config
+      `periods_dtype`; read by the `dinov3` entry only).
+    ape_resize: how an absolute table is resampled to another grid (config `ape_resize`,
+      `APE_RESIZES`).
+    rope_scaling: test-time frequency scaling of `scalable` entries (config `rope_scaling`):
+      "none", or a `rope.scale_freqs` method ("linear", "ntk", "ntk_by_parts", "yarn"),
+      applied where the grid exceeds `train_grid` (`scale_ladder`).
   """
   num_heads: int
   head_dim: int
@@ -117,6 +147,10 @@ class Options:
   block_size: int = DEFAULT_BLOCK_SIZE
   depth: int = 1
   augment: Optional[tuple] = None
+  rope_grid: Optional[tuple[int, int]] = None
+  periods_dtype: str = "float32"
+  ape_resize: str = "bicubic"
+  rope_scaling: str = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +206,15 @@ def _augment(rows, cols, patches, prefix, grid, options, key):
 
 def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
                     key: Optional[jax.Array] = None, *, prefix: float = 0.0) -> Tokens:
-  """Positions of all tokens: `num_prefix` class tokens at (prefix, prefix), then the grid.
+  """Positions of all tokens: `num_prefix` class / register tokens at (prefix, prefix), then
+  the grid.
 
   Args:
     grid: (gh, gw) patch grid of the current images.
     options: `options.scale` (a `rope.grid_positions` scale; None: the entry has no 2-D
-      positions, e.g. a bias over the token index), `options.train_grid`, `options.augment`.
-    num_prefix: number of class tokens in front of the patches (0 or 1).
+      positions, e.g. a bias over the token index), `options.rope_grid` (else
+      `options.train_grid`), `options.augment`.
+    num_prefix: number of class and register tokens in front of the patches.
     key: in training, the step key (`Encoding.train_key` or `options.augment` set): the
       position augmentation `options.augment` is drawn from it. None (evaluation): no
       augmentation.
@@ -192,10 +228,9 @@ def token_positions(grid: tuple[int, int], options: Options, num_prefix: int,
   out = {"grid": tuple(grid), "num_prefix": num_prefix, "positions": None, "axes": None}
   if options.scale is None:
     return out
-  rows, cols = rope.grid_axes(grid[0], grid[1], scale=options.scale,
-                              train_size=options.train_grid)
-  patches = rope.grid_positions(grid[0], grid[1], scale=options.scale,
-                                train_size=options.train_grid)
+  reference = options.rope_grid or options.train_grid
+  rows, cols = rope.grid_axes(grid[0], grid[1], scale=options.scale, train_size=reference)
+  patches = rope.grid_positions(grid[0], grid[1], scale=options.scale, train_size=reference)
   prefix_pos = jnp.full((num_prefix, 2), prefix, jnp.float32)
   axes = (rows, cols)
   if key is not None and options.augment is not None:
@@ -238,6 +273,11 @@ class Encoding:
       (the step key); it also gets one whenever `options.augment` is set (every rotary entry
       honours the position augmentation through `token_positions`); at evaluation None.
     check: extra validation `check(options) -> error message or None`.
+    uses_periods_dtype: reads `options.periods_dtype` (DINOv3's bf16-stored periods); the
+      `periods_dtype` option is refused for the other entries.
+    scalable: its tables come from a fixed per-axis frequency ladder (base `theta`) over
+      integer positions and pass it through `scale_ladder`, so it accepts
+      `model.rope_scaling` (module docstring).
   """
   reference: str
   kind: str
@@ -258,6 +298,8 @@ class Encoding:
   positions: Callable[..., Tokens] = token_positions
   train_key: bool = False
   check: Optional[Callable[[Options], Optional[str]]] = None
+  uses_periods_dtype: bool = False
+  scalable: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -307,16 +349,64 @@ def _with_class_tokens(tokens: Tokens, tables: Tables, identity: dict) -> Tables
           for name, t in tables.items()}
 
 
-def pair_tables(tokens: Tokens, freqs: jax.Array) -> Tables:
+def pair_tables(tokens: Tokens, freqs: jax.Array, amplitude: float = 1.0) -> Tables:
   """`{"cos", "sin": [L, 1|H, D/2]}` of 2x2 rotations of channel pairs by the angles
   `positions @ freqs` (`freqs [D/2, 2]` or `[H, D/2, 2]`, (row, col)). Trig runs per grid axis
-  (`rope.grid_cos_sin`: gh + gw rows, not gh * gw tokens)."""
+  (`rope.grid_cos_sin`: gh + gw rows, not gh * gw tokens). `amplitude` (YaRN's attention
+  scale, `scale_ladder`) multiplies the patch tokens' cos and sin, not the class tokens'."""
   if tokens["axes"] is None:     # augmented per patch: no product grid
     ang = rope.angles(tokens["positions"][tokens["num_prefix"]:], freqs)
     cos, sin = jnp.cos(ang), jnp.sin(ang)
   else:
     cos, sin = rope.grid_cos_sin(tokens["axes"], freqs)               # [gh*gw, 1|H, D/2]
+  if amplitude != 1.0:
+    cos, sin = cos * amplitude, sin * amplitude
   return _with_class_tokens(tokens, {"cos": cos, "sin": sin}, {"cos": 1.0, "sin": 0.0})
+
+
+def axis_scales(grid: tuple[int, int], options: Options) -> tuple[float, float]:
+  """FiT's decoupled scale per axis, `s = max(n / n_train, 1)` (host floats: grids are
+  static). Never below 1: a smaller grid keeps the training ladder (FiT does not shrink)."""
+  return tuple(max(n / t, 1.0) for n, t in zip(grid, options.train_grid))
+
+
+def scale_ladder(freqs: jax.Array, tokens: Tokens, options: Options
+                 ) -> tuple[jax.Array, float]:
+  """A `scalable` entry's ladder under `options.rope_scaling` at this grid, and the amplitude.
+
+  Args:
+    freqs: the entry's fixed axial table `[D/2, 2]` (every row reads one axis), built with
+      base `options.theta`, for integer positions.
+    tokens: `token_positions(...)` (its `grid`).
+    options: `rope_scaling`, `train_grid` (square: FiT's `ori_max_pe_len` is its side),
+      `theta`.
+
+  Returns:
+    `(freqs', amplitude)`: `rope.scale_freqs(freqs, (s_row, s_col), ...)`, with the columns of
+    an axis whose `s` is 1 kept bitwise (so the training grid and "none" are exactly today's
+    model), and `rope.attention_scale` as a host float (1 except YaRN beyond the grid).
+  """
+  method = options.rope_scaling
+  scales = axis_scales(tokens["grid"], options)
+  if method == "none" or scales == (1.0, 1.0):
+    return freqs, 1.0
+  train_len = options.train_grid[0]
+  scaled = rope.scale_freqs(freqs, jnp.asarray(scales, jnp.float32), method=method,
+                            train_len=train_len, theta=options.theta)
+  scaled = jnp.where(jnp.asarray([s == 1.0 for s in scales]), freqs, scaled)
+  # The amplitude depends only on the static grid: a host float, so tables skip a multiply
+  # by exactly 1 (linear / NTK) and the value is not traced under jit.
+  with jax.ensure_compile_time_eval():
+    amplitude = float(rope.attention_scale(method, tokens["grid"], train_len))
+  return scaled, amplitude
+
+
+def scaled_pair_tables(tokens: Tokens, freqs: jax.Array, options: Options,
+                       post: Optional[Callable[[jax.Array], jax.Array]] = None) -> Tables:
+  """`pair_tables` of a `scalable` entry's ladder after `scale_ladder` (then `post`, e.g.
+  p-RoPE's truncation, which must see the full ladder's ranks first)."""
+  freqs, amplitude = scale_ladder(freqs, tokens, options)
+  return pair_tables(tokens, post(freqs) if post else freqs, amplitude)
 
 
 def rotate_pairs(x: jax.Array, tables: Tables) -> jax.Array:
@@ -384,26 +474,33 @@ def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) 
   return pe.astype(np.float32)
 
 
-def resize_ape(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
+def resize_ape(table: jax.Array, grid: tuple[int, int], method: str = "bicubic") -> jax.Array:
   """Bicubic interpolation of an absolute embedding to another grid (identity on its own grid).
 
-  As timm / DeiT (`F.interpolate(..., mode="bicubic", align_corners=False)`): pixel-centre
-  aligned and without anti-aliasing when shrinking. (jax uses the Keys kernel a = -0.5, torch
-  a = -0.75; the two differ slightly off the grid points.)
+  Pixel-centre aligned (`align_corners=False`), in one of three conventions (`APE_RESIZES`):
+  "bicubic" (default): `jax.image.resize`, Keys kernel a = -0.5, no anti-aliasing; close to,
+  but not the same numbers as, torch's (a = -0.75) off the grid points. "torch_bicubic" and
+  "torch_bicubic_antialias": exactly torch's `F.interpolate(mode="bicubic",
+  align_corners=False, antialias=False / True)` (`models.ape_resize`), what rope-vit / DeiT and
+  timm's `resample_abs_pos_embed` (EVA-02) do, so ported checkpoints give their numbers at
+  every resolution.
 
   Args:
     table: `[th, tw, C]`.
     grid: (gh, gw).
+    method: one of `APE_RESIZES`.
 
   Returns:
     `[gh, gw, C]` float32.
   """
-  return jax.image.resize(table, (grid[0], grid[1], table.shape[-1]), method="bicubic",
-                          antialias=False)
+  if method == "bicubic":
+    return jax.image.resize(table, (grid[0], grid[1], table.shape[-1]), method="bicubic",
+                            antialias=False)
+  return ape_resize.resize_2d(table, grid, antialias=(method == "torch_bicubic_antialias"))
 
 
-def _flat(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
-  return resize_ape(table, grid).reshape(grid[0] * grid[1], table.shape[-1])
+def _flat(table: jax.Array, grid: tuple[int, int], method: str = "bicubic") -> jax.Array:
+  return resize_ape(table, grid, method).reshape(grid[0] * grid[1], table.shape[-1])
 
 
 # ------------------------------------------------------------------------------ entries
@@ -415,13 +512,14 @@ APE = ENCODINGS.register("ape", Encoding(
     kind="absolute",
     params=(Param("ape", lambda key, o: nn.initializers.truncated_normal(stddev=0.02)(
         key, o.train_grid + (o.width,), jnp.float32), ("grid_rows", "grid_cols", "embed")),),
-    embed=lambda p, grid, o: _flat(p["ape"], grid),
+    embed=lambda p, grid, o: _flat(p["ape"], grid, o.ape_resize),
 ), aliases=("ape_learned",))
 
 ENCODINGS.register("sincos", Encoding(
     reference="big_vision posemb_sincos_2d",
     kind="absolute",
-    embed=lambda p, grid, o: _flat(jnp.asarray(sincos_2d(*o.train_grid, o.width)), grid),
+    embed=lambda p, grid, o: _flat(jnp.asarray(sincos_2d(*o.train_grid, o.width)), grid,
+                                   o.ape_resize),
     check=lambda o: (f"a width divisible by 4 is needed, got {o.width}" if o.width % 4
                      else None),
 ), aliases=("ape_sincos",))
@@ -435,8 +533,9 @@ _TRIPLETS = dict(kind="rotary", multiple=3, channels="channel triplets", group=3
 _FREQ_AXES = ("heads", "rotary", "position")
 
 ENCODINGS.register("axial", Encoding(
-    reference="rope-vit RoPE-Axial", scale="index", theta=100.0, **_QUARTERS,
-    tables=lambda p, t, o: pair_tables(t, rope.freqs_axial(o.head_dim, theta=o.theta)),
+    reference="rope-vit RoPE-Axial", scale="index", theta=100.0, **_QUARTERS, scalable=True,
+    tables=lambda p, t, o: scaled_pair_tables(t, rope.freqs_axial(o.head_dim, theta=o.theta),
+                                              o),
 ), aliases=("rope_axial",))
 
 ENCODINGS.register("mixed", Encoding(
@@ -571,20 +670,30 @@ def _on_patches(rotate, rows: str):
 
 
 def _string_tables(p, t, o):
-  """Cayley-STRING over rope-vit's axial table (theta 100, integer positions), per head P."""
-  ang = rope.angles(_patches(t), rope.freqs_axial(o.head_dim, theta=o.theta))
-  return {"angles": ang, "P": rope.cayley(_skew(p["W"]))}       # angles [gh*gw, D/2]
+  """Cayley-STRING over rope-vit's axial table (theta 100, integer positions), per head P;
+  the base table through `scale_ladder` (`amplitude` only when it is not 1)."""
+  freqs, amplitude = scale_ladder(rope.freqs_axial(o.head_dim, theta=o.theta), t, o)
+  tables = {"angles": rope.angles(_patches(t), freqs),           # [gh*gw, D/2]
+            "P": rope.cayley(_skew(p["W"]))}
+  if amplitude != 1.0:
+    tables["amplitude"] = amplitude
+  return tables
+
+
+def _string_rotate(x, t):
+  # P (a R P^T x) = a (P R P^T x): the amplitude scales the output (P is orthogonal).
+  y = rope.string_cayley(x, t["angles"], t["P"], layout="interleaved")
+  return y * jnp.asarray(t["amplitude"], y.dtype) if "amplitude" in t else y
 
 
 ENCODINGS.register("string_cayley", Encoding(
     reference="Cayley-STRING (Schenck et al. 2025; spec §4: per-head P, axial base RoPE)",
-    kind="rotary", scale="index", theta=100.0, multiple=4,
+    kind="rotary", scale="index", theta=100.0, multiple=4, scalable=True,
     channels="channel pairs of an axial RoPE, split into row / col halves",
     params=(Param("W", lambda key, o: STRING_INIT_STD * jax.random.normal(
         key, (o.num_heads, o.head_dim, o.head_dim), jnp.float32), ("heads", "kv", None)),),
     tables=_string_tables,
-    rotate=_on_patches(lambda x, t: rope.string_cayley(x, t["angles"], t["P"],
-                                                       layout="interleaved"), "angles"),
+    rotate=_on_patches(_string_rotate, "angles"),
 ))
 
 ENCODINGS.register("string_circulant", Encoding(
@@ -603,7 +712,9 @@ ENCODINGS.register("dinov3", Encoding(
     reference="DINOv3 RopePositionEmbedding (base 100, rotate-half, row first)",
     kind="rotary", scale="centered", theta=100.0, multiple=4,
     channels="channel pairs (j, j + D/2), split into row / col quarters",
-    tables=lambda p, t, o: pair_tables(t, rope.freqs_dinov3(o.head_dim, base=o.theta)),
+    tables=lambda p, t, o: pair_tables(t, rope.freqs_dinov3(o.head_dim, base=o.theta,
+                                                            periods_dtype=o.periods_dtype)),
+    uses_periods_dtype=True,
     rotate=rotate_pairs,
 ))
 
@@ -611,8 +722,8 @@ ENCODINGS.register("dinov3", Encoding(
 # positions interpolated to the training grid at other resolutions (`index_interp`).
 ENCODINGS.register("eva02", Encoding(
     reference="EVA-02 2-D RoPE (timm RotaryEmbeddingCat, ref_feat_shape = training grid)",
-    scale="index_interp", theta=1e4, **_QUARTERS,
-    tables=lambda p, t, o: pair_tables(t, rope.freqs_eva(o.head_dim, theta=o.theta)),
+    scale="index_interp", theta=1e4, **_QUARTERS, scalable=True,
+    tables=lambda p, t, o: scaled_pair_tables(t, rope.freqs_eva(o.head_dim, theta=o.theta), o),
 ))
 
 PROPE_PROPORTION = 0.25   # Gemma's rope_proportion of the global layers (spec §5.2)
@@ -627,9 +738,10 @@ def _prope_check(o):
 
 ENCODINGS.register("prope", Encoding(
     reference=f"p-RoPE (Barbero et al.) on rope-vit's axial table, p = {PROPE_PROPORTION}",
-    scale="index", theta=100.0, **_QUARTERS,
-    tables=lambda p, t, o: pair_tables(t, rope.truncate_freqs(
-        rope.freqs_axial(o.head_dim, theta=o.theta), PROPE_PROPORTION)),
+    scale="index", theta=100.0, **_QUARTERS, scalable=True,
+    tables=lambda p, t, o: scaled_pair_tables(
+        t, rope.freqs_axial(o.head_dim, theta=o.theta), o,
+        post=lambda f: rope.truncate_freqs(f, PROPE_PROPORTION)),
     check=_prope_check,
 ))
 

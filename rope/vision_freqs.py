@@ -63,7 +63,8 @@ def _dinov3_periods_np(head_dim, base, min_period, max_period) -> np.ndarray:
 
 def freqs_dinov3(head_dim: int, base: Optional[float] = None, *,
                  min_period: Optional[float] = None,
-                 max_period: Optional[float] = None) -> jax.Array:
+                 max_period: Optional[float] = None,
+                 periods_dtype: str = "float32") -> jax.Array:
   """DINOv3 RoPE table `[D/2, 2]` = `2 pi / period`, row first; use with `layout="half"`.
 
   Rows `j < D/4` read `row` at `2 pi / period_j`, rows `j >= D/4` read `col` at
@@ -75,11 +76,17 @@ def freqs_dinov3(head_dim: int, base: Optional[float] = None, *,
     head_dim: D, divisible by 4.
     base: period base (every released config: 100); the default when no period is given.
     min_period, max_period: the other form, both or neither; exclusive with `base`.
+    periods_dtype: "float32" (the formula), or "bfloat16": the periods rounded to bfloat16
+      (round to nearest even) before `2 pi / period`, as the released DINOv3 checkpoints store
+      their `rope_embed.periods` buffer (timm's RotaryEmbeddingDinoV3 notes it).
 
   Returns:
     float32 `[D/2, 2]`.
   """
+  _checks.one_of("periods_dtype", periods_dtype, ("float32", "bfloat16"))
   periods = _dinov3_periods_np(head_dim, base, min_period, max_period)
+  if periods_dtype == "bfloat16":
+    periods = periods.astype(jnp.bfloat16).astype(np.float32)
   f = (np.float32(2.0 * math.pi) / periods).astype(np.float32)
   n = f.shape[0]
   table = np.zeros((2 * n, 2), np.float32)

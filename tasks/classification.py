@@ -9,7 +9,8 @@ Config keys read here (configs/vit_common.py sets and documents them):
                           over examples and classes as timm's BinaryCrossEntropy does).
   eval.batch_size         global eval batch size.
   eval.image_sizes        extra test resolutions evaluated besides data.image_size (the
-                          resolution-extrapolation protocol); () = only data.image_size.
+                          resolution-extrapolation protocol, data.eval_protocol: "resize" or
+                          "canvas"); () = only data.image_size.
   seed, training.batch_size.
 
 Eval sets: "eval" at the training resolution, "eval_<S>px" at every other size S of
@@ -56,11 +57,12 @@ class Classification(base.Task):
   @staticmethod
   def upgrade_config(config: dict) -> dict:
     """The model part through its module's `upgrade_config` (old `posenc` names, new options);
-    `mesh` defaults (pure data parallelism) and data.worker_processes 0 (decoding and
-    augmentation in the training process) for configs from before they existed."""
+    data options added since (e.g. `eval_protocol`, `worker_processes`) get their defaults,
+    which `data.vision.validate_config` gives a config without them anyway; so does `mesh`
+    (pure data parallelism, trainer.mesh.DEFAULTS)."""
     config = mesh_lib.upgrade_config(config)
-    if "data" in config:
-      config = dict(config, data={"worker_processes": 0, **config["data"]})
+    if isinstance(config.get("data"), Mapping):
+      config = dict(config, data={**vision.default_config().to_dict(), **config["data"]})
     model = config.get("model") or {}
     if model.get("name") not in MODEL_MODULES:
       return config
@@ -89,6 +91,10 @@ class Classification(base.Task):
       option = "data.image_size" if size == self.image_size else "eval.image_sizes"
       if size < 1:
         raise ValueError(f"{option} contains {size}; image sizes must be positive.")
+      if size < self.image_size and config.data.get("eval_protocol") == "canvas":
+        raise ValueError(f"{option} contains {size} with data.eval_protocol='canvas': the "
+                         f"image keeps its training size {self.image_size} on the canvas, so "
+                         "test sizes must be at least that.")
       try:
         models_module.validate_config(config.model, size)
       except ValueError as e:

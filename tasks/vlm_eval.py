@@ -132,6 +132,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   from trainer import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
+  from trainer import files  # pylint: disable=g-import-not-at-top
   from trainer import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 
   config = loop.read_config(workdir)
@@ -191,7 +192,7 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
     }
   m = config.model
   return {
-      "workdir": os.path.abspath(workdir), "step": int(step), "scheme": scheme,
+      "workdir": files.absolute(workdir), "step": int(step), "scheme": scheme,
       "seed": int(config.seed),
       "model": {"width": m.width, "depth": m.depth, "num_heads": m.num_heads,
                 "num_kv_heads": m.num_kv_heads, "head_dim": m.head_dim, "theta": m.theta,
@@ -261,6 +262,7 @@ def plot_accuracy(runs: list[dict], path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   summary = summarize(runs)
   labels = list(summary)
   conds = [c for c in CONDITIONS if any(c in s for s in summary.values())]
@@ -286,7 +288,8 @@ def plot_accuracy(runs: list[dict], path: str) -> None:
   axes[0][0].set_ylabel("exact-match accuracy (%)")
   axes[0][0].legend(fontsize="x-small", loc="upper right")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with epath.Path(path).open("wb") as f:  # Local or gs:// (a run's workdir).
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
 
 
@@ -295,6 +298,7 @@ def plot_types(runs: list[dict], path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   summary = summarize(runs)
   labels = list(summary)
   conds = [c for c in CONDITIONS if any(c in s for s in summary.values())]
@@ -321,17 +325,18 @@ def plot_types(runs: list[dict], path: str) -> None:
     ax.set_yticklabels(labels, fontsize="small")
     ax.set_title(CONDITION_TITLES.get(cond, cond), fontsize="medium")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with epath.Path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
 
 
 def write_outputs(runs: list[dict], out: str) -> list[str]:
-  """OUT.json, OUT.png, OUT_types.png; returns the paths written."""
-  os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+  """OUT.json, OUT.png, OUT_types.png (local or gs://); returns the paths written."""
+  from trainer import files  # pylint: disable=g-import-not-at-top
+  out = files.absolute(out)
   paths = [out + ".json", out + ".png", out + "_types.png"]
-  with open(paths[0], "w") as f:
-    json.dump({"conditions": list(CONDITIONS), "runs": runs, "summary": summarize(runs)}, f,
-              indent=2)
+  files.write_atomic(paths[0], json.dumps(  # Creates the directory; local or gs://.
+      {"conditions": list(CONDITIONS), "runs": runs, "summary": summarize(runs)}, indent=2))
   plot_accuracy(runs, paths[1])
   plot_types(runs, paths[2])
   return paths

@@ -124,3 +124,18 @@ def test_rows_add_the_none_baselines_at_each_head_dim():
                   ("mixed", "mixed", None), ("spherical@63", "spherical", 63),
                   ("liere", "liere", None)]
   assert bench_vit_step.rows(["none"], "S/16") == [("none", "none", None)]
+
+
+def test_every_rotary_and_bias_encoding_is_a_default_row_with_its_config_options():
+  from models.vit_encodings import ENCODINGS    # pylint: disable=g-import-not-at-top
+  assert {n for n, e in ENCODINGS.items() if e.kind != "absolute"} <= set(
+      bench_vit_step.DEFAULT_ENCODINGS)
+  # The step timed is the one trained: DINOv3 with its released rescale augmentation,
+  # ComRoPE at its config's block size; sizes stay the benchmark's.
+  dinov3 = bench_vit_step.model_config("dinov3", variant="S/16", head_dim=None, image_size=32,
+                                       dtype="float32", layerscale=None, depth=1)
+  assert dinov3.position_augment.rescale == 2.0 and vit.position_augment(dinov3) is not None
+  comrope = bench_vit_step.model_config("comrope_ld", variant="S/16", head_dim=None,
+                                        image_size=32, dtype="float32", layerscale=None)
+  assert comrope.block_size == 2 and vit.model_dims(comrope)["head_dim"] == 64
+  assert comrope.depth is None

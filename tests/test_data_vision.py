@@ -368,6 +368,36 @@ def test_eval_resolution_and_reiterable():
   np.testing.assert_array_equal(first[1]["image"][1], expected)
 
 
+def test_eval_canvas_keeps_the_object_size_at_a_seeded_offset():
+  c = _config(max_eval_examples=6, eval_protocol="canvas")
+  src = vision_sources.open_source("digits", "test")
+  info = vision.dataset_info("digits")
+  (batch,) = list(vision.make_eval_iterator(c, batch_size=6, image_size=14))
+  assert batch["image"].shape == (6, 14, 14, 1)
+  blank = augment.normalize(np.zeros((1, 1, 1), np.uint8), info.mean, info.std)[0, 0, 0]
+  offsets = []
+  for i in range(6):
+    top, left = vision.canvas_offset(i, 14, 8)
+    assert 0 <= top <= 6 and 0 <= left <= 6
+    offsets.append((top, left))
+    want = np.full((14, 14, 1), blank, np.float32)      # a blank (zero-pixel) canvas ...
+    want[top:top + 8, left:left + 8] = augment.normalize(  # ... with the 8 px test image
+        augment.resize_shorter_center_crop(src[i]["image"], 8), info.mean, info.std)
+    np.testing.assert_array_equal(batch["image"][i], want)
+  assert len(set(offsets)) > 1                           # random per example ...
+  again = list(vision.make_eval_iterator(c, batch_size=2, image_size=14))   # ... and fixed
+  np.testing.assert_array_equal(np.concatenate([b["image"] for b in again]), batch["image"])
+  # At the training size the canvas is the image: the same as "resize".
+  same = [list(vision.make_eval_iterator(_config(max_eval_examples=6, eval_protocol=p),
+                                         batch_size=6, image_size=8))[0]["image"]
+          for p in ("canvas", "resize")]
+  np.testing.assert_array_equal(*same)
+  with pytest.raises(ValueError, match=r"image_size.*eval_protocol='canvas'.*>= the training"):
+    vision.make_eval_iterator(c, batch_size=6, image_size=6)
+  with pytest.raises(ValueError, match=r"eval_protocol.*'resize', 'canvas'"):
+    vision.make_eval_iterator(_config(eval_protocol="pad"), batch_size=6, image_size=8)
+
+
 # --- tfds path (mock data; no downloads). ---------------------------------------------------
 
 

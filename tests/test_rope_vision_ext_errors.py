@@ -47,6 +47,7 @@ CASES = [
     (lambda: rope.freqs_dinov3(32, 100.0, min_period=1.0, max_period=10.0), r"base.*not both"),
     (lambda: rope.freqs_dinov3(32, min_period=1.0), r"min_period.*max_period"),
     (lambda: rope.freqs_dinov3(32, base=-1.0), r"base"),
+    (lambda: rope.freqs_dinov3(32, periods_dtype="float16"), r"periods_dtype.*bfloat16"),
     (lambda: rope.freqs_eva(34), r"head_dim.*divisible by 4"),
     (lambda: rope.scale_freqs(rope.freqs_eva(32), [2.0, 1.0], method="dynamic", train_len=4),
      r"method.*yarn"),

@@ -3,6 +3,7 @@
 Command-line runs are subprocesses on 4 fake CPU devices; they share a persistent compilation
 cache (a cached executable is the same program, so results do not change, only start-up time).
 """
+import importlib.util
 import json
 import os
 import pathlib
@@ -47,15 +48,25 @@ def run(script, args, env, check=True):
   return proc
 
 
+def _load_eval():
+  """eval.py as a module (in-process calls skip a second interpreter start-up)."""
+  spec = importlib.util.spec_from_file_location("eval_script", REPO / "eval.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
-  runs = {"spherical": tmp_path / "spherical", "ape": tmp_path / "ape"}
+  # axial_ape: rope-vit's RoPE + APE (the APE is resized at other grids; the axial ladder
+  # takes eval.py's test-time options, checked at the end).
+  runs = {"spherical": tmp_path / "spherical", "axial_ape": tmp_path / "axial_ape"}
   for encoding, workdir in runs.items():
     proc = run("train.py", [f"--config=configs/vit_{encoding}.py:smoke",
                             f"--workdir={workdir}", "--config.training.total_steps=12",
                             "--config.eval.every_steps=6"] + TINY, env)
     assert "finished at step 12" in proc.stdout
   out = tmp_path / "cmp" / "resolution"
-  proc = run("eval.py", [f"--workdirs={runs['spherical']},{runs['ape']}",
+  proc = run("eval.py", [f"--workdirs={runs['spherical']},{runs['axial_ape']}",
                          "--resolutions=4,8,12", f"--output={out}", "--labels=sph,ape"], env)
   assert "sph" in proc.stdout and "ape" in proc.stdout  # The printed table.
   result = json.loads(pathlib.Path(f"{out}.json").read_text())
@@ -72,6 +83,31 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
     assert r["loss"]["4"] == pytest.approx(logged["eval_4px/loss"], rel=1e-5)
   png = pathlib.Path(f"{out}.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+  assert result["options"] == {"rope_scaling": "none", "positions": None, "protocol": "resize"}
+  assert all((r["rope_scaling"], r["positions"], r["protocol"]) == ("none", None, "resize")
+             for r in result["runs"])
+
+  # Test-time options, in-process: an encoding without an integer ladder is refused before
+  # anything is evaluated; YaRN on the axial run (canvas protocol) is recorded in the JSON
+  # and the label.
+  ev = _load_eval()
+  with pytest.raises(ValueError, match=r"spherical.*model\.rope_scaling='yarn'.*accept"):
+    ev.prepare_run(str(runs["spherical"]), [8], "best", None, rope_scaling="yarn")
+  with pytest.raises(ValueError, match=r"--positions=index_interp: encoding='spherical'"):
+    ev.prepare_run(str(runs["spherical"]), [8], "best", None, positions="index_interp")
+  with pytest.raises(ValueError, match=r"eval\.image_sizes contains 4 .*'canvas'"):
+    ev.prepare_run(str(runs["axial_ape"]), [4, 12], "best", None, protocol="canvas")
+  yarn = ev.evaluate_run(ev.prepare_run(str(runs["axial_ape"]), [12], "best", None,
+                                        rope_scaling="yarn", positions="index",
+                                        protocol="canvas"))
+  yarn["label"] = "axial+ape" + ev.test_time_suffix("yarn", "index")
+  options = {"rope_scaling": "yarn", "positions": "index", "protocol": "canvas"}
+  ev.write_report([yarn], str(tmp_path / "yarn"), options)
+  report = json.loads((tmp_path / "yarn.json").read_text())
+  assert report["options"] == options
+  (got,) = report["runs"]
+  assert (got["label"], got["rope_scaling"], got["positions"], got["protocol"]) == (
+      "axial+ape+index+yarn", "yarn", "index", "canvas")
 
 
 @pytest.mark.parametrize("encoding", vit_common.config_names())

@@ -1,9 +1,11 @@
 """Configs: every encoding x mode builds and validates; recipes carry the chosen numbers;
 bad options fail at start-up naming the option; the sweep and its launcher."""
 import importlib
+import os
 import subprocess
 import sys
 
+import conftest
 import pytest
 
 import tasks
@@ -107,6 +109,8 @@ def test_one_key_sets_train_and_model_resolution():
     ({"training.batch_size": 30}, "training.batch_size"),
     ({"optim.warmup_steps": 600}, "warm-up"),
     ({"loss": "hinge"}, "loss"),
+    ({"data.eval_protocol": "canvas"}, "eval.image_sizes contains 4 with data.eval_protocol"),
+    ({"model.rope_scaling": "yarn"}, "model.rope_scaling='yarn'"),
 ])
 def test_bad_options_fail_at_startup_naming_the_option(overrides, option):
   with pytest.raises(ValueError, match=option.replace(".", r"\.")):
@@ -134,19 +138,63 @@ def test_sweep_lists_every_encoding_and_seed():
     sweep_vit.get_sweep("encodings=foo")
 
 
-def test_launcher_prints_local_and_pod_commands(tmp_path):
-  base = [sys.executable, "scripts/launch_sweep.py",
-          "--sweep=configs/sweep_vit.py:smoke,seeds=2,encodings=spherical+ape",
-          f"--workdir_root={tmp_path}"]
-  local = subprocess.run(base + ["--dry_run"], capture_output=True, text=True, check=True)
-  lines = local.stdout.strip().splitlines()
-  assert len(lines) == 4 and lines[0].startswith("[1/4] spherical/seed0: ")
-  assert (f"train.py --config=configs/vit_ape.py:smoke --workdir={tmp_path}/ape/seed1 "
-          "--config.seed=1") in lines[3]
-  pod = subprocess.run(base + ["--mode=print", "--tpu_name=v4-32", "--zone=z"],
-                       capture_output=True, text=True, check=True).stdout.strip().splitlines()
-  assert len(pod) == 4
-  assert all(l.startswith("gcloud compute tpus tpu-vm ssh v4-32 --zone=z --worker=all")
-             and l.endswith("--multihost'") for l in pod)
+def test_launcher_commands_of_a_sweep(tmp_path):
+  # In-process (tests/test_launch.py runs the launcher and its shells end to end).
+  launch_sweep = conftest.load_launch_sweep()
+  runs = sweep_vit.get_sweep("smoke,seeds=2,encodings=spherical+ape")
+  assert [r["name"] for r in runs] == ["spherical/seed0", "spherical/seed1", "ape/seed0",
+                                       "ape/seed1"]
+  assert launch_sweep.train_args(runs[3], str(tmp_path)) == [
+      "--config=configs/vit_ape.py:smoke", f"--workdir={tmp_path}/ape/seed1", "--config.seed=1"]
+  args = launch_sweep.local_sweep_args("configs/sweep_vit.py:smoke", "gs://b/s", "", False,
+                                       None, [], [])
+  copy, scp, ssh = launch_sweep.pod_commands(tpu_name="v4-32", zone="z", project=None,
+                                             repo_dir="rope", sweep_args=args)
+  assert copy[:2] == ["bash", "-c"] and "git ls-files" in copy[2]
+  assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "--worker=all" in scp
+  assert ssh[4:8] == ["ssh", "v4-32", "--zone=z", "--worker=all"]
   assert not any(tmp_path.iterdir())  # Nothing ran.
+
+
+def test_resolution_study_runs_and_evaluations():
+  runs = sweep_vit.get_sweep("fmnist,resolution")
+  assert len(runs) == 3 * len(sweep_vit.STUDY) == 39
+  assert {"name": "dinov3_noaug/seed2", "config": "configs/vit_dinov3.py:fmnist,augment=False",
+          "overrides": {"seed": 2}} in runs
+  for run in runs[::3]:   # every study config builds (no augmentation for dinov3_noaug)
+    path, _, arg = run["config"].partition(":")
+    config = importlib.import_module(path[:-3].replace("/", ".")).get_config(arg)
+    assert config.data.name == "fashion_mnist"
+    assert (config.model.position_augment.rescale is None) == (run["name"] != "dinov3/seed0")
+  evals = {e["name"]: e for e in sweep_vit.get_evals("fmnist,resolution,seeds=2")}
+  assert len(evals) == 2 * (len(sweep_vit.STUDY) + len(sweep_vit.TEST_TIME))
+  assert evals["canvas/eva02+index+yarn"] == {
+      "name": "canvas/eva02+index+yarn", "runs": ["eva02/seed0", "eva02/seed1"],
+      "labels": ["eva02", "eva02"],   # eval.py appends +index+yarn
+      "flags": {"positions": "index", "rope_scaling": "yarn", "protocol": "canvas",
+                "resolutions": "28,36,40,48,56"}}
+  assert evals["resize/dinov3_noaug"]["flags"] == {"protocol": "resize",
+                                                   "resolutions": "16,20,28,36,40,48,56"}
+  for bad in ("resolution", "smoke,resolution", "fmnist,resolution,encodings=axial"):
+    with pytest.raises(ValueError, match="resolution"):
+      sweep_vit.get_sweep(bad)
+  with pytest.raises(ValueError, match="get_evals"):
+    sweep_vit.get_evals("fmnist")
+
+
+def test_launcher_stage_eval_runs_the_sweeps_evaluations(tmp_path):
+  # --stage=eval: the sweep's eval.py commands; an existing JSON is not evaluated again.
+  (tmp_path / "eval" / "resize").mkdir(parents=True)
+  (tmp_path / "eval" / "resize" / "axial+yarn.json").write_text("{}")
+  study = [sys.executable, "scripts/launch_sweep.py", "--stage=eval", "--dry_run",
+           "--sweep=configs/sweep_vit.py:fmnist,resolution,seeds=2", "--only=axial+yarn",
+           f"--workdir_root={tmp_path}"]
+  lines = subprocess.run(study, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+                         ).stdout.strip().splitlines()
+  assert lines[0] == "[1/2] resize/axial+yarn: evaluated already."
+  assert lines[1].startswith("[2/2] canvas/axial+yarn: ") and lines[1].endswith(
+      f"eval.py --workdirs={tmp_path}/axial/seed0,{tmp_path}/axial/seed1 "
+      f"--labels=axial,axial --output={tmp_path}/eval/canvas/axial+yarn --protocol=canvas "
+      "--resolutions=28,36,40,48,56 --rope_scaling=yarn")
 

@@ -178,6 +178,10 @@ def test_run_logs_metrics_and_keeps_last_n_and_best(tmp_path):
   assert train_steps == [2, 4, 6, 8]
   assert all(r["perf/points_per_sec"] > 0 for r in records if "train/loss" in r)
   assert records[0]["perf/gflops_per_step_per_device"] > 0
+  peak = records[0]["perf/peak_tflops_per_device"]  # CPU: measured at start-up.
+  for r in records:
+    if "train/loss" in r:  # MFU = achieved / peak TFLOP/s per device.
+      assert r["perf/mfu"] == pytest.approx(r["perf/tflops_per_device"] / peak)
   assert result.eval_metrics["eval/count"] == 40
   assert os.listdir(tmp_path / "tensorboard")
   saved = loop.read_config(str(tmp_path))

@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,11 +155,16 @@ def test_changed_config_damaged_checkpoint_extension_and_eval(tmp_path, env):
   assert "--allow_config_change" in lines[0]
   assert (workdir / "config.json").read_bytes() == config
 
-  # A config.json of an older version (model.posenc, no model.attention_impl): the task's
-  # upgrade_config fills in what was added since, so resuming below is not a config change.
+  # A config.json of an older version (model.posenc, no model.attention_impl, no porting
+  # options, no init_from): the task's upgrade_config fills in what was added since (and
+  # init_from is read only at step 0), so resuming below is not a config change.
   old = json.loads(config)
   old["model"]["posenc"] = old["model"].pop("encoding")
-  del old["model"]["attention_impl"]
+  del old["model"]["attention_impl"], old["model"]["rope_scaling"]
+  for key in ("num_registers", "qkv_bias", "ape_resize", "rope_grid"):   # porting options
+    del old["model"][key]
+  del old["init_from"]
+  del old["data"]["eval_protocol"]
   (workdir / "config.json").write_text(json.dumps(old))
 
   # The newest checkpoint damaged: moved aside, resumed from step 5; the run is also extended.
@@ -233,7 +239,8 @@ def test_sweep_launcher_forwards_sigterm(tmp_path, env):
   sweep.write_text(f"def get_sweep(arg):\n  return [{{'name': 'r', 'config': "
                    f"'configs/vit_none.py:smoke', 'overrides': {overrides!r}}}] * 2\n")
   root = tmp_path / "root"
-  launcher = start("scripts/launch_sweep.py", [f"--sweep={sweep}", f"--workdir_root={root}"],
+  launcher = start("scripts/launch_sweep.py", [f"--sweep={sweep}", f"--workdir_root={root}",
+                                               "--logs_in_workdir"],  # As on a TPU pod.
                    env, tmp_path / "launcher")
   try:
     wait_until(training(root / "r"), launcher, "the sweep's run trains")
@@ -248,6 +255,8 @@ def test_sweep_launcher_forwards_sigterm(tmp_path, env):
   with pytest.raises(ProcessLookupError):
     os.kill(child, 0)  # Not left running as an orphan.
   assert len(steps(root / "r")) == 1  # The run saved on SIGTERM.
+  log = root / "r" / "logs" / f"train.{socket.gethostname()}.log"  # --logs_in_workdir.
+  assert "train.py: stopped by SIGTERM" in log.read_text()
 
 
 # In-process units of trainer/workdir.py (no jax).

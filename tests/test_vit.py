@@ -593,9 +593,9 @@ def test_default_config_is_valid_and_complete():
   c = vit.default_config()
   assert set(c.keys()) == {
       "name", "variant", "depth", "head_dim", "pool", "prune_last_block", "encoding", "theta",
-      "position_scale",
+      "position_scale", "rope_scaling",
       "block_size", "omega", "position_augment", "ape", "attention_impl", "train_image_size",
-      "dropout", "drop_path", "layerscale_init", "dtype"}
+      "dropout", "drop_path", "layerscale_init", "dtype"} | set(vit.PORTING_DEFAULTS)
   assert set(c.position_augment.keys()) == set(vit_encodings.AUGMENT_KEYS)
   vit.validate_config(c, 384)   # any size divisible by the patch
 
@@ -697,10 +697,12 @@ def test_old_names_and_keys_map_to_the_registry_names():
   # Nor position_augment, and block_size was 8 (LieRE's default) for every encoding.
   d = tiny_config("mixed", ape=True).to_dict()
   del d["encoding"], d["prune_last_block"], d["attention_impl"], d["position_augment"]
+  del d["rope_scaling"]
   d["posenc"], d["block_size"] = "rope_mixed", 8
   up = vit.upgrade_config(ml_collections.ConfigDict(d))
   assert up.encoding == "mixed" and "posenc" not in up
   assert up.prune_last_block is True and up.attention_impl == "xla"
+  assert up.rope_scaling == "none"
   assert up.block_size is None and vit.position_augment(up) is None
   assert vit.upgrade_config(tiny_config("liere", block_size=8)).block_size == 8   # today's
   new = vit.model_from_config(tiny_config("mixed", ape=True), 10)
@@ -875,8 +877,8 @@ def test_bfloat16_train_step_runs_on_cpu():
     config.model.dtype = "bfloat16"
   setup = loop.build(config, task=tasks.get_task(config))
   state = jax.jit(step_lib.make_init_fn(setup.task, setup.tx))(jax.random.key(0))
-  batch = {"image": images(8, batch=64)[..., :1],
-           "label": jax.nn.one_hot(jnp.arange(64) % 10, 10)}
+  batch = {"image": images(8, batch=16)[..., :1],
+           "label": jax.nn.one_hot(jnp.arange(16) % 10, 10)}
   step = jax.jit(step_lib.make_train_step(setup.task, setup.tx, setup.schedule))
   _, metrics = step(state, batch)
   assert np.isfinite(float(metrics["loss"]))

@@ -49,11 +49,9 @@ def test_builds_runs_trains_and_names_every_parameter(encoding):
   for leaf in leaves:
     assert len(leaf.names) == leaf.value.ndim
     assert set(leaf.names) <= set(vit.LOGICAL_AXES) | {None}, leaf.names
+  # Forward passes at other resolutions: tests/test_vit.py test_builds_and_runs_at_other_resolutions.
   params = nn.unbox(boxed)
   x = images(TRAIN)
-  for size in (TRAIN, 12):
-    y = model.apply({"params": params}, images(size), train=False)
-    assert y.shape == (2, 10) and np.isfinite(np.asarray(y)).all()
   labels = jnp.array([1, 2])
 
   def loss(p):
@@ -81,32 +79,12 @@ def _qk(model, params, x, train=False, key=None):
 
 
 def _reference(encoding, params, x_raw, grid, positions=None):
-  p = params["encoderblock_0"]["attention"].get("posenc", {})
-  if encoding.startswith("comrope"):
-    pos = positions if positions is not None else rope.with_prefix(
-        rope.grid_positions(*grid, scale="center"), 1, value=0.5)
-    gens = rope.comrope_generators(p, variant=encoding[-2:])
-    return rope.apply_blocks(x_raw, rope.skew_rotations(pos, gens))
-  pos = rope.with_prefix(rope.grid_positions(*grid, scale="index"), 1)
-  if encoding == "string_cayley":
-    upper = jnp.triu(p["W"], 1)
-    P = rope.cayley(upper - jnp.swapaxes(upper, -1, -2))
-    ang = rope.angles(pos, rope.freqs_axial(x_raw.shape[-1], theta=100.0))
-    return rope.string_cayley(x_raw, ang, P, layout="interleaved")
-  return rope.circulant_string(x_raw, pos, p["c"])
-
-
-@pytest.mark.parametrize("encoding", ("comrope_ap", "comrope_ld", "string_cayley",
-                                      "string_circulant"))
-@pytest.mark.parametrize("size", (TRAIN, 12))
-def test_model_rotation_is_the_rope_function(encoding, size):
-  model, boxed = model_and_params(encoding)
-  params = nn.unbox(boxed)
-  raw, rotated = _qk(model, params, images(size))
-  grid = (size // 2, size // 2)
-  for r, got in zip(raw, rotated):
-    np.testing.assert_allclose(got, _reference(encoding, params, r, grid), atol=2e-5,
-                               rtol=2e-5)
+  """ComRoPE's rotation of `x_raw` rebuilt from the rope functions (class token at 0.5)."""
+  p = params["encoderblock_0"]["attention"]["posenc"]
+  pos = positions if positions is not None else rope.with_prefix(
+      rope.grid_positions(*grid, scale="center"), 1, value=0.5)
+  gens = rope.comrope_generators(p, variant=encoding[-2:])
+  return rope.apply_blocks(x_raw, rope.skew_rotations(pos, gens))
 
 
 def test_comrope_perturbation_through_the_model_is_perturb_positions():
@@ -138,7 +116,10 @@ def test_comrope_perturbation_through_the_model_is_perturb_positions():
 AUG = dict(shift=0.5, jitter=1.5, rescale=2.0, perturbation=1.0, offset=0.1)
 
 
-@pytest.mark.parametrize("encoding", ROTARY + ("axial", "liere", "mixed"))
+# Every rotary table builder (LieRE's blocks are ComRoPE-LD's path, ComRoPE-AP differs from LD
+# only in its generators: both left out for time).
+@pytest.mark.parametrize("encoding", tuple(e for e in ROTARY if e != "comrope_ap") +
+                         ("axial", "mixed"))
 def test_augmentation_off_at_eval_random_in_training(encoding):
   plain, boxed = model_and_params(encoding)
   params = nn.unbox(boxed)
@@ -155,7 +136,7 @@ def test_augmentation_off_at_eval_random_in_training(encoding):
   np.testing.assert_array_equal(aug0, run(aug, 0))
 
 
-@pytest.mark.parametrize("encoding", ("dinov3", "eva02", "comrope_ap", "liere"))
+@pytest.mark.parametrize("encoding", ("dinov3", "eva02", "comrope_ld"))
 def test_neutral_augmentation_changes_nothing(encoding):
   plain, boxed = model_and_params(encoding)
   params = nn.unbox(boxed)

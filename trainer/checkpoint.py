@@ -21,7 +21,6 @@ checkpoint to the newest intact one, moving damaged ones aside (training) or ski
 import datetime
 import math
 import os
-import shutil
 from typing import Any, Callable
 
 import jax
@@ -226,14 +225,18 @@ def select_step(checkpoints: Any, which: str, workdir: str) -> int:
 
 
 def move_aside(checkpoints_dir: str, step: int) -> str:
-  """Moves `<checkpoints_dir>/<step>` to `<checkpoints_dir>/../damaged_checkpoints/`."""
-  dest_root = os.path.join(os.path.dirname(checkpoints_dir.rstrip("/")), DAMAGED_DIR)
-  os.makedirs(dest_root, exist_ok=True)
-  dest = os.path.join(dest_root, str(step))
-  if os.path.exists(dest):
-    dest += "." + datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-  shutil.move(os.path.join(checkpoints_dir, str(step)), dest)
-  return dest
+  """Moves `<checkpoints_dir>/<step>` to `<checkpoints_dir>/../damaged_checkpoints/`.
+
+  Local or gs:// (epath; on an object store the move is a copy and a delete).
+  """
+  directory = epath.Path(checkpoints_dir)
+  dest_root = directory.parent / DAMAGED_DIR
+  dest_root.mkdir(parents=True, exist_ok=True)
+  dest = dest_root / str(step)
+  if dest.exists():
+    dest = dest_root / f"{step}.{datetime.datetime.now().strftime('%Y%m%dT%H%M%S')}"
+  (directory / str(step)).rename(dest)
+  return os.fspath(dest)
 
 
 def restore_newest_intact(open_checkpoints: Callable[[], Checkpoints], abstract_state: Any, *,
@@ -272,3 +275,68 @@ def restore_newest_intact(open_checkpoints: Callable[[], Checkpoints], abstract_
       elif is_main:
         logging.warning("The %s: skipped it. Newest older checkpoint: %s.", e, older)
   return checkpoints, None, None
+
+
+# Parameters a fine-tune may re-initialise when the source has none or another shape: the
+# classifier (another dataset's classes, or a headless backbone such as DINOv3).
+REINIT_PREFIXES = ("head/",)
+
+
+def load_params(source_workdir: str, params: Any, sharding: Any) -> tuple[Any, list[str]]:
+  """`params` with every parameter taken from the newest checkpoint of `source_workdir`.
+
+  For `init_from` (fine-tuning: parameters only, the optimizer starts fresh). Every parameter
+  of `params` must be in the source with the same shape, except those under
+  `REINIT_PREFIXES` (the head), which keep their fresh values when missing or of another shape;
+  a source parameter the model lacks is refused too.
+
+  Args:
+    source_workdir: a workdir written by train.py or scripts/port_checkpoint.py.
+    params: the freshly initialised parameters (their tree, shapes and values).
+    sharding: the sharding of the restored arrays (replicated).
+
+  Returns:
+    (params, the paths kept fresh).
+
+  Raises:
+    ValueError naming `init_from` and the paths that do not fit.
+  """
+  remote = "://" in source_workdir
+  directory = os.path.join(source_workdir if remote else os.path.abspath(source_workdir),
+                           "checkpoints")
+  if not remote and not os.path.isdir(directory):
+    raise ValueError(f"init_from={source_workdir}: no checkpoints/ directory (not a workdir of "
+                     "train.py or scripts/port_checkpoint.py).")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True))
+  try:
+    step = manager.latest_step()
+  finally:
+    manager.close()
+  if step is None:
+    raise ValueError(f"init_from={source_workdir}: no checkpoint in {directory}.")
+  path = epath.Path(directory) / str(step) / "default"
+  tree = ocp.StandardCheckpointHandler().metadata(path)
+  saved = {k[len("params/"):]: v for k, v in _leaves_by_path(tree).items()
+           if k.startswith("params/")}
+  fresh = _leaves_by_path(params)
+  fits = lambda k: k in saved and tuple(saved[k].shape) == tuple(fresh[k].shape)
+  kept = sorted(k for k in fresh if not fits(k) and k.startswith(REINIT_PREFIXES))
+  describe = lambda k: (f"{k} (not in the checkpoint)" if k not in saved else
+                        f"{k} ({list(saved[k].shape)} in the checkpoint, "
+                        f"{list(fresh[k].shape)} in the model)")
+  bad = sorted(describe(k) for k in fresh if not fits(k) and k not in kept)
+  extra = sorted(k for k in saved if k not in fresh)
+  if bad or extra:
+    listed = bad[:6] + [f"{k} (not in the model)" for k in extra[:6]]
+    raise ValueError(f"init_from={source_workdir} (step {step}) holds other parameters than "
+                     f"the model: {'; '.join(listed)}.")
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          tree)
+  restored = _leaves_by_path(ocp.StandardCheckpointer().restore(path, abstract)["params"])
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  leaves = []
+  for key_path, leaf in flat:
+    name = "/".join(_key_name(e) for e in key_path)
+    leaves.append(leaf if name in kept else restored[name].astype(leaf.dtype))
+  return jax.tree_util.tree_unflatten(treedef, leaves), kept

@@ -42,6 +42,7 @@ from jax.experimental import multihost_utils
 from trainer import checkpoint as ckpt_lib
 from trainer import cost
 from trainer import durations
+from trainer import files
 from trainer import mesh as mesh_lib
 from trainer import metrics as metrics_lib
 from trainer import optim
@@ -77,14 +78,14 @@ class RunResult:
 
 
 def workdir_paths(workdir: str) -> dict[str, str]:
-  """Where a run keeps its files."""
-  return {"config": os.path.join(workdir, CONFIG_FILE),
-          "checkpoints": os.path.join(workdir, CHECKPOINT_DIR),
-          "metrics": os.path.join(workdir, metrics_lib.METRICS_FILE)}
+  """Where a run keeps its files (local paths or gs:// URLs, as `workdir`)."""
+  root = files.path(workdir)
+  return {"config": os.fspath(root / CONFIG_FILE),
+          "checkpoints": os.fspath(root / CHECKPOINT_DIR),
+          "metrics": os.fspath(root / metrics_lib.METRICS_FILE)}
 
 
-def _absolute(path: str) -> str:
-  return path if "://" in path else os.path.abspath(path)
+_absolute = files.absolute
 
 
 def _run_lengths(config: ml_collections.ConfigDict,
@@ -165,10 +166,7 @@ def _config_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def _write_atomic(path: str, text: str) -> None:
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
+_write_atomic = files.write_atomic
 
 
 @dataclasses.dataclass
@@ -188,11 +186,9 @@ def check_config(config: ml_collections.ConfigDict, workdir: str, *,
   `trainer.workdir.RUN_KEYS` and not `allow_change`. `upgrade` (the task's `upgrade_config`)
   brings the stored config to today's form first.
   """
-  path = workdir_paths(workdir)["config"]
-  if not os.path.exists(path):
+  old_text = files.read_text(workdir_paths(workdir)["config"])
+  if old_text is None:
     return ConfigCheck(old=None, old_text=None, changes={})
-  with open(path) as f:
-    old_text = f.read()
   old = json.loads(old_text)
   # An older version's config.json lacks the keys added since with backward-compatible
   # defaults: the task's `upgrade` fills them in, so they are not a change.
@@ -213,21 +209,19 @@ def write_config(config: ml_collections.ConfigDict, workdir: str, check: ConfigC
                  step: int) -> None:
   """Writes config.json; an allowed change first keeps the old one as config.<step>.json."""
   if check.changes:
-    kept = os.path.join(workdir, f"config.{step}.json")
+    kept = os.fspath(files.path(workdir) / f"config.{step}.json")
     _write_atomic(kept, check.old_text)
     logging.warning("--allow_config_change: the config changed in %s from step %d on; the old "
                     "config is kept as %s.", _listed(check.changes), step, kept)
-  os.makedirs(workdir, exist_ok=True)
   _write_atomic(workdir_paths(workdir)["config"], _config_json(config))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was started with (written by `train_and_evaluate`)."""
-  path = workdir_paths(workdir)["config"]
-  if not os.path.exists(path):
+  text = files.read_text(workdir_paths(workdir)["config"])
+  if text is None:
     raise ValueError(f"No {CONFIG_FILE} in workdir {workdir!r}: not a training workdir.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(text))
 
 
 @dataclasses.dataclass
@@ -278,6 +272,11 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
   mesh_lib.check_batch_size(config.eval.batch_size, mesh, process_count, "eval.batch_size")
   lengths = _run_lengths(config, task.num_train_examples)
   ckpt_lib.check_options(config.checkpoint.keep, config.checkpoint.best_mode)
+  cost.check_override(config.training.get("peak_tflops_per_device"))
+  source = config.get("init_from")
+  if source and "://" not in source and not os.path.isdir(os.path.join(source, CHECKPOINT_DIR)):
+    raise ValueError(f"init_from={source}: no {CHECKPOINT_DIR}/ directory (not a workdir of "
+                     "train.py or scripts/port_checkpoint.py).")
   tx, schedule = optim.make_optimizer(config.optim, total_steps=lengths["total"],
                                       warmup_steps=lengths["warmup"])
   return Setup(task=task, mesh=mesh, lengths=lengths, tx=tx, schedule=schedule)
@@ -353,8 +352,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task:
       if lock is not None:
         try:
           lock.acquire()
-          if lock.stale_message:
-            logging.warning("%s", lock.stale_message)
+          for message in (lock.stale_message, lock.remote_message):
+            if message:
+              logging.warning("%s", message)
         except WorkdirInUseError as e:
           error = e
       if jax.process_count() > 1:  # Every process stops if process 0 could not lock.
@@ -391,6 +391,29 @@ def _schedule_change(config: ml_collections.ConfigDict, old: dict, setup: Setup,
           f"step {step}: {how} from {before:.3g} (step {step}, old schedule) to {after:.3g} "
           f"(step {step + 1}), and reaches optim.end_lr={config.optim.end_lr:g} at step "
           f"{total}.")
+
+
+def _peak_tflops(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> float | None:
+  """The peak TFLOP/s of one of this process's devices, for MFU (logged with its source)."""
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  peak, source = cost.peak_tflops_per_device(local, config.training.get("peak_tflops_per_device"))
+  if peak is None:
+    logging.info("No MFU: %s.", source)
+  else:
+    logging.info("MFU is relative to %.4g TFLOP/s per device (%s).", peak, source)
+  return peak
+def _init_from(source: str, state: Any, setup: Setup) -> Any:
+  """`config.init_from`: a new run starts from the parameters of another workdir (a trained
+  run, or scripts/port_checkpoint.py's), with a fresh optimizer state; the head is kept fresh
+  when the source has none or another number of classes (trainer.checkpoint.load_params).
+  The source is read replicated, then placed as `Setup.state_sharding` says."""
+  shardings = setup.state_sharding
+  params, kept = ckpt_lib.load_params(source, state["params"], mesh_lib.replicated(setup.mesh))
+  params = jax.device_put(params, shardings["params"])
+  logging.info("Initialised the parameters from %s%s.", source,
+               f" (kept fresh: {', '.join(kept)})" if kept else "")
+  opt_state = jax.jit(setup.tx.init, out_shardings=shardings["opt_state"])(params)
+  return dict(state, params=params, opt_state=opt_state)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
@@ -431,6 +454,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   else:
     start_step = 0
     state = init_state(setup, config.seed)
+    if config.get("init_from"):
+      state = _init_from(config.init_from, state, setup)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     tensorboard=config.training.tensorboard)
@@ -451,13 +476,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   train_step = jit_train_step(setup).lower(
       state, mesh_lib.global_batch(first_local, mesh)).compile()
   flops = cost.flops_per_device(train_step)
+  peak = _peak_tflops(config, mesh) if flops and is_main else None
   writer.write(start_step, {"perf/compile_sec": time.perf_counter() - t0,
                             "perf/num_params": num_params,
-                            **({"perf/gflops_per_step_per_device": flops / 1e9} if flops else {})})
+                            **({"perf/gflops_per_step_per_device": flops / 1e9} if flops else {}),
+                            **({"perf/peak_tflops_per_device": peak} if peak else {})})
   progress = progress_lib.Progress(
       total_steps=total_steps, start_step=start_step,
       examples_per_step=task.count_units(first_local) * process_count, unit=task.unit,
-      flops_per_device=flops, enabled=is_main)
+      flops_per_device=flops, enabled=is_main, peak_tflops_per_device=peak)
 
   # --- The loop. ---
   pending = []  # (step, on-device metrics) not yet checked on the host.

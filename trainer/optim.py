@@ -17,7 +17,7 @@ SCHEDULES = ("cosine", "constant")
 # Names that mark a parameter as exempt from weight decay (see `decays`): substrings of any
 # path element, or the exact name of the leaf.
 _NO_DECAY_SUBSTRINGS = ("posenc", "norm")
-_NO_DECAY_NAMES = ("bias", "cls", "ls")
+_NO_DECAY_NAMES = ("bias", "cls", "registers", "ls")
 
 
 def _path_names(path: tuple[Any, ...]) -> list[str]:
@@ -37,7 +37,8 @@ def decays(path: tuple[Any, ...]) -> bool:
 
   No decay for position parameters (any path element containing "posenc": APE, learned
   frequencies, LieRE generators), normalisation layers (any element containing "norm",
-  e.g. "LayerNorm_0", "encoder_norm"), and leaves named "bias", "cls" or "ls" (LayerScale).
+  e.g. "LayerNorm_0", "encoder_norm"), and leaves named "bias", "cls", "registers" (register
+  tokens, as DINOv3 / timm exempt them) or "ls" (LayerScale).
   Matching is case-insensitive.
   """
   names = [n.lower() for n in _path_names(path)]

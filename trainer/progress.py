@@ -9,6 +9,8 @@ import time
 
 import tqdm
 
+from trainer import cost
+
 
 def format_duration(seconds: float) -> str:
   """E.g. 3725 -> '1h02m05s', 65 -> '1m05s'."""
@@ -24,7 +26,8 @@ class Progress:
   """Counts steps, measures throughput and estimates the remaining time."""
 
   def __init__(self, *, total_steps: int, start_step: int, examples_per_step: int,
-               unit: str, flops_per_device: float | None, enabled: bool):
+               unit: str, flops_per_device: float | None, enabled: bool,
+               peak_tflops_per_device: float | None = None):
     """Sets up the bar.
 
     Args:
@@ -33,6 +36,8 @@ class Progress:
       examples_per_step: global units (images, tokens) processed per step.
       unit: what is counted, e.g. "images".
       flops_per_device: FLOPs per step per device (cost analysis), or None.
+      peak_tflops_per_device: the device's peak TFLOP/s (trainer/cost.py), or None: MFU is
+        logged when both are known.
       enabled: whether to draw a bar at all (process 0 only; tqdm itself also stays silent
         when stderr is not a terminal).
     """
@@ -40,6 +45,7 @@ class Progress:
     self.examples_per_step = examples_per_step
     self.unit = unit
     self.flops_per_device = flops_per_device
+    self.peak_tflops_per_device = peak_tflops_per_device
     self._bar = None
     if enabled:
       self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
@@ -62,7 +68,8 @@ class Progress:
 
     Returns:
       {"perf/steps_per_sec", "perf/<unit>_per_sec", "perf/tflops_per_device" (if the FLOPs
-      are known), "perf/eta_sec"}; empty if no step ran since the last measurement.
+      are known), "perf/mfu" (if the peak is known too; a fraction), "perf/eta_sec"}; empty if
+      no step ran since the last measurement.
     """
     now = time.perf_counter()
     steps, elapsed = step - self._last_step, now - self._last_time
@@ -75,6 +82,8 @@ class Progress:
            "perf/eta_sec": (self.total_steps - step) / rate}
     if self.flops_per_device:
       out["perf/tflops_per_device"] = rate * self.flops_per_device / 1e12
+      if self.peak_tflops_per_device:
+        out["perf/mfu"] = cost.mfu(out["perf/tflops_per_device"], self.peak_tflops_per_device)
     return out
 
   def set_postfix(self, **values) -> None:
@@ -90,6 +99,8 @@ class Progress:
       parts.append(f"| {scalars[f'perf/{self.unit}_per_sec']:.1f} {self.unit}/s")
     if "perf/tflops_per_device" in scalars:
       parts.append(f"{scalars['perf/tflops_per_device']:.3f} TFLOP/s/device")
+    if "perf/mfu" in scalars:
+      parts.append(f"MFU {100 * scalars['perf/mfu']:.1f}%")
     if "perf/eta_sec" in scalars:
       parts.append(f"ETA {format_duration(scalars['perf/eta_sec'])}")
     return " ".join(parts)

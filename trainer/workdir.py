@@ -2,12 +2,14 @@
 
 * `check_path(workdir)`: a usable directory (or one that can be created), else ValueError
   naming the path - before anything is written or compiled.
-* `Lock(workdir)`: one live run per workdir. `<workdir>/train.lock` is held with `fcntl.flock`
+* `Lock(workdir)`: one live run per local workdir. `<workdir>/train.lock` is held with `fcntl.flock`
   for the life of the run and names its holder (host, pid, start time). The kernel releases the
   flock when the process dies however it dies, so a lock left by a killed run is detected (the
   file still names a holder but nobody holds it) and taken over. A second run on a workdir in
   use gets `WorkdirInUseError` naming the other process. The file is emptied, not deleted, on
   release (deleting it would let two runs lock two different files of the same name).
+* A gs:// workdir (trainer/files.py) has no lock: object stores offer no lock that a killed
+  run releases, so `Lock` there only logs that a second run on it would not be stopped.
 * `config_changes(old, new)`: the keys in which two configs differ, ignoring `RUN_KEYS` (run
   length, logging and checkpoint periods, the mesh), which a re-run may change freely.
 """
@@ -30,7 +32,7 @@ LOCK_FILE = "train.lock"
 # optimizer, seed, ...) changes what is trained and is refused.
 RUN_KEYS = frozenset({
     "training.total_steps", "training.total_epochs", "training.log_every_steps",
-    "training.tensorboard",
+    "training.tensorboard", "training.peak_tflops_per_device", "platform",
     "eval.every_steps", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
     "checkpoint.async_save",
@@ -40,6 +42,9 @@ RUN_KEYS = frozenset({
     "mesh.data", "mesh.fsdp",
     # How many processes / threads compute the input batches: the batches are the same.
     "data.worker_processes", "data.num_workers", "data.prefetch",
+    # Read only when a run starts (step 0): resuming ignores it, so it may change or be absent
+    # from the config.json of runs written before it existed.
+    "init_from",
 })
 # Keys that set the run's length: changing them also changes the learning-rate schedule.
 LENGTH_KEYS = frozenset({"training.total_steps", "training.total_epochs"})
@@ -58,13 +63,19 @@ class ConfigChangedError(ValueError):
 
 
 def _is_remote(path: str) -> bool:
-  return "://" in path
+  return "://" in path  # As trainer/files.py's is_remote (not imported: it imports epath).
 
 
 def check_path(workdir: str, flag: str = "--workdir") -> None:
-  """ValueError naming `workdir` if it is a file, or cannot be written or created."""
+  """ValueError naming `workdir` if it is a file, or cannot be written or created.
+
+  A URL: its scheme must be supported and its packages installed (`files.check_remote`);
+  access rights are checked by the first write.
+  """
   if _is_remote(workdir):
-    return  # gs:// etc.: checked by the first write.
+    from trainer import files  # pylint: disable=g-import-not-at-top  # Keeps this module jax-free.
+    files.check_remote(workdir, flag)
+    return
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise ValueError(f"{flag}={workdir}: is a file, not a directory.")
@@ -94,6 +105,7 @@ class Lock:
     self.path = os.path.join(workdir, LOCK_FILE)
     self.command = command
     self.taken_over: dict | None = None  # The holder named by a stale lock file, if any.
+    self.remote = _is_remote(workdir)  # gs://: not locked (module docstring).
     self._fd: int | None = None
 
   def _read(self) -> dict:
@@ -106,6 +118,8 @@ class Lock:
 
   def acquire(self) -> "Lock":
     """Takes the lock; WorkdirInUseError naming the holder if a live process has it."""
+    if self.remote:
+      return self
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     if fcntl is not None:
@@ -131,6 +145,15 @@ class Lock:
     os.write(self._fd, json.dumps(me).encode())
     os.fsync(self._fd)
     return self
+
+  @property
+  def remote_message(self) -> str | None:
+    """What to log for a workdir that cannot be locked (None for a local one)."""
+    if not self.remote:
+      return None
+    return (f"Workdir {os.path.dirname(self.path)} is on an object store, which has no locks: "
+            "nothing stops a second run on it, so start one run per workdir (or use a local / "
+            "Cloud Storage FUSE path to get the lock).")
 
   @property
   def stale_message(self) -> str | None:
