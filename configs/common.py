@@ -127,4 +127,12 @@ def training_defaults() -> ml_collections.ConfigDict:
   #   ("" = no best-checkpoint tracking).
   c.checkpoint.best_mode = "max"  # "max" | "min": which value of best_metric is best.
   c.checkpoint.async_save = True  # Write checkpoints in the background (saves return early).
+
+  # The device mesh (trainer/mesh.py): mesh.data x mesh.fsdp = every device of every process.
+  # Batches are split over both axes; parameters and optimizer state over "fsdp" only (by
+  # their logical axis names, trainer/sharding.py), so per-device state memory is ~1/fsdp.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = 1  # Devices sharing one copy of the state (1: pure data parallelism). Must
+  #   divide the device count; a parameter no named dimension of which it divides stays whole.
+  c.mesh.data = -1  # Data-parallel replicas of the state; -1: every device fsdp leaves.
   return c

@@ -29,6 +29,8 @@ Arguments (after the colon, see configs.common.parse_arg):
              200 epochs, no dropout / stochastic depth / Mixup / CutMix, LayerScale 1e-4
              (Table 5 says LayerScale "1"; read as "on"), 3-Augment + RRC + jitter
              ("spherical_imagenet"). Needs tfds-prepared imagenet2012 (data.data_dir).
+             Decoding + augmentation in data.worker_processes = 32 processes per host:
+             size it with README "Input workers".
   :fmnist    a real CPU-sized run on Fashion-MNIST (28 px, patch 4 -> 7x7 grid, 3 heads x 24
              = width 72, depth 4, batch 128, LAMB lr 1e-2, 3 epochs = 1407 steps, pad-crop +
              flip, evals also at 20/36/44 px): ~4-5 min on 2 CPU cores (tcmalloc). Seed 0
@@ -122,6 +124,9 @@ def get_config(encoding: str, arg: str | None = None,
     c.checkpoint.every_epochs = 10.0
   elif mode == "imagenet":
     c.data = vision.default_config("spherical_imagenet")  # RRC, flip, 3-Aug, CJ; no mixing.
+    # JPEG decoding and augmentation in grain worker processes (per host). Size it to the
+    # host's accelerators with README "Input workers" (benchmarks/bench_data.py).
+    c.data.worker_processes = 32
     c.model = _model(encoding, model_options, variant="S/16", head_dim=imagenet_head_dim,
                      dropout=0.0, drop_path=0.0, layerscale_init=1e-4)
     c.training.batch_size = 512

@@ -10,8 +10,14 @@ Training stream (a grain `MapDataset`, i.e. every element computable from its in
 
 So the global batch of step s is a pure function of (seed, s): it does not depend on the number
 of processes, resuming needs only `start_step` (mid-epoch included), and each host reads and
-augments only its own rows. Threads (`num_workers`) compute whole local batches ahead
-(`prefetch`); the order of the output does not depend on them.
+augments only its own rows.
+
+Speed: decoding (in the source's `[i]`) and augmentation run in `worker_processes` grain worker
+processes (`IterDataset.mp_prefetch`), each computing whole local batches: worker k of W builds
+batches k, k + W, k + 2W, ... of the same index-addressed stream, and the batches are read back
+round-robin, so the output is the same for any number of workers (0: in the calling process).
+Within each process `num_workers` threads compute batches ahead (`prefetch`); they change
+nothing either. Pick worker_processes with benchmarks/bench_data.py (README "Input workers").
 
 Evaluation: every example exactly once, in global batches laid out like the training ones; the
 last batch is padded and `mask` marks real rows. Two protocols (`eval_protocol`) at any test
@@ -29,8 +35,9 @@ Usage:
   for batch in data.vision.make_eval_iterator(config, batch_size=512, image_size=64): ...
 """
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
+from absl import flags
 import grain
 import ml_collections
 from ml_collections import config_dict
@@ -109,9 +116,11 @@ def default_config(recipe: str | None = None) -> ml_collections.ConfigDict:
   c.eval_protocol = "resize"  # At test size S: "resize" (the above: the object scales with S)
   #   | "canvas" (the image at the training size, on a blank S x S canvas at a seeded random
   #   offset per example: same object size, larger grid; S >= image_size).
-  # Speed:
-  c.num_workers = 2  # Threads computing batches (0: in the calling thread).
-  c.prefetch = 2  # Batches computed ahead.
+  # Speed (none of these changes the data):
+  c.worker_processes = 0  # grain worker processes decoding + augmenting whole batches (0: in
+  #   the training process). Size: README "Input workers" / benchmarks/bench_data.py.
+  c.num_workers = 2  # Threads computing batches in each process (0: in the calling thread).
+  c.prefetch = 2  # Batches computed ahead (per thread pool; per worker process).
   if recipe is not None:
     if recipe not in RECIPES:
       raise ValueError(f"recipe: unknown recipe {recipe!r}; allowed: {sorted(RECIPES)}")
@@ -166,7 +175,7 @@ def validate_config(data_config: Mapping[str, Any] | ml_collections.ConfigDict
   for key in ("max_train_examples", "max_eval_examples"):
     _check(c[key] is None or (isinstance(c[key], int) and c[key] > 0), key, c[key],
            "None or a positive int")
-  for key in ("num_workers", "prefetch"):
+  for key in ("worker_processes", "num_workers", "prefetch"):
     _check(isinstance(c[key], int) and c[key] >= 0, key, c[key], "an int >= 0")
   return c
 
@@ -279,12 +288,29 @@ class _EvalExample(grain.transforms.Map):
             "label": np.int32(example["label"]), "mask": np.True_}
 
 
-def _read_options(c: dict[str, Any]) -> grain.ReadOptions:
-  return grain.ReadOptions(num_threads=c["num_workers"], prefetch_buffer_size=c["prefetch"])
+def _iterate(ds: grain.MapDataset, c: dict[str, Any]) -> grain.IterDataset:
+  """`ds` read in order by `c["num_workers"]` threads and `c["worker_processes"]` processes.
+
+  grain's `mp_prefetch` gives worker k the elements k, k + W, ... of `ds` (after every map,
+  since it slices the dataset right before `to_iter_dataset`) and interleaves the workers'
+  outputs round-robin, so the sequence equals the single-process one; `ds` must therefore
+  contain only one-to-one, stateless transforms (no filter / packing), as here.
+  """
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=c["num_workers"],
+                                            prefetch_buffer_size=c["prefetch"]))
+  if c["worker_processes"]:
+    if not flags.FLAGS.is_parsed():
+      # grain's worker start-up reads its absl flags (at their defaults); outside an absl app
+      # (tests, notebooks, benchmarks) they are unparsed, and reading them would raise.
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=c["worker_processes"], per_worker_buffer_size=max(c["prefetch"], 1)))
+  return it
 
 
 def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                        process_index: int = 0, process_count: int = 1
+                        process_index: int = 0, process_count: int = 1,
+                        source: Sequence[dict[str, Any]] | None = None
                         ) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of this process's training batches, starting at step `start_step`.
 
@@ -297,6 +323,9 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
       from that step on.
     process_index: p, this process.
     process_count: P.
+    source: a random-access sequence of raw examples {"image": uint8 [H, W, C], "label"} to
+      read instead of the training split of `data_config.name` (benchmarks, tests); the
+      dataset's facts (classes, channels, mean / std) still come from `data_config.name`.
 
   Returns:
     Iterator of {"image": float32 [b, S, S, C] normalised, "label": float32 [b, K]}, b = B / P:
@@ -312,8 +341,8 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
                      f"global_batch_size / process_count must be even; got {global_batch_size}"
                      f" / {process_count}")
   info = dataset_info(c["name"])
-  split = c["train_split"] or info.train_split
-  source = open_source(c["name"], split, c["data_dir"])
+  if source is None:
+    source = open_source(c["name"], c["train_split"] or info.train_split, c["data_dir"])
   shuffle_seed, augment_seed, mix_seed = _derive_seeds(int(seed), 3)
 
   ds = grain.MapDataset.source(source)
@@ -328,22 +357,22 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
   ds = ds[process_index::process_count]
   ds = ds[int(start_step):]
   ds = ds.map(_Targets(c, info.num_classes, mix_seed))
-  return iter(ds.to_iter_dataset(_read_options(c)))
+  return iter(_iterate(ds, c))
 
 
 class EvalIterable:
   """Re-iterable evaluation batches; `len()` = batches per pass (the same on every process)."""
 
-  def __init__(self, dataset: grain.MapDataset, read_options: grain.ReadOptions,
+  def __init__(self, dataset: grain.MapDataset, config: dict[str, Any],
                num_batches: int, num_examples: int):
-    self._dataset, self._read_options = dataset, read_options
+    self._dataset, self._config = dataset, config
     self.num_batches, self.num_examples = num_batches, num_examples
 
   def __len__(self) -> int:
     return self.num_batches
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    return iter(self._dataset.to_iter_dataset(self._read_options))
+    return iter(_iterate(self._dataset, self._config))
 
 
 def make_eval_iterator(data_config, *, batch_size: int, image_size: int,
@@ -384,4 +413,4 @@ def make_eval_iterator(data_config, *, batch_size: int, image_size: int,
   ds = ds.map(_EvalExample(source, num_examples, image_size, c["eval_crop_fraction"], info,
                            train_size=c["image_size"] if canvas else None))
   ds = ds.batch(local)[process_index::process_count]
-  return EvalIterable(ds, _read_options(c), num_batches, num_examples)
+  return EvalIterable(ds, c, num_batches, num_examples)

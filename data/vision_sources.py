@@ -21,10 +21,12 @@ import os
 from typing import Sequence
 
 import numpy as np
-from sklearn import datasets as sk_datasets
-import tensorflow_datasets as tfds
 
 from data import idx
+
+# tensorflow_datasets and scikit-learn are imported by the sources that read them, not here:
+# every grain worker process (data.vision `worker_processes`) imports this module to unpickle
+# its source, and the two (with the jax that scikit-learn pulls in) take seconds to import.
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -107,6 +109,7 @@ class TfdsSource:
   """A tfds `data_source` reduced to {"image", "label"} (drops ids, file names, ...)."""
 
   def __init__(self, name: str, split: str, data_dir: str | None):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     try:
       # download=False: this machine has no dataset downloads; an unprepared dataset must fail
       # fast instead of trying to fetch it.
@@ -137,6 +140,7 @@ def _fashion_mnist_arrays(directory: str, split: str) -> tuple[np.ndarray, np.nd
 
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
   digits = sk_datasets.load_digits()
   # Values are counts 0..16 of set pixels in 4x4 cells; scale to the uint8 range of the others.
   images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]

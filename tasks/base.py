@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import flax.linen as nn
 import jax
 import ml_collections
+from jax.sharding import PartitionSpec
 
 Batch = Mapping[str, Any]
 Params = Any
@@ -49,6 +50,17 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def init_params(self, rng: jax.Array) -> Params:
     """Fresh parameters (a plain pytree) from a PRNG key; traceable (runs under jit)."""
+
+  def param_logical_specs(self) -> Any:
+    """The logical axis names of every parameter: a pytree like `init_params`'s whose leaves
+    are PartitionSpecs of logical names (e.g. P("embed", "mlp"); P() = unnamed, replicated).
+
+    The trainer maps them onto the mesh (trainer/sharding.py). Default: every parameter
+    unnamed. Tasks whose models box their parameters with `nn.with_logical_partitioning`
+    override this with `nn.get_partition_spec` of the boxed tree (shapes only, no compute).
+    """
+    shapes = jax.eval_shape(self.init_params, jax.random.key(0))
+    return jax.tree.map(lambda _: PartitionSpec(), shapes)
 
   @abc.abstractmethod
   def train_iterator(self, start_step: int, process_index: int,

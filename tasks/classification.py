@@ -29,6 +29,7 @@ import optax
 import tasks
 from data import vision
 from tasks import base
+from trainer import mesh as mesh_lib
 
 LOSSES = ("softmax_xent", "sigmoid_xent")
 # model.name -> module with default_config / validate_config / model_from_config.
@@ -56,8 +57,10 @@ class Classification(base.Task):
   @staticmethod
   def upgrade_config(config: dict) -> dict:
     """The model part through its module's `upgrade_config` (old `posenc` names, new options);
-    data options added since (e.g. `eval_protocol`) get their defaults, which
-    `data.vision.validate_config` gives a config without them anyway."""
+    data options added since (e.g. `eval_protocol`, `worker_processes`) get their defaults,
+    which `data.vision.validate_config` gives a config without them anyway; so does `mesh`
+    (pure data parallelism, trainer.mesh.DEFAULTS)."""
+    config = mesh_lib.upgrade_config(config)
     if isinstance(config.get("data"), Mapping):
       config = dict(config, data={**vision.default_config().to_dict(), **config["data"]})
     model = config.get("model") or {}
@@ -125,6 +128,9 @@ class Classification(base.Task):
     mesh: `nn.get_partition_spec(jax.eval_shape(task.init_boxed_params, rng))`)."""
     images = jnp.asarray(self.init_inputs()["image"])
     return self.model.init({"params": rng}, images, train=False)["params"]
+
+  def param_logical_specs(self) -> Any:
+    return nn.get_partition_spec(jax.eval_shape(self.init_boxed_params, jax.random.key(0)))
 
   def train_iterator(self, start_step: int, process_index: int,
                      process_count: int) -> Iterator[dict[str, np.ndarray]]:

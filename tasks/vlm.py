@@ -39,6 +39,7 @@ Eval metrics (sums over the valid rows of a batch; the loop divides every key by
 import dataclasses
 from typing import Any, Iterator, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -51,6 +52,7 @@ from data import vlm_pipeline
 from models import vlm
 from models import vlm_schemes
 from tasks import base
+from trainer import mesh as mesh_lib
 
 # model.name -> the VLM implementation (one for now).
 MODEL_NAMES = ("vlm",)
@@ -97,7 +99,8 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   that disagrees with model.scheme is a ValueError (such a run never trained: the task
   refused it). Missing newer model keys take their defaults (model.attention_impl "xla"), and
   so do missing newer data keys (question_mix.video_elapsed 0, the clip settings), which
-  leave the data of such a config as it was.
+  leave the data of such a config as it was, and the mesh (trainer.mesh.DEFAULTS: pure data
+  parallelism, as those runs trained).
   """
   old = config.to_dict()
   data = old.get("data", {})
@@ -123,6 +126,8 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     if "question_mix" in old["data"]:
       for t in spatial_scenes.OPT_IN_TYPES:
         old["data"]["question_mix"].setdefault(t, 0.0)
+  if "training" in old:  # A full run config (not a model / data part alone).
+    old = mesh_lib.upgrade_config(old)  # Before config.mesh: pure data parallelism.
   new = ml_collections.ConfigDict(old)
   if config.is_locked:
     new.lock()
@@ -230,6 +235,11 @@ class VisionLanguage(base.Task):
     # Unboxed: plain arrays (the checkpoint format); the logical axis names are available
     # from `vlm.init_params(..., boxed=True)` for sharding rules.
     return vlm.init_params(self.model, rng, self.init_inputs())
+
+  def param_logical_specs(self) -> Any:
+    boxed = jax.eval_shape(lambda key: vlm.init_params(self.model, key, self.init_inputs(),
+                                                       boxed=True), jax.random.key(0))
+    return nn.get_partition_spec(boxed)
 
   def train_iterator(self, start_step: int, process_index: int,
                      process_count: int) -> Iterator[dict[str, np.ndarray]]:

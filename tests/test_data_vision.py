@@ -269,6 +269,22 @@ def test_train_determinism_and_seed():
                                                             seed=1), 3))
 
 
+def test_worker_processes_change_nothing():
+  # grain worker processes (2) against the calling process (0): the same batches, from a
+  # resumed step too; every random stage is on (crop, flip, 3-Augment, jitter, Mixup/CutMix).
+  c = _config("spherical_cifar100", max_train_examples=20, max_eval_examples=20)
+  workers = _config("spherical_cifar100", max_train_examples=20, max_eval_examples=20,
+                    worker_processes=2)
+  # Resumed at step 1 (a mid-epoch position): 6 batches cross two epoch boundaries.
+  reference = _take(vision.make_train_iterator(c, global_batch_size=8, seed=5, start_step=1), 6)
+  it = vision.make_train_iterator(workers, global_batch_size=8, seed=5, start_step=1)
+  _assert_batches_equal(reference, _take(it, 6))
+  it.close()  # stops the worker processes now rather than at garbage collection
+  evals = vision.make_eval_iterator(workers, batch_size=8, image_size=12)
+  _assert_batches_equal(list(vision.make_eval_iterator(c, batch_size=8, image_size=12)),
+                        list(evals))
+
+
 def test_train_resume_mid_epoch_and_across_epochs():
   # 20 examples, batch 8: epoch 0 = positions 0..19, so step 2 is mid-epoch and straddles
   # the epoch boundary.

@@ -259,9 +259,8 @@ def test_ported_workdir_is_what_eval_restores(eva_workdir, capsys):
   logits, _ = _apply(setup.task.model, state["params"], z["images"])
   assert _relative(logits, z["logits"]) <= TOL
   # train.py's init_from on this config: the parameters come back, the optimizer is new.
-  from trainer import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   zeroed = dict(state, params=jax.tree.map(jnp.zeros_like, state["params"]))
-  again = loop._init_from(str(eva_workdir), zeroed, setup, mesh_lib.replicated(setup.mesh))
+  again = loop._init_from(str(eva_workdir), zeroed, setup)
   a, b = _leaves(again["params"]), _leaves(state["params"])
   assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
   assert jax.tree.structure(again["opt_state"]) == jax.tree.structure(state["opt_state"])

@@ -187,7 +187,7 @@ def test_global_batch_layout_and_sharding():
   np.testing.assert_array_equal(np.asarray(batch["x"]), local["x"])
   # Device d holds rows [2d, 2d + 2): split along the example axis, nothing else.
   for shard in batch["x"].addressable_shards:
-    d = mesh.devices.tolist().index(shard.device)
+    d = list(mesh.devices.flat).index(shard.device)
     np.testing.assert_array_equal(np.asarray(shard.data), local["x"][2 * d:2 * d + 2])
   with pytest.raises(ValueError, match="training.batch_size=6 .* devices \\(4\\)"):
     mesh_lib.check_batch_size(6, mesh, 1, "training.batch_size")

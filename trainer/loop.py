@@ -26,6 +26,7 @@ Guarantees:
   checkpoint stays (the "LatestN" policy never deletes the newest checkpoint).
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from trainer import metrics as metrics_lib
 from trainer import optim
 from trainer import preemption
 from trainer import progress as progress_lib
+from trainer import sharding as sharding_lib
 from trainer import step as step_lib
 from trainer import workdir as workdir_lib
 
@@ -151,10 +153,13 @@ def evaluate(task: Any, params: Any, eval_step: Any,
 
 
 def make_eval_step(task: Any, mesh: jax.sharding.Mesh) -> Any:
-  """The task's (a tasks/base.py Task) eval step, jit-ted: replicated params, sharded batch."""
-  return jax.jit(task.eval_step,
-                 in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
-                 out_shardings=mesh_lib.replicated(mesh))
+  """The task's (a tasks/base.py Task) eval step, jit-ted, with replicated outputs.
+
+  The inputs keep the shardings they come with: parameters as the train state (or a
+  restore) placed them (`Setup.state_sharding`), the batch split as `mesh_lib.global_batch`
+  splits it.
+  """
+  return jax.jit(task.eval_step, out_shardings=mesh_lib.replicated(mesh))
 
 
 def _config_json(config: ml_collections.ConfigDict) -> str:
@@ -228,6 +233,26 @@ class Setup:
   tx: Any  # optax.GradientTransformation
   schedule: Any  # optax.Schedule
 
+  @functools.cached_property
+  def state_shapes(self) -> dict[str, Any]:
+    """`jax.ShapeDtypeStruct`s of the train state (the same for every seed), traced once."""
+    return jax.eval_shape(step_lib.make_init_fn(self.task, self.tx), jax.random.key(0))
+
+  @functools.cached_property
+  def state_sharding(self) -> dict[str, Any]:
+    """Where each leaf of the train state lives on `mesh` (trainer/sharding.py): parameters
+    and optimizer moments split over "fsdp" by their logical axis names, the rest replicated.
+    Computed from shapes only (no compilation), once."""
+    shapes = self.state_shapes
+    params, unsplit = sharding_lib.param_shardings(
+        self.task.param_logical_specs(), shapes["params"], self.mesh)
+    if unsplit and jax.process_index() == 0:
+      logging.info("mesh.fsdp=%d: %d parameter(s) stay whole (no named dimension divisible by "
+                   "%d): %s", self.mesh.shape[mesh_lib.FSDP_AXIS], len(unsplit),
+                   self.mesh.shape[mesh_lib.FSDP_AXIS],
+                   ", ".join(unsplit[:8]) + (" ..." if len(unsplit) > 8 else ""))
+    return sharding_lib.state_shardings(shapes, params, self.tx, self.mesh)
+
 
 def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None, *,
           task: Any) -> Setup:
@@ -235,10 +260,12 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
 
   Args:
     config: the full experiment config.
-    devices: devices of the data-parallel mesh; default all devices of all processes.
+    devices: devices of the mesh; default all devices of all processes.
     task: the config's task (a tasks/base.py Task), e.g. `tasks.get_task(config)`.
   """
-  mesh = mesh_lib.make_mesh(devices)
+  # config.mesh: absent from configs written before it existed (eval.py reads those as they
+  # are): pure data parallelism, as those runs trained.
+  mesh = mesh_lib.make_mesh(devices, config.get("mesh"))
   process_count = jax.process_count()
   mesh_lib.check_batch_size(config.training.batch_size, mesh, process_count,
                             "training.batch_size")
@@ -256,10 +283,10 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
 
 
 def abstract_state(setup: Setup, seed: int) -> Any:
-  """Shapes, dtypes and (replicated) shardings of the train state, without computing it."""
-  init_fn = step_lib.make_init_fn(setup.task, setup.tx)
-  return ckpt_lib.abstract_like(jax.eval_shape(init_fn, jax.random.key(seed)),
-                                mesh_lib.replicated(setup.mesh))
+  """Shapes, dtypes and shardings (`Setup.state_sharding`) of the train state, without
+  computing it. A checkpoint restored into it lands on this mesh whatever mesh saved it."""
+  del seed  # Shapes and shardings do not depend on it (kept: callers pass the run's seed).
+  return ckpt_lib.abstract_like(setup.state_shapes, setup.state_sharding)
 
 
 def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, *,
@@ -272,11 +299,18 @@ def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def jit_train_step(setup: Setup) -> Any:
-  """The jit-ted train step: replicated state (donated) and batch-sharded input."""
-  replicated = mesh_lib.replicated(setup.mesh)
+  """The jit-ted train step: the state (donated) as `Setup.state_sharding` places it, the
+  batch split over every device, replicated metrics."""
+  state = setup.state_sharding
   return jax.jit(step_lib.make_train_step(setup.task, setup.tx, setup.schedule),
-                 in_shardings=(replicated, mesh_lib.batch_sharding(setup.mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+                 in_shardings=(state, mesh_lib.batch_sharding(setup.mesh)),
+                 out_shardings=(state, mesh_lib.replicated(setup.mesh)), donate_argnums=0)
+
+
+def init_state(setup: Setup, seed: int) -> Any:
+  """A fresh train state, computed on the devices in its shardings (`Setup.state_sharding`)."""
+  return jax.jit(step_lib.make_init_fn(setup.task, setup.tx),
+                 out_shardings=setup.state_sharding)(jax.random.key(seed))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task: Any,
@@ -289,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task:
     workdir: directory (created if needed) for config.json, metrics.jsonl, tensorboard/,
       checkpoints/ and the lock file train.lock.
     task: the config's task (a tasks/base.py Task), e.g. `tasks.get_task(config)`.
-    devices: devices of the data-parallel mesh; default all devices of all processes.
+    devices: devices of the mesh (config.mesh splits them); default all devices of all processes.
     allow_config_change: continue a workdir whose config.json differs from `config`.
     command: what the lock file names as this run's command (for the error of a second run).
 
@@ -368,14 +402,17 @@ def _peak_tflops(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   else:
     logging.info("MFU is relative to %.4g TFLOP/s per device (%s).", peak, source)
   return peak
-def _init_from(source: str, state: Any, setup: Setup, replicated: Any) -> Any:
+def _init_from(source: str, state: Any, setup: Setup) -> Any:
   """`config.init_from`: a new run starts from the parameters of another workdir (a trained
   run, or scripts/port_checkpoint.py's), with a fresh optimizer state; the head is kept fresh
-  when the source has none or another number of classes (trainer.checkpoint.load_params)."""
-  params, kept = ckpt_lib.load_params(source, state["params"], replicated)
+  when the source has none or another number of classes (trainer.checkpoint.load_params).
+  The source is read replicated, then placed as `Setup.state_sharding` says."""
+  shardings = setup.state_sharding
+  params, kept = ckpt_lib.load_params(source, state["params"], mesh_lib.replicated(setup.mesh))
+  params = jax.device_put(params, shardings["params"])
   logging.info("Initialised the parameters from %s%s.", source,
                f" (kept fresh: {', '.join(kept)})" if kept else "")
-  opt_state = jax.jit(setup.tx.init, out_shardings=replicated)(params)
+  opt_state = jax.jit(setup.tx.init, out_shardings=shardings["opt_state"])(params)
   return dict(state, params=params, opt_state=opt_state)
 
 
@@ -392,13 +429,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
                               upgrade=task.upgrade_config)
   old_config = config_check.old
   if is_main:
-    logging.info("Workdir %s; %d process(es), %d device(s); %d steps (warm-up %d; every %s).",
-                 workdir, process_count, mesh.size, total_steps, lengths["warmup"],
+    logging.info("Workdir %s; %d process(es), %d device(s) (mesh data %d x fsdp %d); %d steps "
+                 "(warm-up %d; every %s).", workdir, process_count, mesh.size,
+                 mesh.shape[mesh_lib.DATA_AXIS], mesh.shape[mesh_lib.FSDP_AXIS], total_steps,
+                 lengths["warmup"],
                  ", ".join(f"{k} {v}" for k, v in lengths.items()
                            if k not in ("total", "warmup")))
 
   # --- State: restore the newest intact checkpoint, or initialise on device. ---
-  replicated = mesh_lib.replicated(mesh)
   abstract = abstract_state(setup, config.seed)
   sync = ((lambda: multihost_utils.sync_global_devices("damaged checkpoint moved"))
           if process_count > 1 else (lambda: None))
@@ -415,10 +453,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
         logging.warning("%s", message)
   else:
     start_step = 0
-    state = jax.jit(step_lib.make_init_fn(task, setup.tx), out_shardings=replicated)(
-        jax.random.key(config.seed))
+    state = init_state(setup, config.seed)
     if config.get("init_from"):
-      state = _init_from(config.init_from, state, setup, replicated)
+      state = _init_from(config.init_from, state, setup)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     tensorboard=config.training.tensorboard)
@@ -507,7 +544,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
              if last_good is not None else "No checkpoint had been saved yet.")
     raise NonFiniteLossError(f"{e} {where}", e.step) from None
   finally:
-    # Also on errors (NaN): let pending saves of good states finish, release the files.
+    # Also on errors (NaN): let pending saves of good states finish, release the files, stop
+    # the input pipeline's worker processes (grain iterators have `close`).
+    if hasattr(train_iter, "close"):
+      train_iter.close()
     progress.close()
     checkpoints.close()
     writer.close()

@@ -11,7 +11,7 @@
 * A gs:// workdir (trainer/files.py) has no lock: object stores offer no lock that a killed
   run releases, so `Lock` there only logs that a second run on it would not be stopped.
 * `config_changes(old, new)`: the keys in which two configs differ, ignoring `RUN_KEYS` (run
-  length, logging and checkpoint periods), which a re-run may change freely.
+  length, logging and checkpoint periods, the mesh), which a re-run may change freely.
 """
 import datetime
 import errno
@@ -36,6 +36,12 @@ RUN_KEYS = frozenset({
     "eval.every_steps", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
     "checkpoint.async_save",
+    # The mesh only places the same computation on the devices (results equal up to the
+    # reduction order), and checkpoints restore under any mesh: a run may resume on another
+    # slice or with another FSDP split.
+    "mesh.data", "mesh.fsdp",
+    # How many processes / threads compute the input batches: the batches are the same.
+    "data.worker_processes", "data.num_workers", "data.prefetch",
     # Read only when a run starts (step 0): resuming ignores it, so it may change or be absent
     # from the config.json of runs written before it existed.
     "init_from",
