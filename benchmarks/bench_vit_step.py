@@ -170,6 +170,8 @@ def time_round_robin(entries: list[dict], batch, *, repeats: int, warmup: int) -
     return time.perf_counter() - t0
 
   for e in entries:
+    # Named on stderr: a step that never returns (an XLA:CPU runtime hang) shows which one.
+    print(f"  warm-up {e['label']}", file=sys.stderr, flush=True)
     for _ in range(warmup):
       one(e)
   for r in range(repeats):

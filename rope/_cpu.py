@@ -15,6 +15,7 @@ gradients (tests/test_rope_backends.py). Nothing here is public.
 | `rotate_pairs`, `rotate_blocks`, `rotate_spherical` (custom VJPs) | autodiff's table gradients are batch reductions through strided slices, ~20-40x the forward |
 | `sum_to_shape` | a reduction over a major axis runs as a strided loop, ~27x unrolled adds |
 | `matmul` (custom VJP) | the transposed-lhs batched dot of autodiff runs ~12x slower |
+| `cayley` (custom JVP) | jaxlib's batched LAPACK solves can deadlock XLA:CPU's thread pool |
 """
 import functools
 from typing import Tuple
@@ -358,3 +359,52 @@ def _matmul_bwd(res, g):
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+# ---------------------------------------------------------------------- Cayley transform
+#
+# Why: `jnp.linalg.solve` on CPU is jaxlib's LAPACK (getrf / trsm as FFI custom calls), whose
+# batched kernels split the batch over XLA:CPU's intra-op thread pool and block the calling pool
+# thread until the parts are done (`jax::ParallelBatchMap`). When as many such solves run at once
+# as the pool has threads, every thread waits and the program never returns: measured with jax
+# 0.10.2 on 2 cores, a ViT-S Cayley-STRING training step (one [H, D, D] solve per layer, forward
+# and backward) hangs from depth 4 on, on its second call. This Gauss-Jordan elimination is
+# plain XLA ops (no custom call), and its derivative is written in closed form.
+#
+# No pivoting is needed for the Cayley transform's `I + S`, S skew-symmetric: x^T (I + S) x =
+# |x|^2, and the same holds for every Schur complement C of it (y^T C y = x^T (I + S) x >= |y|^2
+# for x = [-A11^-1 A12 y; y]), so every pivot (a diagonal entry of one) is >= 1.
+
+def _gauss_jordan_solve(a, b):
+  """`a^-1 b` for `[..., D, D]` `a` whose pivots need no exchange (see above)."""
+  d = a.shape[-1]
+  m = jnp.concatenate([a, b], axis=-1)                                    # [..., D, 2D]
+  rows = jnp.arange(d)[:, None]                                          # [D, 1]
+
+  def eliminate(k, m):
+    row = jax.lax.dynamic_slice_in_dim(m, k, 1, axis=-2)                 # [..., 1, 2D]
+    row = row / jax.lax.dynamic_slice_in_dim(row, k, 1, axis=-1)          # pivot -> 1
+    col = jax.lax.dynamic_slice_in_dim(m, k, 1, axis=-1)                 # [..., D, 1]
+    return jnp.where(rows == k, row, m - col * row)
+
+  return jax.lax.fori_loop(0, d, eliminate, m)[..., d:]   # [..., D, b's columns]
+
+
+@jax.custom_jvp
+def cayley(S: jax.Array) -> jax.Array:
+  """`(I + S)^-1 (I - S)` for skew-symmetric float32 `S` `[..., D, D]`."""
+  eye = jnp.broadcast_to(jnp.eye(S.shape[-1], dtype=S.dtype), S.shape)
+  return _gauss_jordan_solve(eye + S, eye - S)
+
+
+@cayley.defjvp
+def _cayley_jvp(primals, tangents):
+  # P = X (I - S) with X = (I + S)^-1, dX = -X dS X: dP = -X dS (X (I - S) + I) = -X dS (P + I),
+  # linear in dS (so autodiff can transpose it). One elimination gives both P and X.
+  (S,), (dS,) = primals, tangents
+  d = S.shape[-1]
+  eye = jnp.broadcast_to(jnp.eye(d, dtype=S.dtype), S.shape)
+  px = _gauss_jordan_solve(eye + S, jnp.concatenate([eye - S, eye], axis=-1))
+  p, x = px[..., :d], px[..., d:]
+  x_ds = jnp.matmul(x, dS, precision=_HIGHEST)
+  return p, -jnp.matmul(x_ds, p + eye, precision=_HIGHEST)

@@ -116,3 +116,15 @@ def rotate_spherical(x, ca, sa, cb, sb, *, layout: str, materialize: bool = True
 def plain_matmul(a, b):
   """`a @ b`, float32 exact on every backend (HIGHEST)."""
   return jnp.matmul(a, b, precision=_HIGHEST)
+
+
+# ---------------------------------------------------------------------- Cayley transform
+
+def _plain_cayley(S):
+  eye = jnp.eye(S.shape[-1], dtype=S.dtype)
+  return jnp.linalg.solve(eye + S, jnp.broadcast_to(eye, S.shape) - S)
+
+
+def cayley(S: jax.Array) -> jax.Array:
+  """`(I + S)^-1 (I - S)` of float32 skew-symmetric `S` `[..., D, D]` (on CPU without LAPACK)."""
+  return dispatch(S, cpu=_cpu.cayley, default=_plain_cayley)

@@ -8,6 +8,7 @@ docs/spec/vision_ext.md §4.
 import jax
 import jax.numpy as jnp
 
+from rope import _kernels
 from rope import rotary
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -16,8 +17,11 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def cayley(S: jax.Array) -> jax.Array:
   """Cayley transform `(I - S)(I + S)^-1`, orthogonal for skew-symmetric `S`.
 
-  Computed as the linear solve `(I + S)^-1 (I - S)` (the two factors commute), never an
-  explicit inverse. `S = 0` gives `I`.
+  Computed as the linear solve `(I + S)^-1 (I - S)` (the two factors commute); when lowered
+  for CPU, as `2 (I + S)^-1 - I` by Gauss-Jordan elimination instead of LAPACK, whose batched
+  kernels can deadlock XLA:CPU's thread pool (rope/_cpu.py; equal to float32 rounding, and
+  stable without pivoting only for skew-symmetric `S`, the transform's domain). `S = 0` gives
+  `I`.
 
   Args:
     S: `[..., D, D]` (skew-symmetric, e.g. `triu(W, 1) - triu(W, 1)^T`).
@@ -28,9 +32,7 @@ def cayley(S: jax.Array) -> jax.Array:
   S = jnp.asarray(S)
   if S.ndim < 2 or S.shape[-1] != S.shape[-2]:
     raise ValueError(f"`S` must be [..., D, D] (square), got shape {S.shape}.")
-  S = S.astype(jnp.float32)
-  eye = jnp.eye(S.shape[-1], dtype=jnp.float32)
-  return jnp.linalg.solve(eye + S, jnp.broadcast_to(eye, S.shape) - S)
+  return _kernels.cayley(S.astype(jnp.float32))
 
 
 def apply_dense(x: jax.Array, M: jax.Array, *, transpose: bool = False) -> jax.Array:

@@ -90,8 +90,12 @@ def _cases():
   rows, cols = jnp.arange(3.0), jnp.arange(4.0)
   x_grid = jax.random.normal(k[6], (2, 12, H, 24))
   x64 = jax.random.normal(k[7], (2, L, 1, 64))
+  cay = 0.4 * jax.random.normal(k[0], (H, 24, 24))   # Cayley-STRING's generator parameters
   ang = lambda f: rope.angles(pos2, f)
   return {
+      "cayley": (lambda w: rope.cayley(w - jnp.swapaxes(w, -1, -2)), (cay,)),
+      "string_cayley": (lambda x, f, w: rope.string_cayley(
+          x, ang(f), rope.cayley(w - jnp.swapaxes(w, -1, -2))), (x, mixed, cay)),
       "apply_half": (lambda x, f: rope.apply(x, ang(f)), (x, mixed)),
       "apply_interleaved": (lambda x, f: rope.apply(x, ang(f), layout="interleaved"), (x, mixed)),
       "apply_partial_amplitude": (
@@ -194,3 +198,35 @@ def test_vmap_and_grad_through_the_dispatch(use_plain, monkeypatch):
   w = rope.init_liere(k2, 2, H, 8, block_size=4) * 0.1
   rot = jax.jit(jax.vmap(rope.liere_rotations, in_axes=(0, None)))(pos / L, w)
   np.testing.assert_allclose(rot[1], rope.liere_rotations(pos[1] / L, w), atol=1e-5)
+
+
+# Two layers' Cayley transforms in one program, forward and backward, called repeatedly: with
+# jaxlib's LAPACK solve, XLA:CPU's thread pool deadlocks on a 2-core host (jax 0.10.2; the
+# second call never returns). A subprocess with a timeout, so that a regression fails instead
+# of hanging the suite.
+_CAYLEY_LAYERS = """
+import jax, jax.numpy as jnp, rope
+def loss(ws, x):
+  total = 0.0
+  for w in ws:
+    x = jnp.einsum("bnhd,hde->bnhe", x, rope.cayley(w - jnp.swapaxes(w, -1, -2)))
+    total = total + jnp.sum(x ** 2)
+  return total
+ws = [0.1 * jax.random.normal(jax.random.key(i), (6, 64, 64)) for i in range(4)]
+x = jax.random.normal(jax.random.key(9), (32, 50, 6, 64))
+step = jax.jit(jax.grad(loss))
+for _ in range(3):
+  jax.block_until_ready(step(ws, x))
+print("done")
+"""
+
+
+def test_cayley_layers_do_not_deadlock_xla_cpu():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  try:
+    proc = subprocess.run([sys.executable, "-c", _CAYLEY_LAYERS], capture_output=True,
+                          text=True, timeout=120, check=False)
+  except subprocess.TimeoutExpired:
+    pytest.fail("four Cayley transforms' gradient did not return within 120 s (a deadlock)")
+  assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr[-2000:]
