@@ -1,7 +1,7 @@
 """XLA:CPU kernels: the only place where rope departs from plain jax.numpy.
 
-Everything here exists because XLA:CPU runs the plain formulation (`rope/_kernels.py`) slowly,
-and is selected only when lowering for CPU (`rope._kernels` dispatches with
+Everything here exists because XLA:CPU runs the plain formulation (`rope/_kernels.py`) slowly
+(or, for `cayley`, can deadlock on it), and is selected only when lowering for CPU (`rope._kernels` dispatches with
 `jax.lax.platform_dependent(..., cpu=<kernel here>, default=<plain jnp>)`): a program lowered
 or exported for TPU or GPU never contains any of it (tests/test_export.py reads the exported
 modules). Every kernel equals the plain formulation up to float32 rounding, values and

@@ -18,10 +18,9 @@ def cayley(S: jax.Array) -> jax.Array:
   """Cayley transform `(I - S)(I + S)^-1`, orthogonal for skew-symmetric `S`.
 
   Computed as the linear solve `(I + S)^-1 (I - S)` (the two factors commute); when lowered
-  for CPU, as `2 (I + S)^-1 - I` by Gauss-Jordan elimination instead of LAPACK, whose batched
-  kernels can deadlock XLA:CPU's thread pool (rope/_cpu.py; equal to float32 rounding, and
-  stable without pivoting only for skew-symmetric `S`, the transform's domain). `S = 0` gives
-  `I`.
+  for CPU, that solve is a Gauss-Jordan elimination instead of LAPACK, whose batched kernels
+  can deadlock XLA:CPU's thread pool (rope/_cpu.py; equal to float32 rounding, and stable
+  without pivoting for skew-symmetric `S`, the transform's domain). `S = 0` gives `I`.
 
   Args:
     S: `[..., D, D]` (skew-symmetric, e.g. `triu(W, 1) - triu(W, 1)^T`).
