@@ -252,7 +252,7 @@ def _main(argv) -> int:
     logging.error("Invalid configuration: %s", e)
     print(f"train.py: invalid configuration: {e}", file=sys.stderr)
     return 1
-  except trainer.NonFiniteLossError as e:
+  except (trainer.NonFiniteLossError, FileNotFoundError) as e:  # e.g. an unprepared dataset
     logging.error("%s", e)
     print(f"train.py: {e}", file=sys.stderr)
     return 1

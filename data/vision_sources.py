@@ -114,7 +114,10 @@ class TfdsSource:
       # download=False: this machine has no dataset downloads; an unprepared dataset must fail
       # fast instead of trying to fetch it.
       self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except (NotImplementedError, FileNotFoundError, tfds.core.DatasetNotFoundError) as e:
+    # KeyError: tfds 4.9 finds the dataset's metadata but no generated split ("Trying to access
+    # `splits['train']` but `splits` is empty").
+    except (NotImplementedError, FileNotFoundError, KeyError,
+            tfds.core.DatasetNotFoundError) as e:
       raise FileNotFoundError(
           f"No prepared {name!r} (ArrayRecord format) under data_dir={data_dir!r}. Prepare it "
           f"with `tfds build {name} --file_format=array_record --data_dir=DIR` and pass "

@@ -401,6 +401,19 @@ def test_eval_canvas_keeps_the_object_size_at_a_seeded_offset():
 # --- tfds path (mock data; no downloads). ---------------------------------------------------
 
 
+@pytest.mark.parametrize("data_dir", ["empty", "default"])
+def test_unprepared_tfds_dataset_is_one_clear_error(data_dir, tmp_path, monkeypatch):
+  # An empty data_dir, and tfds' default one (found without generated splits here: a KeyError
+  # inside tfds): both name the dataset and the command that prepares it.
+  if data_dir == "empty":
+    directory = str(tmp_path)
+  else:
+    directory = None
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match=r"No prepared 'cifar10' .*tfds build cifar10"):
+    vision_sources.open_source("cifar10", "train", directory)
+
+
 @pytest.mark.parametrize("name,split", [("cifar10", "test"), ("imagenet2012", "validation")])
 def test_tfds_data_source_on_mock_data(name, split):
   with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
