@@ -66,8 +66,10 @@ flags.DEFINE_list("labels", None, "Labels, one per workdir (default: from each c
 flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 flags.DEFINE_string("output", None, "Output path without extension (writes .json and .png).")
 flags.DEFINE_integer("batch_size", None, "Global eval batch size (default: the run's).")
-flags.DEFINE_integer("num_examples", None, "VLM runs only: questions per condition (default: "
-                     "the run's data.num_eval_examples).")
+flags.DEFINE_integer("num_examples", None, "Image classification: evaluate the first N test "
+                     "images at every size (data.max_eval_examples; default: the run's, all). "
+                     "VLM runs: questions per condition (default: the run's "
+                     "data.num_eval_examples).")
 flags.DEFINE_enum("rope_scaling", "none", ["none", "linear", "ntk", "ntk_by_parts", "yarn"],
                   "Test-time frequency scaling beyond the training grid (model.rope_scaling).")
 flags.DEFINE_enum("positions", None, ["index", "index_interp"],
@@ -128,11 +130,13 @@ def test_time_suffix(rope_scaling: str = "none", positions: str | None = None) -
 
 def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
                 batch_size: int | None, *, rope_scaling: str = "none",
-                positions: str | None = None, protocol: str = "resize") -> dict:
+                positions: str | None = None, protocol: str = "resize",
+                num_examples: int | None = None) -> dict:
   """Validates one workdir without evaluating it; ValueError naming the workdir and problem.
 
   `rope_scaling`, `positions`, `protocol`: the test-time options (`test_time_config`; the
-  default resolutions under "canvas" are those >= the training size).
+  default resolutions under "canvas" are those >= the training size). `num_examples`: only
+  the first N test images (data.max_eval_examples).
   Returns what `evaluate_run` needs: config, setup, checkpoint candidates, ...
   """
   import tasks  # pylint: disable=g-import-not-at-top
@@ -155,6 +159,10 @@ def prepare_run(workdir: str, resolutions: list[int] | None, checkpoint: str,
     config.eval.image_sizes = tuple(sizes)
     if batch_size:
       config.eval.batch_size = batch_size
+    if num_examples is not None:
+      if num_examples < 1:
+        raise ValueError(f"--num_examples={num_examples}: must be >= 1.")
+      config.data.max_eval_examples = num_examples
     config.lock()
     # Validates every size against the model (patch multiple, ...); the eval.py picks the task.
     setup = loop.build(config, task=tasks.get_task(config))
@@ -205,6 +213,7 @@ def evaluate_run(prepared: dict) -> dict:
       "rope_scaling": config.model.get("rope_scaling") or "none",
       "positions": config.model.get("position_scale"),
       "protocol": config.data.eval_protocol,
+      "num_examples": int(metrics[f"{names[sizes[0]]}/count"]),  # Test images per size.
       "accuracy": {str(s): metrics[f"{names[s]}/accuracy"] for s in sizes},
       "loss": {str(s): metrics[f"{names[s]}/loss"] for s in sizes},
   }
@@ -372,7 +381,7 @@ def main(argv) -> int:
     try:
       prepared.append(prepare_run(workdir, resolutions, FLAGS.checkpoint, FLAGS.batch_size,
                                   rope_scaling=FLAGS.rope_scaling, positions=FLAGS.positions,
-                                  protocol=FLAGS.protocol))
+                                  protocol=FLAGS.protocol, num_examples=FLAGS.num_examples))
     except ValueError as e:
       errors.append(str(e))
   if errors:
@@ -390,7 +399,8 @@ def main(argv) -> int:
     logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
                  run["total_steps"], run["accuracy"])
   groups = write_report(runs, output, {"rope_scaling": FLAGS.rope_scaling,
-                                       "positions": FLAGS.positions, "protocol": FLAGS.protocol})
+                                       "positions": FLAGS.positions, "protocol": FLAGS.protocol,
+                                       "num_examples": FLAGS.num_examples})
   print(table(runs, groups))
   unfinished = [r for r in runs if not r["finished"]]
   if unfinished:

@@ -17,17 +17,22 @@ all of them, vit_common.config_names()). The smoke sweep (14 configs x 3 seeds) 
 `resolution` (with fmnist): issue 14's resolution-robustness study instead, the runs of
 `STUDY` (13 trainings x seeds, DINOv3 with and without its augmentation) and, through
 `get_evals`, eval.py under both protocols ("resize", "canvas") with the test-time variants of
-`TEST_TIME` (EVA-02 interpolation and YaRN on trained checkpoints, no training of their own):
-  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py:fmnist,resolution \
-      --workdir_root=/tmp/study                          # 39 trainings
-  python scripts/launch_sweep.py --sweep=configs/sweep_vit.py:fmnist,resolution \
-      --workdir_root=/tmp/study --stage=eval             # writes /tmp/study/eval/<protocol>/*
+`TEST_TIME` (EVA-02 interpolation and YaRN on trained checkpoints, no training of their own).
+Its budget arguments: epochs=E (default 1: training.total_epochs, evaluated once at the end
+at 28 px only) and examples=N (default 2000: eval.py --num_examples, the first N test
+images at every size). On 2 CPU cores, two launchers pinned to one core each (--shard):
+  for i in 0 1; do taskset -c $i python scripts/launch_sweep.py \
+      --sweep=configs/sweep_vit.py:fmnist,resolution --workdir_root=/tmp/study \
+      --shard=$i/2 --keep_going & done; wait     # 39 trainings
+  for i in 0 1; do taskset -c $i python scripts/launch_sweep.py \
+      --sweep=configs/sweep_vit.py:fmnist,resolution --workdir_root=/tmp/study \
+      --stage=eval --shard=$i/2 --keep_going & done; wait  # /tmp/study/eval/<protocol>/*
   python scripts/vit_results.py --eval=/tmp/study/eval/resize,/tmp/study/eval/canvas \
       --out=docs/results/vit_fmnist_resolution.md --plot=docs/results/vit_fmnist_resolution.png
-Budget on 2 CPU cores: one :fmnist training ~4-5 min (configs/vit_common.py), so 39 runs
-~3 h; each eval.py command reads the 10,000 test images at 7 (resize) or 5 (canvas) sizes,
-~1 min per checkpoint (an estimate, not timed), 2 x 16 commands of 3 checkpoints ~1.5 h.
-`seeds=N` scales both.
+Cost (Zen 3, 2 cores, tcmalloc, 2026-12-04): one 1-epoch training (469 steps of 128) ~2.5-3
+min on one core (~400 images/s), so the 39 trainings ~1 h with two launchers; the 32 eval.py
+commands (16 per protocol, 3 checkpoints each, 2000 images at 7 or 5 sizes) ~25 min.
+`seeds=N` scales both; epochs=3,examples=10000 is the full :fmnist recipe (~3x longer).
 """
 from configs import common
 from configs import vit_common
@@ -61,9 +66,11 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   arg = _parse(arg)
   modes = [m for m in vit_common.MODES if arg[m]]
   if arg.resolution:
+    budget = {"training.total_epochs": arg.epochs, "eval.every_epochs": arg.epochs,
+              "eval.image_sizes": "()"}  # The resolutions are eval.py's, afterwards.
     return [{"name": f"{name}/seed{seed}",
              "config": f"configs/vit_{config}.py:fmnist" + (f",{extra}" if extra else ""),
-             "overrides": {"seed": seed}}
+             "overrides": {"seed": seed, **budget}}
             for name, (config, extra) in STUDY.items() for seed in range(arg.seeds)]
   names = vit_common.config_names()
   encodings = [e for e in arg.encodings.split("+") if e] or list(names)
@@ -79,7 +86,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 def _parse(arg: str | None):
   arg = common.parse_arg(arg, smoke=False, fmnist=False, imagenet=False, seeds=3,
-                         encodings="", resolution=False)
+                         encodings="", resolution=False, epochs=1.0, examples=2000)
   modes = [m for m in vit_common.MODES if arg[m]]
   if len(modes) > 1:
     raise ValueError(f"sweep arguments {modes} exclude each other.")
@@ -88,6 +95,12 @@ def _parse(arg: str | None):
   if arg.resolution and (modes != ["fmnist"] or arg.encodings):
     raise ValueError("sweep argument resolution: the study is fixed (STUDY) and runs on "
                      "Fashion-MNIST; use it as 'fmnist,resolution[,seeds=N]'.")
+  if not arg.resolution and (arg.epochs != 1.0 or arg.examples != 2000):
+    raise ValueError("sweep arguments epochs / examples: only for the resolution study "
+                     "('fmnist,resolution,epochs=E,examples=N').")
+  if arg.epochs <= 0 or arg.examples < 1:
+    raise ValueError(f"sweep arguments epochs={arg.epochs} (> 0) / examples={arg.examples} "
+                     "(>= 1) of the resolution study: out of range.")
   return arg
 
 
@@ -110,6 +123,6 @@ def get_evals(arg: str | None = None) -> list[dict]:
       out.append({"name": f"{protocol}/{label}",
                   # eval.py appends the test-time flags to the label (axial -> axial+yarn).
                   "runs": [f"{run}/seed{s}" for s in seeds], "labels": [run] * len(seeds),
-                  "flags": dict(flags, protocol=protocol,
+                  "flags": dict(flags, protocol=protocol, num_examples=arg.examples,
                                 resolutions=",".join(map(str, sizes)))})
   return out

@@ -27,6 +27,11 @@ not change a run's config); --override=KEY=VALUE adds --config.KEY=VALUE to ever
 one eval.py command per entry over the workdirs WORKDIR_ROOT/<run>, writing
 WORKDIR_ROOT/eval/<name>.json / .png (an existing JSON is kept: re-launching continues).
 
+--shard=I/N splits a local sweep between launchers (every N-th run, from the I-th): on a 2-core
+CPU two launchers pinned to one core each (`taskset -c 0` / `taskset -c 1`) train the small
+:fmnist runs ~1.5x faster in all than one launcher on both cores (measured 400 + 400 images/s
+against 534 images/s, Zen 3, 2026-12-04).
+
 SIGTERM / SIGINT sent to the launcher are forwarded to the run it started (which saves a
 checkpoint and stops); the launcher then starts no further run and exits with that run's exit
 status (143 / 130), so a job scheduler's stop reaches the training and nothing is orphaned
@@ -55,6 +60,9 @@ flags.DEFINE_enum("mode", "local", ["local", "tpu", "print"], "local: run here o
 flags.DEFINE_enum("stage", "train", ["train", "eval"], "train: the sweep's runs (train.py); "
                   "eval: its evaluations (eval.py, the sweep's get_evals; --mode=local).")
 flags.DEFINE_string("only", "", "Run only runs whose name contains this substring.")
+flags.DEFINE_string("shard", "", "local: I/N runs only every N-th run (after --only) starting "
+                    "at the I-th (0-based), e.g. two launchers pinned to one core each "
+                    "(taskset -c 0 ... --shard=0/2; taskset -c 1 ... --shard=1/2).")
 flags.DEFINE_bool("keep_going", False, "local: continue after a failed run.")
 flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
 flags.DEFINE_string("data_dir", None, "tfds data directory (TFDS_DATA_DIR) for every run.")
@@ -105,6 +113,16 @@ def parse_assignments(items: list[str], flag: str) -> list[tuple[str, str]]:
       raise app.UsageError(f"--{flag}={item!r}: expected NAME=VALUE.")
     pairs.append((key, value))
   return pairs
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+  """(I, N) of --shard=I/N ((0, 1) for ""); UsageError unless 0 <= I < N."""
+  if not value:
+    return 0, 1
+  index, slash, count = value.partition("/")
+  if not (slash and index.isdigit() and count.isdigit() and int(index) < int(count)):
+    raise app.UsageError(f"--shard={value!r}: expected I/N with 0 <= I < N, e.g. 0/2.")
+  return int(index), int(count)
 
 
 def workdir_of(run: dict, workdir_root: str) -> str:
@@ -323,7 +341,9 @@ def main(argv) -> int:
           print(f"launch_sweep.py: exit code {code}; stopped.", file=sys.stderr)
           return 1
     return 0
+  shard, num_shards = parse_shard(FLAGS.shard)
   runs = [r for r in load_sweep(FLAGS.sweep, FLAGS.stage) if FLAGS.only in r["name"]]
+  runs = runs[shard::num_shards]
   env = dict(os.environ, **run_env(FLAGS.data_dir, env_pairs))
   failed = []
   with _Forwarder() as forwarder:

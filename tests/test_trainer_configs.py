@@ -159,8 +159,11 @@ def test_launcher_commands_of_a_sweep(tmp_path):
 def test_resolution_study_runs_and_evaluations():
   runs = sweep_vit.get_sweep("fmnist,resolution")
   assert len(runs) == 3 * len(sweep_vit.STUDY) == 39
+  budget = {"training.total_epochs": 1.0, "eval.every_epochs": 1.0, "eval.image_sizes": "()"}
   assert {"name": "dinov3_noaug/seed2", "config": "configs/vit_dinov3.py:fmnist,augment=False",
-          "overrides": {"seed": 2}} in runs
+          "overrides": {"seed": 2, **budget}} in runs
+  assert sweep_vit.get_sweep("fmnist,resolution,epochs=3")[0]["overrides"][
+      "training.total_epochs"] == 3.0
   for run in runs[::3]:   # every study config builds (no augmentation for dinov3_noaug)
     path, _, arg = run["config"].partition(":")
     config = importlib.import_module(path[:-3].replace("/", ".")).get_config(arg)
@@ -172,10 +175,11 @@ def test_resolution_study_runs_and_evaluations():
       "name": "canvas/eva02+index+yarn", "runs": ["eva02/seed0", "eva02/seed1"],
       "labels": ["eva02", "eva02"],   # eval.py appends +index+yarn
       "flags": {"positions": "index", "rope_scaling": "yarn", "protocol": "canvas",
-                "resolutions": "28,36,40,48,56"}}
-  assert evals["resize/dinov3_noaug"]["flags"] == {"protocol": "resize",
+                "num_examples": 2000, "resolutions": "28,36,40,48,56"}}
+  assert evals["resize/dinov3_noaug"]["flags"] == {"protocol": "resize", "num_examples": 2000,
                                                    "resolutions": "16,20,28,36,40,48,56"}
-  for bad in ("resolution", "smoke,resolution", "fmnist,resolution,encodings=axial"):
+  for bad in ("resolution", "smoke,resolution", "fmnist,resolution,encodings=axial",
+              "fmnist,epochs=2", "fmnist,resolution,epochs=0"):
     with pytest.raises(ValueError, match="resolution"):
       sweep_vit.get_sweep(bad)
   with pytest.raises(ValueError, match="get_evals"):
@@ -195,6 +199,23 @@ def test_launcher_stage_eval_runs_the_sweeps_evaluations(tmp_path):
   assert lines[0] == "[1/2] resize/axial+yarn: evaluated already."
   assert lines[1].startswith("[2/2] canvas/axial+yarn: ") and lines[1].endswith(
       f"eval.py --workdirs={tmp_path}/axial/seed0,{tmp_path}/axial/seed1 "
-      f"--labels=axial,axial --output={tmp_path}/eval/canvas/axial+yarn --protocol=canvas "
-      "--resolutions=28,36,40,48,56 --rope_scaling=yarn")
+      f"--labels=axial,axial --output={tmp_path}/eval/canvas/axial+yarn --num_examples=2000 "
+      "--protocol=canvas --resolutions=28,36,40,48,56 --rope_scaling=yarn")
+
+
+def test_launcher_shards_split_the_sweep(tmp_path):
+  # --shard=I/N: disjoint runs whose union is the sweep, for launchers pinned to one core each.
+  def names(*extra):
+    cmd = [sys.executable, "scripts/launch_sweep.py", "--dry_run", f"--workdir_root={tmp_path}",
+           "--sweep=configs/sweep_vit.py:fmnist,resolution", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    return [line.split()[1].rstrip(":") for line in out.strip().splitlines()]
+  every, first, second = names(), names("--shard=0/2"), names("--shard=1/2")
+  assert len(every) == 39 and first == every[0::2] and second == every[1::2]
+  launch_sweep = conftest.load_launch_sweep()
+  assert launch_sweep.parse_shard("") == (0, 1) and launch_sweep.parse_shard("1/3") == (1, 3)
+  for bad in ("2/2", "1", "a/b"):
+    with pytest.raises(launch_sweep.app.UsageError, match="--shard"):
+      launch_sweep.parse_shard(bad)
 
