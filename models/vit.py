@@ -520,6 +520,8 @@ class Attention(nn.Module):
       # For analysis and tests: rotated q, k as [B, L, H, D] in the reference channel order
       # (logits = q . k / sqrt(D) + bias).
       restore = functools.partial(from_strided, group=group) if group else (lambda a: a)
+      if rotary and enc.to_reference is not None:
+        restore = lambda a, r=restore: r(enc.to_reference(a, tables))
       self.sow("intermediates", "q", restore(q))
       self.sow("intermediates", "k", restore(k))
     if self.queries is not None:

@@ -278,6 +278,9 @@ class Encoding:
     scalable: its tables come from a fixed per-axis frequency ladder (base `theta`) over
       integer positions and pass it through `scale_ladder`, so it accepts
       `model.rope_scaling` (module docstring).
+    to_reference: `to_reference(x, tables) -> x` for an entry whose `rotate` returns q, k in
+      other orthonormal coordinates than the reference's (the same logits, fewer products;
+      STRING): maps them to the reference's rotated q, k (for sown intermediates only).
   """
   reference: str
   kind: str
@@ -300,6 +303,7 @@ class Encoding:
   check: Optional[Callable[[Options], Optional[str]]] = None
   uses_periods_dtype: bool = False
   scalable: bool = False
+  to_reference: Optional[Callable[[jax.Array, Tables], jax.Array]] = None
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -657,33 +661,44 @@ def _patches(tokens: Tokens) -> jax.Array:
   return tokens["positions"][tokens["num_prefix"]:]
 
 
-def _on_patches(rotate, rows: str):
-  """`rotate(x, tables)` on the patch tokens only, for tables built from `_patches`: the class
-  tokens (at the origin, where STRING's `P RoPE(0) P^T` is the identity up to float rounding)
-  pass through bitwise unrotated, as with `pair_tables`' identity rows. The number of class
-  tokens is what `tables[rows]` (`[gh*gw, ...]`, no batch axis) lacks of the tokens."""
-  def wrapped(x, tables):
-    n = x.shape[1] - tables[rows].shape[0]
-    return rotate(x, tables) if n == 0 else jnp.concatenate(
-        [x[:, :n], rotate(x[:, n:], tables)], axis=1)
-  return wrapped
+def _prefix_at_origin(t: Tokens) -> jax.Array:
+  """All tokens' positions `[L, 2]` with the class tokens at exactly 0 (whatever the position
+  augmentation did to them): STRING's rotation there is exactly the identity."""
+  patches = _patches(t)
+  return jnp.concatenate([jnp.zeros((t["num_prefix"], patches.shape[-1]), patches.dtype),
+                          patches], axis=0)
 
 
+def _string_amplitude(y, t):
+  """`y` with the patch rows (not the class tokens) scaled by `amplitude` (YaRN), if any."""
+  if "amplitude" not in t:
+    return y
+  n = t["num_prefix"]
+  a = jnp.asarray(t["amplitude"], y.dtype)
+  return y * a if n == 0 else jnp.concatenate([y[:, :n], y[:, n:] * a], axis=1)
+
+
+# STRING rotates by P R(r) P^T (P: per-head Cayley map, or the fixed real Fourier basis of the
+# circulant form). Attention needs only q^T k, and P is orthogonal, so the layers rotate into
+# P's coordinates, R(r) P^T x, for every token (class tokens at r = 0: P^T x), one [D, D]
+# product less per q / k (issue 14's step-overhead goal). The logits are those of the reference
+# to float32 rounding; `to_reference` (applying P) gives the reference's rotated q, k for the
+# sown intermediates (analysis, tests).
 def _string_tables(p, t, o):
   """Cayley-STRING over rope-vit's axial table (theta 100, integer positions), per head P;
   the base table through `scale_ladder` (`amplitude` only when it is not 1)."""
   freqs, amplitude = scale_ladder(rope.freqs_axial(o.head_dim, theta=o.theta), t, o)
-  tables = {"angles": rope.angles(_patches(t), freqs),           # [gh*gw, D/2]
-            "P": rope.cayley(_skew(p["W"]))}
+  tables = {"angles": rope.angles(_prefix_at_origin(t), freqs),     # [L, D/2]
+            "P": rope.cayley(_skew(p["W"])), "num_prefix": t["num_prefix"]}
   if amplitude != 1.0:
     tables["amplitude"] = amplitude
   return tables
 
 
 def _string_rotate(x, t):
-  # P (a R P^T x) = a (P R P^T x): the amplitude scales the output (P is orthogonal).
-  y = rope.string_cayley(x, t["angles"], t["P"], layout="interleaved")
-  return y * jnp.asarray(t["amplitude"], y.dtype) if "amplitude" in t else y
+  # a R P^T x on the patches (the amplitude scales the rotated rows; P is orthogonal).
+  y = rope.string_cayley(x, t["angles"], t["P"], layout="interleaved", left=False)
+  return _string_amplitude(y, t)
 
 
 ENCODINGS.register("string_cayley", Encoding(
@@ -693,7 +708,8 @@ ENCODINGS.register("string_cayley", Encoding(
     params=(Param("W", lambda key, o: STRING_INIT_STD * jax.random.normal(
         key, (o.num_heads, o.head_dim, o.head_dim), jnp.float32), ("heads", "kv", None)),),
     tables=_string_tables,
-    rotate=_on_patches(_string_rotate, "angles"),
+    rotate=_string_rotate,
+    to_reference=lambda x, t: rope.apply_dense(x, t["P"]),
 ))
 
 ENCODINGS.register("string_circulant", Encoding(
@@ -701,9 +717,11 @@ ENCODINGS.register("string_circulant", Encoding(
     kind="rotary", scale="index",
     params=(Param("c", lambda key, o: CIRCULANT_INIT_STD * jax.random.normal(
         key, (2, o.num_heads, o.head_dim), jnp.float32), ("position", "heads", "kv")),),
-    tables=lambda p, t, o: {"positions": _patches(t), "c": p["c"]},
-    rotate=_on_patches(lambda x, t: rope.circulant_string(x, t["positions"], t["c"]),
-                       "positions"),
+    tables=lambda p, t, o: {"positions": _prefix_at_origin(t), "c": p["c"]},
+    rotate=lambda x, t: rope.circulant_string(x, t["positions"], t["c"], left=False),
+    to_reference=lambda x, t: jnp.einsum(
+        "ji,...j->...i", jnp.asarray(rope.circulant_basis(x.shape[-1]), x.dtype), x,
+        precision=jax.lax.Precision.HIGHEST),
 ))
 
 # DINOv3: rotate-half on the reference channel order (group None), row-first periods

@@ -64,6 +64,7 @@ from rope.spherical import spherical_cos_sin
 from rope.spherical import spherical_grid_cos_sin
 from rope.string import apply_dense
 from rope.string import cayley
+from rope.string import circulant_basis
 from rope.string import circulant_string
 from rope.string import string_cayley
 from rope.vision_freqs import dinov3_periods

@@ -124,6 +124,8 @@ CASES = {
 HOST_ONLY = {
     "multimodal_positions": "segments are Python dataclasses; positions are built with NumPy",
     "age_schedule": "a static NumPy bool schedule that picks each layer's ids in Python",
+    "circulant_basis": "a constant NumPy [D, D] matrix of the head size (circulant_string, "
+                       "which uses it, has its case)",
     "partial_rotary_dim": "an int computed from ints (HF's rounding)",
     "Text": "a segment dataclass", "Image": "a segment dataclass", "Video": "a segment dataclass",
 }

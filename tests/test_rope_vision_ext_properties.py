@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 import rope
 
@@ -136,6 +137,32 @@ def test_circulant_block_equals_dense_per_block():
   blocks = [rope.circulant_string(x[..., 8 * g:8 * g + 8], POS, c[:, :, g]) for g in range(4)]
   np.testing.assert_allclose(rope.circulant_string(x, POS, c), jnp.concatenate(blocks, -1),
                              atol=1e-6)
+
+
+@pytest.mark.parametrize("d,block", [(32, None), (32, 8), (15, 5), (12, 3), (8, 2)])
+def test_circulant_string_is_expm_in_its_real_fourier_basis(d, block):
+  # The complex-free form (a RoPE in circulant_basis) against float64 expm of the generators
+  # C - C^T, for even and odd blocks (odd: no alternating mode) and far positions; left=False
+  # gives the coordinates in B: the same q^T k.
+  b = block or d
+  basis = rope.circulant_basis(d, block)
+  np.testing.assert_allclose(basis @ basis.T, np.eye(d), atol=1e-6)
+  c = 0.3 * np.asarray(jax.random.normal(KEY, (2, 1, d // b, b)), np.float64)
+  pos = np.array([[0.0, 0.0], [1.0, -2.0], [7.5, 3.25], [300.0, 41.0]])
+  x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (4, 1, d)), np.float64)
+  idx = (np.arange(b)[:, None] - np.arange(b)[None]) % b
+  gens = c[..., idx] - np.swapaxes(c[..., idx], -1, -2)                 # [2, 1, G, b, b]
+  want = np.stack([np.concatenate([
+      scipy.linalg.expm(p[0] * gens[0, 0, g] + p[1] * gens[1, 0, g]) @ xi[0, g * b:(g + 1) * b]
+      for g in range(d // b)]) for p, xi in zip(pos, x)])[:, None]
+  cf = c.astype(np.float32) if block else c[:, :, 0].astype(np.float32)
+  got = rope.circulant_string(x.astype(np.float32), pos.astype(np.float32), cf)
+  # Angles up to ~300 * 2 * |c|_1 rad: float32 rounding of the phase, relative 6e-8.
+  np.testing.assert_allclose(got, want, atol=2e-4 * max(1.0, np.abs(pos).max() / 10))
+  np.testing.assert_allclose(got[:2], want[:2], atol=2e-6)
+  coords = rope.circulant_string(x.astype(np.float32), pos.astype(np.float32), cf, left=False)
+  np.testing.assert_allclose(np.einsum("ji,...j->...i", basis, coords), got, atol=1e-5)
+  np.testing.assert_allclose(coords[0], np.einsum("ij,...j->...i", basis, x[0]), atol=1e-6)
 
 
 def test_apply_dense_transpose():

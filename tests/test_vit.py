@@ -384,6 +384,11 @@ def test_rotation_matches_reference_and_spares_cls(encoding, size):
       want = _comrope(raw[:, :1], centre, centre, p0, encoding[-2:])
       np.testing.assert_allclose(got[:, :1], want, atol=tol, rtol=0)
       assert np.abs(got[:, 0] - raw[:, 0]).max() > 1e-2
+  elif encoding in ("string_cayley", "string_circulant"):
+    # STRING layers work in P's coordinates (P^T x for the class token, R P^T x for patches:
+    # the same logits); the sown q, k are mapped back by P, so the class token is P P^T x.
+    np.testing.assert_allclose(q[:, 0], q0[:, 0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(k[:, 0], k0[:, 0], atol=1e-5, rtol=0)
   else:
     # The class token is never rotated (bitwise: the rotation is exactly the identity at 0).
     np.testing.assert_array_equal(q[:, 0], q0[:, 0])
@@ -821,11 +826,16 @@ def test_every_parameter_has_logical_axis_names(encoding, overrides):
 # --------------------------------------------------------------------------------- attention
 
 
-def test_attention_is_jax_dot_product_attention_with_the_old_logits():
+@pytest.mark.parametrize("encoding", ["spherical", "string_cayley", "string_circulant"])
+def test_attention_is_jax_dot_product_attention_with_the_old_logits(encoding):
   # The layer's output equals softmax(q k^T / sqrt(D)) v with the sown (rotated) q and k, i.e.
-  # the einsum attention the model had before it called jax.nn.dot_product_attention.
-  model = vit.model_from_config(tiny_config("spherical", prune_last_block=False), 10)
+  # the einsum attention the model had before it called jax.nn.dot_product_attention. STRING
+  # layers attend in P's coordinates; the sown q, k are the reference's (test_rotation_...),
+  # so this also checks that those coordinates give the reference's logits.
+  model = vit.model_from_config(tiny_config(encoding, prune_last_block=False), 10)
   params = init(model)
+  if encoding != "spherical":   # A class token that is not zero (its q, k would be 0).
+    params["cls"] = jax.random.normal(jax.random.PRNGKey(2), params["cls"].shape)
   x = images(TRAIN)
   _, state = model.apply({"params": params}, x, train=False, mutable=["intermediates"],
                          capture_intermediates=lambda m, _: isinstance(m, vit.Attention))
