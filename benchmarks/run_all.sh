@@ -22,4 +22,7 @@ run bench_scaling.txt benchmarks.bench_scaling
 run bench_vlm.txt benchmarks.bench_vlm
 run bench_vit_step.f32.txt benchmarks.bench_vit_step --torch --repeats 3
 run bench_vit_step.bf16.txt benchmarks.bench_vit_step --torch --repeats 5 --dtype bfloat16
+# Issue 14 item 5: the step overhead of every vision encoding (float32, 112 px).
+run bench_vit_step.encodings.f32.112.txt benchmarks.bench_vit_step --image_size 112 --repeats 5 \
+  --encodings none,mixed,axial,dinov3,eva02,prope,comrope_ap,comrope_ld,string_cayley,string_circulant,lookhere,fire
 echo "done: $out" >&2
