@@ -29,9 +29,10 @@ images at every size). On 2 CPU cores, two launchers pinned to one core each (--
       --stage=eval --shard=$i/2 --keep_going & done; wait  # /tmp/study/eval/<protocol>/*
   python scripts/vit_results.py --eval=/tmp/study/eval/resize,/tmp/study/eval/canvas \
       --out=docs/results/vit_fmnist_resolution.md --plot=docs/results/vit_fmnist_resolution.png
-Cost (Zen 3, 2 cores, tcmalloc, 2026-12-04): one 1-epoch training (469 steps of 128) ~2.5-3
-min on one core (~400 images/s), so the 39 trainings ~1 h with two launchers; the 32 eval.py
-commands (16 per protocol, 3 checkpoints each, 2000 images at 7 or 5 sizes) ~25 min.
+Cost (measured on Zen 3, 2 cores, tcmalloc, 2026-12-04): one 1-epoch training (469 steps of
+128) ~3 min on one core (~400 images/s), the 39 trainings 70 min with two launchers; the 32
+eval.py commands (16 per protocol, 3 checkpoints each, 2000 images at 7 or 5 sizes; mostly
+compilation, ~1 min per checkpoint) 35 min. Results: README "ViT: resolution-robustness study".
 `seeds=N` scales both; epochs=3,examples=10000 is the full :fmnist recipe (~3x longer).
 """
 from configs import common
