@@ -81,7 +81,8 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
     assert r["loss"]["4"] == pytest.approx(logged["eval_4px/loss"], rel=1e-5)
   png = pathlib.Path(f"{out}.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-  assert result["options"] == {"rope_scaling": "none", "positions": None, "protocol": "resize"}
+  assert result["options"] == {"rope_scaling": "none", "positions": None, "protocol": "resize",
+                               "num_examples": None}
   assert all((r["rope_scaling"], r["positions"], r["protocol"]) == ("none", None, "resize")
              for r in result["runs"])
 
@@ -95,9 +96,11 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
     ev.prepare_run(str(runs["spherical"]), [8], "best", None, positions="index_interp")
   with pytest.raises(ValueError, match=r"eval\.image_sizes contains 4 .*'canvas'"):
     ev.prepare_run(str(runs["axial_ape"]), [4, 12], "best", None, protocol="canvas")
+  with pytest.raises(ValueError, match=r"--num_examples=0"):
+    ev.prepare_run(str(runs["axial_ape"]), [8], "best", None, num_examples=0)
   yarn = ev.evaluate_run(ev.prepare_run(str(runs["axial_ape"]), [12], "best", None,
                                         rope_scaling="yarn", positions="index",
-                                        protocol="canvas"))
+                                        protocol="canvas", num_examples=50))
   yarn["label"] = "axial+ape" + ev.test_time_suffix("yarn", "index")
   options = {"rope_scaling": "yarn", "positions": "index", "protocol": "canvas"}
   ev.write_report([yarn], str(tmp_path / "yarn"), options)
@@ -106,6 +109,8 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
   (got,) = report["runs"]
   assert (got["label"], got["rope_scaling"], got["positions"], got["protocol"]) == (
       "axial+ape+index+yarn", "yarn", "index", "canvas")
+  assert got["num_examples"] == 50          # --num_examples: the first 50 test images
+  assert [r["num_examples"] for r in result["runs"]] == [359, 359]  # digits' whole test split
 
 
 @pytest.mark.parametrize("encoding", vit_common.config_names())
