@@ -554,11 +554,12 @@ class GrapeScheme(Scheme):
         for key, value in init.items()}
     params = nn.unbox(params)
 
-    def rot(x):
-      return rope.grape_rotate(x, table.positions, params, table.plane_freqs,
-                               mode=GRAPE_MODE).astype(x.dtype)
-
-    return rot(q), rot(k)
+    # q [B, L, H, D] and k [B, L, KV, D] share the planes and the ids: one call on their
+    # concatenation along the head axis normalises the planes and computes the phases once.
+    qk = jnp.concatenate([q, k.astype(q.dtype)], axis=-2)
+    qk = rope.grape_rotate(qk, table.positions, params, table.plane_freqs, mode=GRAPE_MODE)
+    h = q.shape[-2]
+    return qk[..., :h, :].astype(q.dtype), qk[..., h:, :].astype(k.dtype)
 
 
 SCHEMES.register("hope", HopeScheme(

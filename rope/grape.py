@@ -182,22 +182,24 @@ def _planes(a, b, orthogonalize):
 def _plane_update(x, a, b, phase, block: bool):
   """`x + sum_p [(u cos - v sin - u) a_p + (u sin + v cos - v) b_p]` with `u = x.a_p`,
   `v = x.b_p` (all planes read the same x). x `[..., L, H, W]` (block: `[..., L, H, nb, B]`),
-  a, b `[P, W]` (block: `[nb, P, B]`), phase `[..., L, 1, P]` (block: `[..., L, 1, nb, P]`)."""
+  a, b `[P, W]` (block: `[nb, P, B]`), phase `[..., L, 1, P]` (block: `[..., L, 1, nb, P]`).
+
+  a and b are stacked into one `[2P, W]` basis so that the projection and the back-projection
+  are one dot each (two larger ops instead of four small ones: the same FLOPs, fewer passes
+  over x on every backend)."""
+  ab = jnp.concatenate([a, b], axis=-2)                           # [2P, W] (block: [nb, 2P, B])
   if block:
-    u = jnp.einsum("...nd,npd->...np", x, a, precision=_HI)
-    v = jnp.einsum("...nd,npd->...np", x, b, precision=_HI)
+    uv = jnp.einsum("...nd,npd->...np", x, ab, precision=_HI)
   else:
-    u = jnp.einsum("...d,pd->...p", x, a, precision=_HI)
-    v = jnp.einsum("...d,pd->...p", x, b, precision=_HI)
+    uv = jnp.einsum("...d,pd->...p", x, ab, precision=_HI)
+  p = a.shape[-2]
+  u, v = uv[..., :p], uv[..., p:]
   c, s = jnp.cos(phase), jnp.sin(phase)
-  du = u * c - v * s - u
-  dv = u * s + v * c - v
+  duv = jnp.concatenate([u * (c - 1) - v * s, u * s + v * (c - 1)], axis=-1)
   if block:
-    delta = (jnp.einsum("...np,npd->...nd", du, a, precision=_HI)
-             + jnp.einsum("...np,npd->...nd", dv, b, precision=_HI))
+    delta = jnp.einsum("...np,npd->...nd", duv, ab, precision=_HI)
   else:
-    delta = (jnp.einsum("...p,pd->...d", du, a, precision=_HI)
-             + jnp.einsum("...p,pd->...d", dv, b, precision=_HI))
+    delta = jnp.einsum("...p,pd->...d", duv, ab, precision=_HI)
   return x + delta
 
 
