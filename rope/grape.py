@@ -184,22 +184,22 @@ def _plane_update(x, a, b, phase, block: bool):
   `v = x.b_p` (all planes read the same x). x `[..., L, H, W]` (block: `[..., L, H, nb, B]`),
   a, b `[P, W]` (block: `[nb, P, B]`), phase `[..., L, 1, P]` (block: `[..., L, 1, nb, P]`).
 
-  a and b are stacked into one `[2P, W]` basis so that the projection and the back-projection
-  are one dot each (two larger ops instead of four small ones: the same FLOPs, fewer passes
-  over x on every backend)."""
-  ab = jnp.concatenate([a, b], axis=-2)                           # [2P, W] (block: [nb, 2P, B])
+  a and b are stacked on a new axis (`[2, P, W]`) so that the projection and the
+  back-projection are one dot each, and u / v are whole slices of that axis rather than halves
+  of the last one: the same FLOPs in two larger ops, and a backward pass without lane-splitting
+  slices and concatenates (2x faster fwd+bwd on XLA:CPU at the VLM's shape, any backend)."""
+  ab = jnp.stack([a, b], axis=0)                                  # [2, P, W] (block: [2, nb, P, B])
   if block:
-    uv = jnp.einsum("...nd,npd->...np", x, ab, precision=_HI)
+    uv = jnp.einsum("...nd,knpd->...nkp", x, ab, precision=_HI)   # [..., nb, 2, P]
   else:
-    uv = jnp.einsum("...d,pd->...p", x, ab, precision=_HI)
-  p = a.shape[-2]
-  u, v = uv[..., :p], uv[..., p:]
+    uv = jnp.einsum("...d,kpd->...kp", x, ab, precision=_HI)      # [..., 2, P]
+  u, v = uv[..., 0, :], uv[..., 1, :]
   c, s = jnp.cos(phase), jnp.sin(phase)
-  duv = jnp.concatenate([u * (c - 1) - v * s, u * s + v * (c - 1)], axis=-1)
+  duv = jnp.stack([u * (c - 1) - v * s, u * s + v * (c - 1)], axis=-2)
   if block:
-    delta = jnp.einsum("...np,npd->...nd", duv, ab, precision=_HI)
+    delta = jnp.einsum("...nkp,knpd->...nd", duv, ab, precision=_HI)
   else:
-    delta = jnp.einsum("...p,pd->...d", duv, ab, precision=_HI)
+    delta = jnp.einsum("...kp,kpd->...d", duv, ab, precision=_HI)
   return x + delta
 
 
