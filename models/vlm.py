@@ -68,8 +68,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.head_dim = 32              # per-head width; may differ from width / num_heads
   c.mlp_dim = 768              # SwiGLU hidden width
   c.theta = 1e6                # rotary base of the decoder (the paper's experiments: 1e6)
-  # Rotary scheme, a name of models/vlm_schemes.py SCHEMES: vanilla, mrope, mrope_interleave,
-  # mhrope, videorope, v2pe, circle, circle_age. It also decides the data's position ids.
+  # Rotary scheme, a name of models/vlm_schemes.py SCHEMES (its registry lists them all, e.g.
+  # vanilla, mrope, circle_age, hope, grape). It also decides the data's position ids.
   c.scheme = "mrope_interleave"
   # (t, h, w) rotary pair counts summing to head_dim/2; None = the D=128 defaults scaled
   # (chunked 16:24:24, interleaved 24:20:20). Used by mrope, mrope_interleave, videorope, circle*.

@@ -25,12 +25,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
+from configs import vlm_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tasks import vlm_eval  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BEGIN, END = "<!-- vlm_results:begin -->", "<!-- vlm_results:end -->"
-# Row order of the tables: the configs' order.
-SCHEME_ORDER = ("vanilla", "mrope", "mrope_interleave", "mhrope", "videorope", "v2pe",
-                "circle", "circle_age")
+# Row order of the tables: the configs' order (configs/vlm_common.SCHEMES, old and new schemes).
+SCHEME_ORDER = vlm_common.SCHEMES
 
 
 def load_runs(paths: list[str]) -> list[dict]:

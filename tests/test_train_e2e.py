@@ -33,7 +33,9 @@ TINY = ["--config.model.depth=1", "--config.eval.image_sizes=(4, 12)",
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   e = dict(os.environ)
-  e.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+  # LLVM -O0 as in conftest.py: these runs are dominated by compile time.
+  e.update(XLA_FLAGS="--xla_force_host_platform_device_count=4 "
+           "--xla_backend_optimization_level=0", JAX_PLATFORMS="cpu",
            JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   return e
@@ -117,7 +119,7 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
 def test_every_encoding_lowers_train_and_eval_steps(encoding):
   # Compiling 14 models would take minutes on CI's CPUs; lowering runs everything up to XLA
   # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of
-  # the 4-device mesh, eval at smaller/larger grids). Full runs: the test above (Spherical,
+  # the 4-device mesh, eval at a larger grid). Full runs: the test above (Spherical,
   # APE), tests/test_trainer_processes.py (Spherical) and the model's own tests.
   config = vit_common.load(encoding, "smoke")
   with config.unlocked():
@@ -133,8 +135,9 @@ def test_every_encoding_lowers_train_and_eval_steps(encoding):
   out_state, metrics = lowered.out_info
   assert jax.tree.structure(out_state) == jax.tree.structure(state)
   assert {"loss", "accuracy", "grad_norm", "lr"} <= set(metrics)
+  # Eval at a grid other than training's (the model at every grid: tests/test_vit.py).
   eval_step = loop.make_eval_step(setup.task, setup.mesh)
-  for size in (4, 8, 12):
+  for size in (12,):
     shape = (config.eval.batch_size, size, size, 1)
     eval_batch = {"image": jax.ShapeDtypeStruct(shape, np.float32),
                   "label": jax.ShapeDtypeStruct(shape[:1], np.int32),

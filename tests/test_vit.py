@@ -168,9 +168,15 @@ def _all_configs():
 @pytest.mark.parametrize("encoding, overrides", list(_all_configs()))
 def test_builds_and_runs_at_other_resolutions(encoding, overrides):
   model = vit.model_from_config(tiny_config(encoding, **overrides), 10)
-  params = init(model)
-  for size in (TRAIN, 24, (8, 12)):   # training grid, larger, smaller and non-square
-    logits = model.apply({"params": params}, images(size), train=False)
+  sizes = (TRAIN, 24, (8, 12))   # training grid, larger, smaller and non-square
+
+  # One compiled program for init and the three sizes: far cheaper than op-by-op dispatch.
+  @jax.jit
+  def run(key):
+    params = nn.unbox(model.init(key, images(TRAIN), train=False)["params"])
+    return [model.apply({"params": params}, images(s), train=False) for s in sizes]
+
+  for size, logits in zip(sizes, run(jax.random.PRNGKey(0))):
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     assert np.isfinite(np.asarray(logits)).all(), size
 
@@ -641,7 +647,8 @@ def test_pruned_last_block_gives_the_same_logits_and_gradients(encoding):
   # weights, which still see every token) equal the unpruned model's up to float32 rounding.
   overrides = {"head_dim": 21} if encoding == "spherical" else {}
   x = images(TRAIN)
-  loss = lambda m: jax.value_and_grad(lambda p: jnp.sum(m.apply({"params": p}, x, train=False) ** 2))
+  loss = lambda m: jax.jit(
+      jax.value_and_grad(lambda p: jnp.sum(m.apply({"params": p}, x, train=False) ** 2)))
   pruned = vit.model_from_config(tiny_config(encoding, **overrides), 10)
   full = vit.model_from_config(tiny_config(encoding, prune_last_block=False, **overrides), 10)
   params = init(full)
