@@ -115,7 +115,18 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
   assert [r["num_examples"] for r in result["runs"]] == [359, 359]  # digits' whole test split
 
 
-@pytest.mark.parametrize("encoding", vit_common.config_names())
+# One config per way of computing the position encoding (as the bf16 export in
+# tests/test_export_models.py); every config is exported for TPU / GPU there and built and run at
+# several grids in tests/test_vit.py.
+FAMILIES = ("none", "ape", "mixed", "spherical", "liere", "string_cayley", "string_circulant",
+            "comrope_ap", "lookhere", "fire", "prope", "dinov3", "eva02")
+
+
+def test_every_family_is_a_config():
+  assert set(FAMILIES) <= set(vit_common.config_names())
+
+
+@pytest.mark.parametrize("encoding", FAMILIES)
 def test_every_encoding_lowers_train_and_eval_steps(encoding):
   # Compiling 14 models would take minutes on CI's CPUs; lowering runs everything up to XLA
   # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of

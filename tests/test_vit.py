@@ -640,7 +640,7 @@ def test_jit_value_and_grad_with_dropout_droppath_layerscale():
   assert a != b    # dropout / drop-path draw from the "dropout" rng
 
 
-@pytest.mark.parametrize("encoding", ["mixed", "spherical", "liere", "ape"])
+@pytest.mark.parametrize("encoding", ["mixed", "spherical", "ape"])
 def test_pruned_last_block_gives_the_same_logits_and_gradients(encoding):
   # Under class-token pooling the last block computes only the class token's output; nothing
   # read downstream changes, so logits and every gradient (incl. the last block's k / v
