@@ -74,6 +74,13 @@ def config_names() -> tuple[str, ...]:
                       if p.stem != "vit_common"))
 
 
+# One configs/vit_<x>.py per way of computing the position encoding (pair tables, 3-D blocks,
+# learned generators, dense maps, biases, absolute embeddings, augmentation): checks that are too
+# costly for every config (bf16 export, CPU lowering through the loop) run on these.
+FAMILIES = ("none", "ape", "mixed", "spherical", "liere", "string_cayley", "string_circulant",
+            "comrope_ap", "lookhere", "fire", "prope", "dinov3", "eva02")
+
+
 def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """The config of configs/vit_<name>.py (a name of `config_names()`) with argument `arg`."""
   if name not in config_names():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tasks
+from configs import vit_common
 from trainer import loop
 from trainer import step as step_lib
 
@@ -66,15 +67,13 @@ def test_vit_train_step_exports(name):
 
 
 # bf16 compute goes through models/matmul.py's custom-VJP bf16 x bf16 -> f32 dots; one config
-# per way of computing the position encoding (the float32 test above covers every config, and
-# what bf16 adds, the dots and the casts around each rotation, is shared within a family).
-VIT_BF16 = [n for n in VIT if n.removeprefix("vit_") in (
-    "none", "ape", "mixed", "spherical", "liere", "string_cayley", "string_circulant",
-    "comrope_ap", "lookhere", "fire", "prope", "dinov3", "eva02")]
+# per position-encoding family (the float32 test above covers every config, and what bf16 adds,
+# the dots and the casts around each rotation, is shared within a family).
+VIT_BF16 = [f"vit_{n}" for n in vit_common.FAMILIES]
 
 
-def test_bfloat16_subset_is_discovered():
-  assert len(VIT_BF16) == 13, VIT_BF16
+def test_every_family_is_a_config():
+  assert set(VIT_BF16) <= set(VIT), VIT_BF16
 
 
 @pytest.mark.parametrize("name", VIT_BF16)

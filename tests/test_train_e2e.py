@@ -115,19 +115,10 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
   assert [r["num_examples"] for r in result["runs"]] == [359, 359]  # digits' whole test split
 
 
-# One config per way of computing the position encoding (as the bf16 export in
-# tests/test_export_models.py); every config is exported for TPU / GPU there and built and run at
-# several grids in tests/test_vit.py.
-FAMILIES = ("none", "ape", "mixed", "spherical", "liere", "string_cayley", "string_circulant",
-            "comrope_ap", "lookhere", "fire", "prope", "dinov3", "eva02")
-
-
-def test_every_family_is_a_config():
-  assert set(FAMILIES) <= set(vit_common.config_names())
-
-
-@pytest.mark.parametrize("encoding", FAMILIES)
-def test_every_encoding_lowers_train_and_eval_steps(encoding):
+# One config per position-encoding family (vit_common.FAMILIES); every config is exported for
+# TPU / GPU in tests/test_export_models.py and built and run at several grids in tests/test_vit.py.
+@pytest.mark.parametrize("encoding", vit_common.FAMILIES)
+def test_each_family_lowers_train_and_eval_steps(encoding):
   # Compiling 14 models would take minutes on CI's CPUs; lowering runs everything up to XLA
   # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of
   # the 4-device mesh, eval at a larger grid). Full runs: the test above (Spherical,
