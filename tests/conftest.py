@@ -5,11 +5,19 @@ happen before anything imports jax, which is why it lives here and not in a fixt
 """
 import os
 
-# LLVM optimisation level 0 for XLA:CPU: the tests' tiny programs are dominated by compile time,
-# which this halves (a ViT train step: 8.1 -> 4.5 s; the suite's CPU time -29%); it changes how
-# fast the generated code runs, not what it computes (fast-math stays off).
+# XLA:CPU options for compile-bound tests: the tests' tiny programs are dominated by compile
+# time, not run time.
+#  - LLVM optimisation level 0 halves it (a ViT train step: 8.1 -> 4.5 s; the suite -29%).
+#  - XLA's classic elemental emitters instead of the MLIR fusion emitters (jax 0.10's default)
+#    compile the same fusions 2.4x faster at -O0 (a tiny ViT's value-and-grad at 3 grids:
+#    24-30 -> 10-12 s; slower than the default without -O0, so only together).
+# Neither turns on fast-math: the programs compute the same functions, at the tolerances the
+# tests state. The default compiler path stays covered: tests/test_trainer_processes.py runs
+# train.py with XLA's default options, and the benchmarks use them.
+FAST_COMPILE_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
+                          "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
-                      "--xla_backend_optimization_level=0")
+                      + FAST_COMPILE_XLA_FLAGS)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests compare against float32 references; keep XLA from using faster, less exact paths.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
+
 import tasks
 from configs import vit_common
 from trainer import loop
@@ -33,9 +35,9 @@ TINY = ["--config.model.depth=1", "--config.eval.image_sizes=(4, 12)",
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   e = dict(os.environ)
-  # LLVM -O0 as in conftest.py: these runs are dominated by compile time.
+  # The fast-compile options of conftest.py: these runs are dominated by compile time.
   e.update(XLA_FLAGS="--xla_force_host_platform_device_count=4 "
-           "--xla_backend_optimization_level=0", JAX_PLATFORMS="cpu",
+           + conftest.FAST_COMPILE_XLA_FLAGS, JAX_PLATFORMS="cpu",
            JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   return e

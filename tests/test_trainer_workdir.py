@@ -22,6 +22,8 @@ import time
 
 import pytest
 
+import conftest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = ["--config=configs/vit_none.py:smoke", "--config.model.depth=1",
          "--config.optim.warmup_steps=2", "--config.eval.image_sizes=()",
@@ -34,9 +36,9 @@ LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl's log lines.
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   e = dict(os.environ)
-  # LLVM -O0 as in conftest.py: these runs are dominated by compile time.
+  # The fast-compile options of conftest.py: these runs are dominated by compile time.
   e.update(XLA_FLAGS="--xla_force_host_platform_device_count=2 "
-           "--xla_backend_optimization_level=0", JAX_PLATFORMS="cpu",
+           + conftest.FAST_COMPILE_XLA_FLAGS, JAX_PLATFORMS="cpu",
            JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   return e
