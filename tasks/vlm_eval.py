@@ -257,8 +257,9 @@ def table(summary: dict) -> str:
 
 
 def plot_accuracy(runs: list[dict], path: str) -> None:
-  """Exact-match accuracy per scheme (bars: mean over seeds; dots: seeds), one panel per
-  condition; the dashed line is the majority-answer baseline."""
+  """Exact-match accuracy per scheme (bars: mean over seeds; error bars: ± the sample std over
+  seeds; dots: seeds), one panel per condition; the dashed line is the majority-answer
+  baseline."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -272,7 +273,9 @@ def plot_accuracy(runs: list[dict], path: str) -> None:
   for ax, cond in zip(axes[0], conds):
     means = [100 * summary[l][cond]["accuracy"] if cond in summary[l] else np.nan
              for l in labels]
-    ax.bar(x, means, color="#4C72B0", alpha=0.8)
+    stds = [100 * summary[l][cond]["std"] if cond in summary[l] else np.nan for l in labels]
+    ax.bar(x, means, yerr=stds, color="#4C72B0", alpha=0.8, capsize=2,
+           error_kw={"elinewidth": 1, "ecolor": "#222222"})
     for i, label in enumerate(labels):
       accs = [100 * r["conditions"][cond]["accuracy"] for r in runs
               if r["label"] == label and cond in r["conditions"]]

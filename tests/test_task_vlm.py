@@ -237,6 +237,45 @@ def test_summary_over_seeds():
   assert "a " in vlm_eval.table(summary) and "60.0" in vlm_eval.table(summary)
 
 
+
+def test_results_script_pools_seeds_from_several_reports(tmp_path):
+  # The README's VLM table is built this way: runs evaluated in several tasks.vlm_eval
+  # processes, each report holding some schemes and seeds; one row per scheme, seeds pooled.
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("vlm_results",
+                                                REPO / "scripts" / "vlm_results.py")
+  vlm_results = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(vlm_results)
+
+  def run(label, seed, acc):
+    cond = {"count": 512, "accuracy": acc, "tf_accuracy": acc, "loss": 1.0,
+            "per_type": {"count": acc}, "per_type_count": {"count": 512}, "ptd": 0.5,
+            "majority_baseline": {"accuracy": 0.25, "per_type": {"count": 0.25}}}
+    return {"label": label, "scheme": label, "seed": seed, "step": 600,
+            "model": {"width": 96, "depth": 3, "num_heads": 3, "num_kv_heads": 3,
+                      "head_dim": 32, "theta": 1e4, "vision_depth": 0},
+            "training": {"batch_size": 64, "total_steps": 600},
+            "data": {"image_size": 32, "grid_size": 4, "video_as": "video",
+                     "prefix_len": [0, 8]},
+            "conditions": {"as_trained": cond, "larger_grid": cond}}
+  reports = []
+  for name, runs in (("a", [run("mrope", 0, 0.50), run("vanilla", 1, 0.40)]),
+                     ("b", [run("mrope", 1, 0.54), run("mrope", 2, 0.58),
+                            run("vanilla", 0, 0.30)])):
+    reports.append(tmp_path / f"{name}.json")
+    reports[-1].write_text(json.dumps({"runs": runs}))
+  out = tmp_path / "results" / "vlm"
+  assert vlm_results.main(["vlm_results", "--eval=" + ",".join(map(str, reports)),
+                           f"--out={out}"]) == 0
+  table = (tmp_path / "results" / "vlm.md").read_text()
+  # Rows in configs/vlm_common.SCHEMES order; mean ± sample std over the pooled seeds.
+  assert (table.index("| `vanilla` | 2 | 35.0 ± 7.1 |")
+          < table.index("| `mrope` | 3 | 54.0 ± 4.0 |"))
+  pooled = json.loads((tmp_path / "results" / "vlm_runs.json").read_text())
+  assert sorted((r["label"], r["seed"]) for r in pooled["runs"]) == [
+      ("mrope", 0), ("mrope", 1), ("mrope", 2), ("vanilla", 0), ("vanilla", 1)]
+  assert (tmp_path / "results" / "vlm_accuracy.png").stat().st_size > 0
+
 def test_ptd_of_the_batches(task_and_batch):
   # M-RoPE ids (task_and_batch uses "mrope") put text and image tokens at varying distances.
   task, _, batch = task_and_batch
