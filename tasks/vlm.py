@@ -24,7 +24,8 @@ Training randomness of a scheme (e.g. a scale drawn per step) comes from the ste
 to the model as the "scheme" rng in `loss_fn` only (evaluation and decoding are deterministic).
 
 Loss convention (the batch keys of data.vlm_pipeline.Collator): the logits at t predict
-tokens[:, t+1] and count where loss_mask[:, t+1]. The training loss is the mean over the answer tokens of the global batch.
+tokens[:, t+1] and count where loss_mask[:, t+1]. The training loss is the mean over the
+answer tokens of the global batch.
 
 Eval metrics (sums over the valid rows of a batch; the loop divides every key by "count"):
   accuracy          exact match of greedy decoding.

@@ -146,7 +146,8 @@ def evaluate_run(workdir: str, *, checkpoint: str = "best", conditions: Sequence
   if batch_size:
     config.eval.batch_size = int(batch_size)
   config.lock()
-  setup = loop.build(config, task=tasks.get_task(config))  # Validates the model against every condition (max_len, ...).
+  # loop.build validates the model against every condition (max_len, ...).
+  setup = loop.build(config, task=tasks.get_task(config))
   task = setup.task
   checkpoints = loop.open_checkpoints(config, workdir, read_only=True)
   step = checkpoint_lib.select_step(checkpoints, checkpoint, workdir)
