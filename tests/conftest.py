@@ -23,16 +23,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 
-def load_launch_sweep():
-  """scripts/launch_sweep.py as a module, loaded once per process (it defines absl flags,
-  which a second load would define again)."""
+def load_script(name: str):
+  """scripts/<name>.py as a module, loaded once per process (scripts are not a package; some
+  define absl flags, which a second load would define again)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   import pathlib  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  if "launch_sweep" not in sys.modules:
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "launch_sweep.py"
-    spec = importlib.util.spec_from_file_location("launch_sweep", path)
+  if name not in sys.modules:
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    sys.modules["launch_sweep"] = module
-  return sys.modules["launch_sweep"]
+    sys.modules[name] = module
+  return sys.modules[name]

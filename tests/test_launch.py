@@ -19,7 +19,7 @@ import conftest
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-launch_sweep = conftest.load_launch_sweep()
+launch_sweep = conftest.load_script("launch_sweep")
 
 # Values that need quoting at every level: spaces, both quote characters, $ and a glob.
 OVERRIDES = [("model.name", "a b'c"), ("training.batch_size", "64")]

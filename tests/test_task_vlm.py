@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import conftest
 import tasks
 import trainer
 from configs import vlm_common
@@ -237,15 +238,10 @@ def test_summary_over_seeds():
   assert "a " in vlm_eval.table(summary) and "60.0" in vlm_eval.table(summary)
 
 
-
 def test_results_script_pools_seeds_from_several_reports(tmp_path):
   # The README's VLM table is built this way: runs evaluated in several tasks.vlm_eval
   # processes, each report holding some schemes and seeds; one row per scheme, seeds pooled.
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("vlm_results",
-                                                REPO / "scripts" / "vlm_results.py")
-  vlm_results = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(vlm_results)
+  vlm_results = conftest.load_script("vlm_results")
 
   def run(label, seed, acc):
     cond = {"count": 512, "accuracy": acc, "tf_accuracy": acc, "loss": 1.0,
@@ -275,6 +271,7 @@ def test_results_script_pools_seeds_from_several_reports(tmp_path):
   assert sorted((r["label"], r["seed"]) for r in pooled["runs"]) == [
       ("mrope", 0), ("mrope", 1), ("mrope", 2), ("vanilla", 0), ("vanilla", 1)]
   assert (tmp_path / "results" / "vlm_accuracy.png").stat().st_size > 0
+
 
 def test_ptd_of_the_batches(task_and_batch):
   # M-RoPE ids (task_and_batch uses "mrope") put text and image tokens at varying distances.

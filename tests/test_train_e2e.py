@@ -121,10 +121,10 @@ def test_train_cli_then_eval_writes_table_and_plot(tmp_path, env):
 # TPU / GPU in tests/test_export_models.py and built and run at several grids in tests/test_vit.py.
 @pytest.mark.parametrize("encoding", vit_common.FAMILIES)
 def test_each_family_lowers_train_and_eval_steps(encoding):
-  # Compiling 14 models would take minutes on CI's CPUs; lowering runs everything up to XLA
-  # (config validation, init shapes, the loss, its gradient, the optimizer, the shardings of
-  # the 4-device mesh, eval at a larger grid). Full runs: the test above (Spherical,
-  # APE), tests/test_trainer_processes.py (Spherical) and the model's own tests.
+  # Compiling a model per family would take minutes on CI's CPUs; lowering runs everything up
+  # to XLA (config validation, init shapes, the loss, its gradient, the optimizer, the
+  # shardings of the 4-device mesh, eval at a larger grid). Full runs: the test above
+  # (Spherical, APE), tests/test_trainer_processes.py (Spherical) and the model's own tests.
   config = vit_common.load(encoding, "smoke")
   with config.unlocked():
     config.eval.image_sizes = (4, 12)
@@ -141,13 +141,12 @@ def test_each_family_lowers_train_and_eval_steps(encoding):
   assert {"loss", "accuracy", "grad_norm", "lr"} <= set(metrics)
   # Eval at a grid other than training's (the model at every grid: tests/test_vit.py).
   eval_step = loop.make_eval_step(setup.task, setup.mesh)
-  for size in (12,):
-    shape = (config.eval.batch_size, size, size, 1)
-    eval_batch = {"image": jax.ShapeDtypeStruct(shape, np.float32),
-                  "label": jax.ShapeDtypeStruct(shape[:1], np.int32),
-                  "mask": jax.ShapeDtypeStruct(shape[:1], np.bool_)}
-    sums = eval_step.lower(state["params"], eval_batch).out_info
-    assert set(sums) == {"accuracy", "loss", "count"}
+  shape = (config.eval.batch_size, 12, 12, 1)
+  eval_batch = {"image": jax.ShapeDtypeStruct(shape, np.float32),
+                "label": jax.ShapeDtypeStruct(shape[:1], np.int32),
+                "mask": jax.ShapeDtypeStruct(shape[:1], np.bool_)}
+  sums = eval_step.lower(state["params"], eval_batch).out_info
+  assert set(sums) == {"accuracy", "loss", "count"}
 
 
 def test_bad_options_fail_at_startup_on_the_command_line(tmp_path, env):

@@ -140,7 +140,7 @@ def test_sweep_lists_every_encoding_and_seed():
 
 def test_launcher_commands_of_a_sweep(tmp_path):
   # In-process (tests/test_launch.py runs the launcher and its shells end to end).
-  launch_sweep = conftest.load_launch_sweep()
+  launch_sweep = conftest.load_script("launch_sweep")
   runs = sweep_vit.get_sweep("smoke,seeds=2,encodings=spherical+ape")
   assert [r["name"] for r in runs] == ["spherical/seed0", "spherical/seed1", "ape/seed0",
                                        "ape/seed1"]
@@ -213,7 +213,7 @@ def test_launcher_shards_split_the_sweep(tmp_path):
     return [line.split()[1].rstrip(":") for line in out.strip().splitlines()]
   every, first, second = names(), names("--shard=0/2"), names("--shard=1/2")
   assert len(every) == 39 and first == every[0::2] and second == every[1::2]
-  launch_sweep = conftest.load_launch_sweep()
+  launch_sweep = conftest.load_script("launch_sweep")
   assert launch_sweep.parse_shard("") == (0, 1) and launch_sweep.parse_shard("1/3") == (1, 3)
   for bad in ("2/2", "1", "a/b"):
     with pytest.raises(launch_sweep.app.UsageError, match="--shard"):
