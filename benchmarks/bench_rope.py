@@ -19,6 +19,7 @@ mode "mixed", rope init; the planes are the parameters), Qwen3.5 only the first
 """
 import argparse
 import math
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +178,23 @@ def _vision_ext_variants(shape, key, side):
   return out
 
 
+def _paired(x, table, rounds):
+  """The forward of each variant against x * c, timed round-robin in one process."""
+  fns = {"x * c": (jax.jit(lambda x, c: x * c), (x, jnp.asarray(1.5, x.dtype)))}
+  for name, (fn, params) in table.items():
+    xv = x[..., :x.shape[-1] - x.shape[-1] % 3] if name.startswith("spherical") else x
+    fns[name] = (jax.jit(fn), (xv, params))
+  times = common.paired_rounds(fns, rounds=rounds)
+  base = times["x * c"]
+  print(f"{'variant':<34}{'fwd ms':>9}{'vs x*c':>8}{'q25':>7}{'q75':>7}   ({rounds} rounds, "
+        f"round-robin; vs x*c = median over rounds of x*c time / variant time)")
+  for name, ts in times.items():
+    ratios = sorted(b / t for b, t in zip(base, ts))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f"{name:<34}{statistics.median(ts) * 1e3:9.3f}{statistics.median(ratios):8.2f}"
+          f"{q[0]:7.2f}{q[2]:7.2f}", flush=True)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--shape", action="append",
@@ -186,7 +204,13 @@ def main(argv=None):
                       help="also time forward+backward (grad w.r.t. q and the parameters)")
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--rounds", type=int, default=0,
+                      help="instead of one median per variant, time x * c and the variants "
+                           "round-robin for this many rounds and report the median over rounds "
+                           "of (x*c time / variant time) in the same round (forward only)")
   args = parser.parse_args(argv)
+  if args.rounds < 0 or args.repeats < 1:
+    raise ValueError(f"--rounds={args.rounds} must be >= 0 and --repeats={args.repeats} >= 1.")
   shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or
                                                           ["8,1024,6,64", "32,196,6,64"])]
   print(common.header())
@@ -210,7 +234,15 @@ def main(argv=None):
     print(f"{'x * c':<34}{scale * 1e3:9.2f}{nbytes / scale / 1e9:8.1f}{copy / scale:9.2f}"
           f"{1.0:8.2f}" + (f"{scale_bwd * 1e3:12.2f}{1.0:8.2f}" if args.backward else ""))
     only = set(filter(None, args.only.split(",")))
-    for name, (fn, params) in variants(shape, key).items():
+    table = variants(shape, key)
+    unknown = only - set(table)
+    if unknown:
+      raise ValueError(f"--only: unknown variants {sorted(unknown)}; allowed: "
+                       f"{', '.join(table)}.")
+    if args.rounds:
+      _paired(x, {n: v for n, v in table.items() if not only or n in only}, args.rounds)
+      continue
+    for name, (fn, params) in table.items():
       if only and name not in only:
         continue
       xv = x[..., :x.shape[-1] - x.shape[-1] % 3] if name.startswith("spherical") else x

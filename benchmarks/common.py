@@ -56,3 +56,30 @@ def median_seconds(fn: Callable, args: Sequence, *, repeats: int = 20, warmup: i
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t0)
   return statistics.median(times)
+
+
+def paired_rounds(fns: dict, *, rounds: int, inner: int = 5, warmup: int = 2) -> dict:
+  """Round-robin timing of several jitted calls in one process.
+
+  `fns` maps a name to `(fn, args)`. Each round times every entry once (the median of `inner`
+  calls), starting at a different entry each round, so load spikes and allocator states hit
+  every entry alike. Returns name -> list of per-round seconds; divide two lists elementwise
+  and take the median for a ratio that holds within one process on a shared machine.
+  """
+  names = list(fns)
+  for name in names:
+    fn, args = fns[name]
+    for _ in range(warmup + 1):
+      jax.block_until_ready(fn(*args))
+  times = {name: [] for name in names}
+  for r in range(rounds):
+    shift = r % len(names)
+    for name in names[shift:] + names[:shift]:
+      fn, args = fns[name]
+      samples = []
+      for _ in range(inner):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        samples.append(time.perf_counter() - t0)
+      times[name].append(statistics.median(samples))
+  return times

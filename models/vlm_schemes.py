@@ -502,12 +502,8 @@ class PartialRotaryScheme(Scheme):
   def rotate(self, module, q, k, table):
     del module
     r = 2 * table.cos_k.shape[-1]
-
-    def one(x, cos, sin):
-      return jnp.concatenate(
-          [rope.apply_cos_sin(x[..., :r], cos, sin, layout="half"), x[..., r:]], axis=-1)
-
-    return one(q, table.cos_q, table.sin_q), one(k, table.cos_k, table.sin_k)
+    return (rope.apply_cos_sin(q, table.cos_q, table.sin_q, layout="half", rotary_dim=r),
+            rope.apply_cos_sin(k, table.cos_k, table.sin_k, layout="half", rotary_dim=r))
 
 
 GRAPE_MODE = "mixed"

@@ -11,7 +11,7 @@ gradients (tests/test_rope_backends.py). Nothing here is public.
 |---|---|
 | `cos_sin` | `jnp.cos` / `jnp.sin` run one element at a time (~6 ns each, ~10x a multiply) |
 | `materialize` | XLA:CPU fuses trig tables into every batch element / head that reads them |
-| `interleave_by_padding` | concatenate / stack along the minor axis is not vectorised |
+| `interleave_by_padding`, `concat_by_padding` | concatenate / stack along the minor axis is not vectorised |
 | `rotate_pairs`, `rotate_blocks`, `rotate_spherical` (custom VJPs) | autodiff's table gradients are batch reductions through strided slices, ~20-40x the forward |
 | `sum_to_shape` | a reduction over a major axis runs as a strided loop, ~27x unrolled adds |
 | `matmul` (custom VJP) | the transposed-lhs batched dot of autodiff runs ~12x slower |
@@ -187,6 +187,22 @@ def interleave_by_padding(parts, axis):
   # Interior padding puts part i's entries k apart, starting at i (~20% faster than padding a
   # trailing axis of size k and reshaping).
   return sum(jax.lax.pad(p, zero, lead + [(i, k - 1 - i, k - 1)]) for i, p in enumerate(parts))
+
+
+def concat_by_padding(parts):
+  """`jnp.concatenate(parts, axis=-1)` of float parts of any widths, as a sum of zero-padded
+  copies (why: `interleave_by_padding`). Partial rotary joins the rotated channels and the
+  pass-through ones this way."""
+  width = sum(p.shape[-1] for p in parts)
+  lead = [(0, 0, 0)] * (parts[0].ndim - 1)
+  zero = jnp.zeros((), parts[0].dtype)
+  out, start = None, 0
+  for p in parts:
+    n = p.shape[-1]
+    padded = jax.lax.pad(p, zero, lead + [(start, width - start - n, 0)])
+    out = padded if out is None else out + padded
+    start += n
+  return out
 
 
 # ------------------------------------------------------------------- pair rotations (2x2)

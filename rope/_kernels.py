@@ -45,6 +45,16 @@ def cos_sin(x: jax.Array, *, table: bool = False):
                    default=_plain_cos_sin)
 
 
+# ----------------------------------------------------------------------- concatenation
+
+def concat_channels(parts):
+  """`jnp.concatenate(parts, axis=-1)` (same leading shape and dtype); on CPU a sum of
+  zero-padded copies, which XLA:CPU fuses into the producers' loop (`_cpu.concat_by_padding`)."""
+  parts = tuple(parts)
+  return dispatch(*parts, cpu=lambda *p: _cpu.concat_by_padding(p),
+                  default=lambda *p: jnp.concatenate(p, axis=-1))
+
+
 # ----------------------------------------------------------------------- pair rotations
 
 def _split_pairs(x, layout):

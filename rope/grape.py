@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rope import _checks
+from rope import _kernels
 from rope import frequencies
 
 GRAPE_MODES = ("axis", "mixed", "block_mixed")
@@ -312,4 +313,4 @@ def grape_rotate(x: jax.Array, positions: jax.Array, params: dict, plane_freqs: 
   out = xr.astype(x.dtype)
   if width == x.shape[-1]:
     return out
-  return jnp.concatenate([out, x[..., width:]], axis=-1)
+  return _kernels.concat_channels([out, x[..., width:]])

@@ -107,17 +107,18 @@ def _check_apply(x_shape, angles_shape, layout):
                      f"(shapes {tuple(angles_shape)} vs {tuple(x_shape)}).")
 
 
-def _resolve_rotary_dim(x_shape, angles_shape, rotary_dim) -> int:
-  """`rotary_dim` checked against `x` and `angles` (default: `2 * angles.shape[-1]`)."""
+def _resolve_rotary_dim(x_shape, angles_shape, rotary_dim, table="angles") -> int:
+  """`rotary_dim` checked against `x` and `angles` (default: `2 * angles.shape[-1]`); `table`
+  names the table argument in errors."""
   if len(x_shape) < 3:
     raise ValueError(f"`x` must be [..., L, H, D], got shape {tuple(x_shape)}.")
   if len(angles_shape) < 1:
-    raise ValueError(f"`angles` must be [..., L, 1|H, rotary_dim/2], got {tuple(angles_shape)}.")
+    raise ValueError(f"`{table}` must be [..., L, 1|H, rotary_dim/2], got {tuple(angles_shape)}.")
   d = x_shape[-1]
   if rotary_dim is None:
     rotary_dim = 2 * angles_shape[-1]
     if rotary_dim > d:
-      raise ValueError(f"`angles` must be [..., L, 1|H, D/2] = [..., L, 1|H, {d // 2}] (or "
+      raise ValueError(f"`{table}` must be [..., L, 1|H, D/2] = [..., L, 1|H, {d // 2}] (or "
                        f"fewer pairs, for partial rotation) for `x` of shape {tuple(x_shape)}, "
                        f"got {tuple(angles_shape)}.")
     return rotary_dim
@@ -127,7 +128,7 @@ def _resolve_rotary_dim(x_shape, angles_shape, rotary_dim) -> int:
     raise ValueError(f"`rotary_dim`={rotary_dim} must be even and in [2, D={d}] (channels rotate "
                      f"in pairs inside x[..., :rotary_dim]).")
   if angles_shape[-1] != rotary_dim // 2:
-    raise ValueError(f"`rotary_dim`={rotary_dim} needs `angles` with rotary_dim/2 = "
+    raise ValueError(f"`rotary_dim`={rotary_dim} needs `{table}` with rotary_dim/2 = "
                      f"{rotary_dim // 2} pairs, got {tuple(angles_shape)}.")
   return rotary_dim
 
@@ -154,15 +155,12 @@ def apply(x: jax.Array, angles: jax.Array, *, layout: str = "half",
   x = jnp.asarray(x)
   angles = jnp.asarray(angles)
   rotary_dim = _resolve_rotary_dim(x.shape, angles.shape, rotary_dim)
-  if rotary_dim < x.shape[-1]:
-    rotated = apply(x[..., :rotary_dim], angles, layout=layout, amplitude=amplitude)
-    return jnp.concatenate([rotated, x[..., rotary_dim:]], axis=-1)
-  _check_apply(x.shape, angles.shape, layout)
+  _check_apply(x.shape[:-1] + (rotary_dim,), angles.shape, layout)
   cos, sin = _kernels.cos_sin(angles.astype(jnp.float32))
   if not (isinstance(amplitude, (int, float)) and amplitude == 1):
     amplitude = jnp.asarray(amplitude, jnp.float32)
     cos, sin = cos * amplitude, sin * amplitude
-  return apply_cos_sin(x, cos, sin, layout=layout)
+  return apply_cos_sin(x, cos, sin, layout=layout, rotary_dim=rotary_dim)
 
 
 def partial_rotary_dim(head_dim: int, factor: float) -> int:
@@ -183,7 +181,8 @@ def partial_rotary_dim(head_dim: int, factor: float) -> int:
 
 
 def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
-                  layout: str = "half", materialize: bool = True) -> jax.Array:
+                  layout: str = "half", rotary_dim: Optional[int] = None,
+                  materialize: bool = True) -> jax.Array:
   """`apply` with precomputed `cos(angles)`, `sin(angles)` (each `[..., L, 1|H, D/2]`).
 
   Use this when the same angles serve many calls (every layer, q and k): the tables are then
@@ -191,19 +190,26 @@ def apply_cos_sin(x: jax.Array, cos: jax.Array, sin: jax.Array, *,
 
   Args:
     x, layout: as `apply`.
-    cos, sin: the tables.
+    cos, sin: the tables, `[..., L, 1|H, rotary_dim/2]`.
+    rotary_dim: as `apply` (default `2 * cos.shape[-1]`): `x[..., rotary_dim:]` passes
+      through, joined to the rotated channels in the same pass on CPU
+      (`_kernels.concat_channels`).
     materialize: on CPU, compute the tables as their own kernel before the rotation reads
       them (the default; no effect when lowering for TPU / GPU). Needed when they contain
-      trig, which XLA:CPU would otherwise recompute for every batch element and head. Pass False for tables that are cheap products of small
-      materialised ones, such as `grid_cos_sin`'s (4 multiplies per entry): XLA then forms
-      them inside the rotation instead of writing a `[L, H, D/2]` table and re-reading it for
-      every batch element (per-head tables on [8, 1024, 6, 64]: 0.87 ms instead of 1.98 ms;
-      bit-identical).
+      trig, which XLA:CPU would otherwise recompute for every batch element and head. Pass
+      False for tables that are cheap products of small materialised ones, such as
+      `grid_cos_sin`'s (4 multiplies per entry): XLA then forms them inside the rotation
+      instead of writing a `[L, H, D/2]` table and re-reading it for every batch element
+      (per-head tables on [8, 1024, 6, 64]: 0.87 ms instead of 1.98 ms; bit-identical).
   """
   x = jnp.asarray(x)
-  _check_apply(x.shape, cos.shape, layout)
-  dtype = x.dtype
-  xf = x.astype(jnp.float32)
   cos, sin = jnp.asarray(cos, jnp.float32), jnp.asarray(sin, jnp.float32)
-  return _kernels.rotate_pairs(xf, cos, sin, layout=layout,
-                               materialize=materialize).astype(dtype)
+  rotary_dim = _resolve_rotary_dim(x.shape, cos.shape, rotary_dim, table="cos")
+  _check_apply(x.shape[:-1] + (rotary_dim,), cos.shape, layout)
+  dtype = x.dtype
+  xf = x[..., :rotary_dim].astype(jnp.float32)
+  rotated = _kernels.rotate_pairs(xf, cos, sin, layout=layout,
+                                  materialize=materialize).astype(dtype)
+  if rotary_dim == x.shape[-1]:
+    return rotated
+  return _kernels.concat_channels([rotated, x[..., rotary_dim:]])

@@ -97,6 +97,9 @@ def _cases():
   x64 = jax.random.normal(k[7], (2, L, 1, 64))
   cay = 0.4 * jax.random.normal(k[0], (H, 24, 24))   # Cayley-STRING's generator parameters
   ang = lambda f: rope.angles(pos2, f)
+  pos3 = jnp.concatenate([pos2[:, :1], pos2], axis=-1)              # (t, h, w), exact
+  grape16 = rope.init_grape(k[4], 16, "mixed", rope_init=False)      # 16 of 24 channels
+  grape_freqs = jnp.round(64 * rope.grape_plane_freqs(16, 100.0, "mixed")) / 64
   return {
       "cayley": (lambda w: rope.cayley(w - jnp.swapaxes(w, -1, -2)), (cay,)),
       "string_cayley": (lambda x, f, w: rope.string_cayley(
@@ -105,6 +108,8 @@ def _cases():
       "apply_interleaved": (lambda x, f: rope.apply(x, ang(f), layout="interleaved"), (x, mixed)),
       "apply_partial_amplitude": (
           lambda x, f: rope.apply(x, ang(f[:, :4]), rotary_dim=8, amplitude=1.3), (x, mixed)),
+      "grape_pass_through": (lambda x, p: rope.grape_rotate(x, pos3, p, grape_freqs, mode="mixed"),
+                             (x, grape16)),
       "apply_long_context": (
           lambda x, p: rope.apply(x, rope.angles(p, rope.freqs_1d(24))),
           (x, jnp.arange(L, dtype=jnp.float32)[:, None] * 60_000.0)),
@@ -157,7 +162,7 @@ def test_cpu_kernels_equal_plain_formulation(name, monkeypatch):
   plain_val, plain_grads = _run(name)
   tol = 2e-5 if name.startswith("liere") else 2e-6
   _close(cpu_val, plain_val, tol)
-  for g_cpu, g_plain in zip(cpu_grads, plain_grads):
+  for g_cpu, g_plain in zip(jax.tree.leaves(cpu_grads), jax.tree.leaves(plain_grads)):
     _close(g_cpu, g_plain, 10 * tol)
 
 

@@ -50,6 +50,8 @@ CASES = [
     (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(64)), rotary_dim=66),
      r"rotary_dim.*even"),
     (lambda: rope.partial_rotary_dim(64, 0.0), r"factor"),
+    (lambda: rope.apply_cos_sin(X, jnp.ones((6, 1, 16)), jnp.ones((6, 1, 16)), rotary_dim=48),
+     r"rotary_dim.*`cos`"),
     (lambda: rope.apply(X, rope.angles(POS2, rope.freqs_axial(64)), layout="complex"),
      r"layout.*half.*interleaved"),
     (lambda: rope.apply(X, rope.angles(POS2, rope.init_mixed_freqs(KEY, 3, 64))), r"heads"),

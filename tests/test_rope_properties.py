@@ -527,4 +527,12 @@ def test_partial_rotary_passes_the_tail_and_rotates_the_head_like_a_full_table()
     np.testing.assert_allclose(out[..., :16], 1.5 * head, rtol=1e-6, atol=1e-6)
     assert float(jnp.abs(head - x[..., :16]).max()) > 0.1   # it did rotate
   np.testing.assert_array_equal(rope.apply(x, ang), rope.apply(x, ang, rotary_dim=16))
+  # apply_cos_sin: the same rule from the tables' width (the VLM's Qwen3.5 path), bf16 kept.
+  cos, sin = jnp.cos(ang), jnp.sin(ang)
+  for xx in (x, x.astype(jnp.bfloat16)):
+    out = jax.jit(lambda x: rope.apply_cos_sin(x, cos, sin, rotary_dim=16))(xx)
+    assert out.dtype == xx.dtype
+    np.testing.assert_array_equal(out[..., 16:], xx[..., 16:])
+    np.testing.assert_allclose(np.asarray(out, np.float32),
+                               np.asarray(rope.apply(xx, ang), np.float32), rtol=1e-6, atol=1e-6)
   assert rope.partial_rotary_dim(256, 0.25) == 64 and rope.partial_rotary_dim(10, 0.5) == 4
