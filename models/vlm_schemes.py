@@ -550,12 +550,13 @@ class GrapeScheme(Scheme):
         for key, value in init.items()}
     params = nn.unbox(params)
 
-    # q [B, L, H, D] and k [B, L, KV, D] share the planes and the ids: one call on their
-    # concatenation along the head axis normalises the planes and computes the phases once.
-    qk = jnp.concatenate([q, k.astype(q.dtype)], axis=-2)
-    qk = rope.grape_rotate(qk, table.positions, params, table.plane_freqs, mode=GRAPE_MODE)
-    h = q.shape[-2]
-    return qk[..., :h, :].astype(q.dtype), qk[..., h:, :].astype(k.dtype)
+    # q [B, L, H, D] and k [B, L, KV, D] share the planes and the ids, but two calls are faster
+    # than one on their concatenation (measured 7.0 vs 7.8 ms fwd+bwd per layer at the :cpu
+    # shape on XLA:CPU): normalising the planes and the [B, L, P] phase table twice costs less
+    # than copying q and k into one array and slicing them (and their gradients) back.
+    rotate = lambda x: rope.grape_rotate(x, table.positions, params, table.plane_freqs,
+                                         mode=GRAPE_MODE)
+    return rotate(q), rotate(k)
 
 
 SCHEMES.register("hope", HopeScheme(

@@ -99,6 +99,8 @@ def _cases():
   ang = lambda f: rope.angles(pos2, f)
   pos3 = jnp.concatenate([pos2[:, :1], pos2], axis=-1)              # (t, h, w), exact
   grape16 = rope.init_grape(k[4], 16, "mixed", rope_init=False)      # 16 of 24 channels
+  # Random planes; one-hot axis weights keep the phases exact (as above).
+  grape16["axis_weight"] = jax.nn.one_hot(jnp.arange(8) % 3, 3)
   grape_freqs = jnp.round(64 * rope.grape_plane_freqs(16, 100.0, "mixed")) / 64
   return {
       "cayley": (lambda w: rope.cayley(w - jnp.swapaxes(w, -1, -2)), (cay,)),
