@@ -2,6 +2,7 @@
 
   python -m benchmarks.bench_rope                       # [8, 1024, 6, 64] and [32, 196, 6, 64]
   python -m benchmarks.bench_rope --shape 32,196,6,64 --backward
+  python -m benchmarks.bench_rope --shape 8,1024,6,64 --rounds 40 --only "1d,hope"   # round-robin
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_rope
 
 For each variant it prints the median time of one jitted call that builds the rotation from the
@@ -16,6 +17,12 @@ does) instead of `rope.angles` on all L positions. The second-round multimodal s
 own position designs and tables: GRAPE rotates with its learned planes (`rope.grape_rotate`,
 mode "mixed", rope init; the planes are the parameters), Qwen3.5 only the first
 `partial_rotary_dim(D, 0.25)` channels.
+
+`--rounds N` replaces the per-variant medians by a round-robin in one process: `x * c` and the
+selected variants are timed in turn for N rounds (`common.paired_rounds`), and "vs x*c" is the
+median over rounds of (x*c time / variant time) in the same round, with its quartiles. On a
+shared VM the separate medians move together by up to 2x between processes; the per-round
+ratio is what the issue-13 goals are read from (RESULTS.md).
 """
 import argparse
 import math
@@ -211,11 +218,19 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.rounds < 0 or args.repeats < 1:
     raise ValueError(f"--rounds={args.rounds} must be >= 0 and --repeats={args.repeats} >= 1.")
+  if args.rounds and args.backward:
+    raise ValueError("--rounds times the forward only; drop --backward (or --rounds).")
   shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or
                                                           ["8,1024,6,64", "32,196,6,64"])]
   print(common.header())
   key = jax.random.PRNGKey(0)
+  only = set(filter(None, args.only.split(",")))
   for shape in shapes:
+    table = variants(shape, key)   # checked before anything compiles
+    unknown = only - set(table)
+    if unknown:
+      raise ValueError(f"--only: unknown variants {sorted(unknown)} for shape {shape}; "
+                       f"allowed: {', '.join(table)}.")
     x = jax.random.normal(key, shape, jnp.float32).astype(args.dtype)
     nbytes = 2 * x.nbytes
     copy = common.median_seconds(jax.jit(jnp.copy), (x,), repeats=args.repeats)
@@ -233,12 +248,6 @@ def main(argv=None):
     print(f"{'copy':<34}{copy * 1e3:9.2f}{nbytes / copy / 1e9:8.1f}{1.0:9.2f}{scale / copy:8.2f}")
     print(f"{'x * c':<34}{scale * 1e3:9.2f}{nbytes / scale / 1e9:8.1f}{copy / scale:9.2f}"
           f"{1.0:8.2f}" + (f"{scale_bwd * 1e3:12.2f}{1.0:8.2f}" if args.backward else ""))
-    only = set(filter(None, args.only.split(",")))
-    table = variants(shape, key)
-    unknown = only - set(table)
-    if unknown:
-      raise ValueError(f"--only: unknown variants {sorted(unknown)}; allowed: "
-                       f"{', '.join(table)}.")
     if args.rounds:
       _paired(x, {n: v for n, v in table.items() if not only or n in only}, args.rounds)
       continue

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs every benchmark behind benchmarks/RESULTS.md, each in fresh processes, with tcmalloc.
 #
-#   bash benchmarks/run_all.sh [OUT_DIR]        # default benchmarks/results; ~30 min on 2 cores
+#   bash benchmarks/run_all.sh [OUT_DIR]        # default benchmarks/results; ~45 min on 2 cores
 #
 # Needs a quiet machine (nothing else running), `apt-get install libtcmalloc-minimal4` and, for
 # the PyTorch reference, `pip install -r benchmarks/requirements.txt`. bench_rope runs in three
@@ -25,4 +25,15 @@ run bench_vit_step.bf16.txt benchmarks.bench_vit_step --torch --repeats 5 --dtyp
 # Issue 14 item 5: the step overhead of every vision encoding (float32, 112 px).
 run bench_vit_step.encodings.f32.112.txt benchmarks.bench_vit_step --image_size 112 --repeats 5 \
   --encodings none,mixed,axial,dinov3,eva02,prope,comrope_ap,comrope_ld,string_cayley,string_circulant,lookhere,fire
+# Issue 13 item 5: the commuting schemes against x * c round-robin, and the VLM step of every
+# new scheme against vanilla, each in three processes (RESULTS.md, "Issue 13 item 5, met").
+mkdir -p "$out/issue13d"
+for i in 1 2 3; do
+  run "issue13d/bench_rope_rounds.$i.txt" benchmarks.bench_rope --shape 8,1024,6,64 --rounds 40 \
+    --only "1d,mrope,hope,ilrope,omnirope,mmrope,qwen35 (partial)"
+done
+for i in 1 2 3; do
+  run "issue13d/bench_vlm.$i.txt" benchmarks.bench_vlm --repeats 20 \
+    --only hope,ilrope,omnirope,mmrope,grape,qwen35,mrope_time,mrope
+done
 echo "done: $out" >&2
