@@ -52,6 +52,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
+from benchmarks import op_breakdown
 from configs import vit_common
 from models import vit
 from models.vit_encodings import ENCODINGS
@@ -185,7 +186,8 @@ def run_torch(args, encoding: str, image_size: int) -> dict | None:
   cmd = [sys.executable, "-m", "benchmarks.torch_vit", "--json", "--encoding", encoding,
          "--variant", args.variant, "--image_size", str(image_size),
          "--batch_size", str(args.batch_size), "--repeats", str(args.repeats),
-         "--warmup", str(args.warmup), "--dtype", args.torch_dtype, "--adamw", args.torch_adamw]
+         "--warmup", str(args.warmup), "--dtype", args.torch_dtype, "--adamw", args.torch_adamw,
+         "--breakdown", str(args.breakdown)]
   if args.layerscale is not None:
     cmd += ["--layerscale", str(args.layerscale)]
   return _json_subprocess(cmd)
@@ -235,6 +237,20 @@ def print_table(entries: list[dict], image_size: int, batch_size: int, torch_res
     print(line, flush=True)
 
 
+def print_breakdown(entries: list[dict], torch_results: dict):
+  """Seconds per step by op kind (benchmarks/op_breakdown.py; torch_vit.op_kind_seconds)."""
+  kinds = op_breakdown.KINDS
+  print(f"\nby op kind, ms per step (% of the row's op time): {', '.join(kinds)}")
+  print(f"{'row':<22}" + "".join(f"{k[:13]:>16}" for k in kinds) + f"{'total':>9}")
+  rows = [(e["label"], e["op_kinds"]) for e in entries if e.get("op_kinds")]
+  rows += [(f"torch {k}", r["op_kind_seconds"]) for k, r in torch_results.items()
+           if r.get("op_kind_seconds")]
+  for label, sec in rows:
+    total = sum(sec.values())
+    print(f"{label:<22}" + "".join(f"{sec.get(k, 0) * 1e3:9.1f} ({100 * sec.get(k, 0) / total:4.1f}%)"
+                                   for k in kinds) + f"{total * 1e3:9.1f}", flush=True)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--image_size", type=int, action="append",
@@ -255,6 +271,10 @@ def main(argv=None):
                       help="LayerScale init for every model (rope-vit _LS: 1e-4); default none")
   parser.add_argument("--torch", action="store_true",
                       help="also time benchmarks.torch_vit (mixed, none) and check parity")
+  parser.add_argument("--breakdown", type=int, default=0,
+                      help="also profile this many steps per row (and per torch run) and "
+                           "print the time by op kind: dots, attention, normalisation, "
+                           "elementwise, rope, optimizer")
   parser.add_argument("--torch_dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--torch_adamw", default="default", choices=["default", "foreach", "fused"])
   args = parser.parse_args(argv)
@@ -269,8 +289,9 @@ def main(argv=None):
   for name in ("batch_size", "repeats"):
     if getattr(args, name) < 1:
       raise ValueError(f"--{name}={getattr(args, name)} must be >= 1.")
-  if args.warmup < 0:
-    raise ValueError(f"--warmup={args.warmup} must be >= 0.")
+  for name in ("warmup", "breakdown"):
+    if getattr(args, name) < 0:
+      raise ValueError(f"--{name}={getattr(args, name)} must be >= 0.")
   plan = rows(encodings, args.variant)
   for size in sizes:
     for _, encoding, head_dim in plan:
@@ -296,6 +317,11 @@ def main(argv=None):
       print(f"  compiling {row[0]} @ {size}px", file=sys.stderr, flush=True)
       entries.append(build(row, args, size, batch))
     time_round_robin(entries, batch, repeats=args.repeats, warmup=args.warmup)
+    if args.breakdown:
+      for e in entries:
+        print(f"  profiling {e['label']} @ {size}px", file=sys.stderr, flush=True)
+        e["op_kinds"], e["state"] = op_breakdown.profile(e["step"], (e["state"], batch),
+                                                         steps=args.breakdown)
     torch_results = {}
     if use_torch:
       for encoding in TORCH_ENCODINGS:
@@ -306,6 +332,8 @@ def main(argv=None):
             torch_results[encoding] = result
     print(f"\n{size}x{size} px ({(size // vit.parse_variant(args.variant)[1]) ** 2} patches)")
     print_table(entries, size, args.batch_size, torch_results)
+    if args.breakdown:
+      print_breakdown(entries, torch_results)
     for e in entries:  # Free this size's states and executables before the next size.
       e.clear()
   print("\n'vs none': step time over the `none` row of the same head_dim (none@63 for @63 "

@@ -175,10 +175,14 @@ def build_model(*, width: int, depth: int, num_heads: int, mlp_dim: int, patch_s
       b, n, c = x.shape
       qkv = self.qkv(x).reshape(b, n, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
       q, k, v = qkv[0], qkv[1], qkv[2]
+      # record_function scopes only label the profile (op_kind_seconds), as in models/vit.py.
       if freqs_cis is not None:
-        q[:, :, 1:], k[:, :, 1:] = apply_rotary_emb(q[:, :, 1:], k[:, :, 1:], freqs_cis)
-      attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-      return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        with torch.profiler.record_function("rope"):
+          q[:, :, 1:], k[:, :, 1:] = apply_rotary_emb(q[:, :, 1:], k[:, :, 1:], freqs_cis)
+      with torch.profiler.record_function("sdpa"):
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
+      return self.proj(out)
 
   class Block(nn.Module):
 
@@ -253,7 +257,8 @@ def build_model(*, width: int, depth: int, num_heads: int, mlp_dim: int, patch_s
           t_x, t_y = (torch.from_numpy(t) for t in grid_t_xy(w // patch_size, h // patch_size))
         else:
           t_x, t_y = self.freqs_t_x, self.freqs_t_y
-        freqs_cis = self.compute_mixed_cis(t_x, t_y)
+        with torch.profiler.record_function("rope"):
+          freqs_cis = self.compute_mixed_cis(t_x, t_y)
         for i, blk in enumerate(self.blocks):
           x = blk(x, freqs_cis[i])
       else:
@@ -282,8 +287,10 @@ def make_optimizer(model, impl: str = "default", lr: float = 1e-3, weight_decay:
 def time_training_step(*, variant: str = "S/16", encoding: str = "mixed",
                        image_size: int = 224, batch_size: int = 32, repeats: int = 3,
                        warmup: int = 1, layerscale: Optional[float] = None,
-                       dtype: str = "float32", adamw: str = "default") -> dict:
-  """Median wall time of one eager training step; a JSON-able dict."""
+                       dtype: str = "float32", adamw: str = "default",
+                       breakdown: int = 0) -> dict:
+  """Median wall time of one eager training step; a JSON-able dict. `breakdown` > 0 also
+  profiles that many more steps (`op_kind_seconds`)."""
   torch = import_torch()
   from models import vit  # pylint: disable=g-import-not-at-top  # sizes only (no jax backend).
   size, patch = vit.parse_variant(variant)
@@ -319,11 +326,68 @@ def time_training_step(*, variant: str = "S/16", encoding: str = "mixed",
     step()
     times.append(time.perf_counter() - t0)
   seconds = statistics.median(times)
-  return {"encoding": encoding, "variant": variant, "image_size": image_size,
+  kinds = op_kind_seconds(step, steps=breakdown) if breakdown else None
+  return {"op_kind_seconds": kinds, "encoding": encoding, "variant": variant, "image_size": image_size,
           "batch_size": batch_size, "dtype": dtype, "adamw": adamw, "repeats": repeats,
           "ms_per_step": seconds * 1e3, "images_per_s": batch_size / seconds,
           "times_ms": [t * 1e3 for t in times], "torch": torch.__version__,
           "threads": torch.get_num_threads(), "ld_preload": os.environ.get("LD_PRELOAD", "")}
+
+
+_DOT_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::convolution",
+            "aten::_convolution", "aten::mkldnn_convolution", "aten::convolution_backward",
+            "aten::_mkldnn_convolution_backward", "aten::linear_backward")
+_NORM_OPS = ("aten::native_layer_norm", "aten::native_layer_norm_backward")
+
+
+def op_kind_seconds(step, *, steps: int) -> dict:
+  """Seconds per step by op kind, the same kinds as benchmarks/op_breakdown.py, from
+  `torch.profiler` (self CPU time of every op):
+
+  * rope / attention: ops under the `rope` / `sdpa` record_function scopes of the model, and
+    the autograd nodes of those ops in the backward pass (matched by sequence number);
+  * optimizer: under `Optimizer.step` / `Optimizer.zero_grad`;
+  * dots: matrix products and convolutions (`_DOT_OPS`), elsewhere;
+  * normalisation: LayerNorm forward and backward;
+  * elementwise: the rest (activations, adds, copies, the loss).
+  """
+  torch = import_torch()
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    for _ in range(steps):
+      step()
+  events = list(prof.events())
+  scope_seq = {}   # forward op sequence number -> scope, for the backward nodes
+  def scope_of(e):
+    while e is not None:
+      if e.name in ("rope", "sdpa"):
+        return e.name
+      if e.name.startswith(("Optimizer.step", "Optimizer.zero_grad")):
+        return "optimizer"
+      if e.name.startswith("autograd::engine::evaluate_function") and e.sequence_nr in scope_seq:
+        return scope_seq[e.sequence_nr]
+      e = e.cpu_parent
+    return None
+  for e in events:
+    if e.sequence_nr >= 0 and not e.name.startswith("autograd::"):
+      s = scope_of(e)
+      if s in ("rope", "sdpa"):
+        scope_seq[e.sequence_nr] = s
+  totals = dict.fromkeys(("dots", "attention", "normalisation", "elementwise", "rope",
+                          "optimizer"), 0.0)
+  for e in events:
+    s = scope_of(e)
+    if s == "sdpa":
+      kind = "attention"
+    elif s is not None:
+      kind = s
+    elif e.name in _DOT_OPS:
+      kind = "dots"
+    elif e.name in _NORM_OPS:
+      kind = "normalisation"
+    else:
+      kind = "elementwise"
+    totals[kind] += e.self_cpu_time_total * 1e-6
+  return {k: v / steps for k, v in totals.items()}
 
 
 def parity(*, image_size: int = 32, depth: int = 2, batch_size: int = 2, seed: int = 0,
@@ -385,6 +449,8 @@ def main(argv=None):
   parser.add_argument("--parity", action="store_true",
                       help="compare logits with the Flax models.vit instead of timing")
   parser.add_argument("--json", action="store_true", help="print one JSON line")
+  parser.add_argument("--breakdown", type=int, default=0,
+                      help="also profile this many steps and report seconds per op kind")
   args = parser.parse_args(argv)
   for name in ("image_size", "batch_size", "repeats"):
     if getattr(args, name) < 1:
@@ -395,7 +461,8 @@ def main(argv=None):
     result = time_training_step(
         variant=args.variant, encoding=args.encoding, image_size=args.image_size,
         batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
-        layerscale=args.layerscale, dtype=args.dtype, adamw=args.adamw)
+        layerscale=args.layerscale, dtype=args.dtype, adamw=args.adamw,
+        breakdown=args.breakdown)
   if args.json:
     print(json.dumps(result))
   else:

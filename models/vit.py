@@ -510,8 +510,10 @@ class Attention(nn.Module):
     params = (vit_encodings.Posenc(enc, self.options, name="posenc")()
               if enc.uses_positions and enc.params else {})
     if rotary:
-      tables = shared if enc.shared else enc.tables(params, tokens, self.options)
-      q, k = enc.rotate(q, tables), enc.rotate(k, tables)
+      # Named scopes only label the HLO (profiles, benchmarks/op_breakdown.py): no numerics.
+      with jax.named_scope("rope"):
+        tables = shared if enc.shared else enc.tables(params, tokens, self.options)
+        q, k = enc.rotate(q, tables), enc.rotate(k, tables)
     bias = None
     if enc.bias is not None:
       layer = (self.layer,) if enc.bias_per_layer else ()
@@ -528,8 +530,9 @@ class Attention(nn.Module):
       q = q[:, :self.queries]
       if bias is not None:
         bias = bias[..., :self.queries, :]
-    out = matmul.dot_product_attention(q, k, v, bias, scale=d ** -0.5,
-                                       implementation=self.attention_impl)   # [B, Q, H, D]
+    with jax.named_scope("sdpa"):
+      out = matmul.dot_product_attention(q, k, v, bias, scale=d ** -0.5,
+                                         implementation=self.attention_impl)   # [B, Q, H, D]
     out = matmul.Einsum((h, d, width), "blhd,hde->ble", kernel_init=_TRUNC_NORMAL,
                         axes=("heads", "kv", "embed"), dtype=self.dtype, name="out")(out)
     return nn.Dropout(self.dropout)(out, deterministic=deterministic)
@@ -691,7 +694,8 @@ class ViT(nn.Module):
       key = self.make_rng("dropout") if (train and wants_key) else None
       tokens = enc.positions(grid, options, num_prefix, key)
       if enc.shared and enc.tables is not None:
-        shared = enc.tables({}, tokens, options)
+        with jax.named_scope("rope"):
+          shared = enc.tables({}, tokens, options)
 
     rates = np.linspace(0.0, self.drop_path, self.depth) if self.depth > 1 else [self.drop_path]
     for i in range(self.depth):
