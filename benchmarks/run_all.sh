@@ -25,6 +25,10 @@ run bench_vit_step.bf16.txt benchmarks.bench_vit_step --torch --repeats 5 --dtyp
 # Issue 14 item 5: the step overhead of every vision encoding (float32, 112 px).
 run bench_vit_step.encodings.f32.112.txt benchmarks.bench_vit_step --image_size 112 --repeats 5 \
   --encodings none,mixed,axial,dinov3,eva02,prope,comrope_ap,comrope_ld,string_cayley,string_circulant,lookhere,fire
+# Issue 18 item 2: the step by op kind, ours and torch's (float32; bf16 only on bf16 CPUs).
+mkdir -p "$out/issue18"
+run issue18/bench_vit_step.f32.breakdown.txt benchmarks.bench_vit_step --encodings none,mixed \
+  --repeats 3 --torch --breakdown 2
 # Issue 13 item 5: the commuting schemes against x * c round-robin, and the VLM step of every
 # new scheme against vanilla, each in three processes (RESULTS.md, "Issue 13 item 5, met").
 mkdir -p "$out/issue13d"
