@@ -3,6 +3,7 @@
   python -m benchmarks.bench_vit_step                   # ViT-S/16, batch 32, 112 and 224 px
   python -m benchmarks.bench_vit_step --image_size 112 --repeats 2 --encodings none,mixed
   python -m benchmarks.bench_vit_step --dtype bfloat16 --torch
+  python -m benchmarks.bench_vit_step --encodings none,mixed --torch --breakdown 2   # by op kind
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python -m benchmarks.bench_vit_step
 
 What is timed: the repository's own training step, `trainer.step.make_train_step` (forward,
@@ -34,6 +35,11 @@ allocator), after the JAX rows of each image size, and prints its images/s and t
 ratio next to the JAX row of the same encoding (head_dim 64). Before timing it checks, once,
 that the two are the same model: Flax params are copied into the torch model
 (`torch_vit.flax_to_torch_state`) and the logits compared at 32 px, depth 2, float32.
+
+`--breakdown N` profiles N more steps of every row (and of each torch run) and prints the time
+by op kind, dots, attention, normalisation, elementwise, rope and optimizer, for both sides
+(`benchmarks/op_breakdown.py`, `torch_vit.op_kind_seconds`): "rope" there is the encoding's
+share of the step, measured inside it.
 """
 import argparse
 import json
