@@ -29,6 +29,15 @@ run bench_vit_step.encodings.f32.112.txt benchmarks.bench_vit_step --image_size 
 mkdir -p "$out/issue18"
 run issue18/bench_vit_step.f32.breakdown.txt benchmarks.bench_vit_step --encodings none,mixed \
   --repeats 3 --torch --breakdown 2
+# Issue 18 item 1: ours against torch at the same precision (RESULTS "AMD Zen 3" section;
+# bf16 against torch's bf16 autocast), and with XLA's experimental oneDNN dots.
+run issue18/zen3.f32.112.txt benchmarks.bench_vit_step --image_size 112 --encodings none,mixed \
+  --repeats 5 --torch
+run issue18/zen3.bf16.112.txt benchmarks.bench_vit_step --image_size 112 --encodings none,mixed \
+  --repeats 5 --torch --dtype bfloat16 --torch_dtype bfloat16
+XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT \
+  run issue18/zen3.f32.112.onednn_dot.txt benchmarks.bench_vit_step --image_size 112 \
+  --encodings none,mixed --repeats 5 --torch
 # Issue 18 item 4: RoPE's share of the step by op kind (float32, 112 px).
 run issue18/bench_vit_step.f32.112.rope_share.txt benchmarks.bench_vit_step --image_size 112 \
   --encodings none,axial,mixed,spherical,liere --repeats 3 --breakdown 2
