@@ -450,8 +450,9 @@ def test_positions_fn_override():
     pos, nxt = rope.multimodal_positions(segments, "vanilla")
     return pos, nxt, pos + 1, nxt + 1
 
-  batch = next(pipe.make_train_iterator(_config(), global_batch_size=16, seed=0,
-                                        positions_fn=fn))
+  c = _config()
+  c.prefetch = 0   # no background thread: the calls counted are those of this batch only
+  batch = next(pipe.make_train_iterator(c, global_batch_size=16, seed=0, positions_fn=fn))
   assert 0 < len(calls) <= 16
   lengths = batch["valid"].sum(1)
   for b in range(16):
