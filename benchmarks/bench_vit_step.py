@@ -121,9 +121,11 @@ def config_options(encoding: str) -> dict:
 
 
 def model_config(encoding: str, *, variant: str, head_dim, image_size: int, dtype: str,
-                 layerscale, depth=None) -> ml_collections.ConfigDict:
+                 layerscale, depth=None, block_size=None) -> ml_collections.ConfigDict:
   c = vit.default_config()
   c.update(config_options(encoding))
+  if block_size is not None and ENCODINGS.get(encoding).uses_block_size:
+    c.block_size = block_size
   c.variant, c.encoding, c.head_dim, c.dtype = variant, encoding, head_dim, dtype
   c.train_image_size = image_size
   c.layerscale_init = layerscale
@@ -131,7 +133,7 @@ def model_config(encoding: str, *, variant: str, head_dim, image_size: int, dtyp
   return c
 
 
-def rows(encodings: list[str], variant: str) -> list[tuple[str, str, Any]]:
+def rows(encodings: list[str], variant: str, block_size=None) -> list[tuple[str, str, Any]]:
   """(label, encoding, head_dim or None) to time; adds the `none` baselines the overheads need."""
   needs_63 = [p for p in encodings if ENCODINGS.get(p).multiple == 3]
   size, _ = vit.parse_variant(variant)
@@ -143,10 +145,11 @@ def rows(encodings: list[str], variant: str) -> list[tuple[str, str, Any]]:
   for p in encodings:
     if p == "none":
       continue
+    label = p + (f" b{block_size}" if block_size and ENCODINGS.get(p).uses_block_size else "")
     if p in needs_63 and base_head_dim % 3:
-      out.append((f"{p}@63", p, 63))
+      out.append((f"{label}@63", p, 63))
     else:
-      out.append((p, p, None))
+      out.append((label, p, None))
   return out
 
 
@@ -154,7 +157,8 @@ def build(label_encoding_hd, args, image_size: int, batch) -> dict:
   """Compiles one encoding's donated train step and creates its state."""
   label, encoding, head_dim = label_encoding_hd
   config = model_config(encoding, variant=args.variant, head_dim=head_dim, image_size=image_size,
-                        dtype=args.dtype, layerscale=args.layerscale, depth=args.depth)
+                        dtype=args.dtype, layerscale=args.layerscale, depth=args.depth,
+                        block_size=args.block_size)
   model = vit.model_from_config(config, NUM_CLASSES)
   task = SyntheticClassification(model, image_size)
   tx, schedule = optim_lib.make_optimizer(adamw_config(), total_steps=10**9, warmup_steps=0)
@@ -268,6 +272,9 @@ def main(argv=None):
   parser.add_argument("--variant", default="S/16")
   parser.add_argument("--depth", type=int, default=None,
                       help="layers (default: the variant's; a small value for a quick check)")
+  parser.add_argument("--block_size", type=int, default=None,
+                      help="LieRE / ComRoPE block size for every row that has one (default: "
+                           "each config's; e.g. 8 for LieRE-8); such rows are labelled b<N>")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=1)
@@ -298,13 +305,14 @@ def main(argv=None):
   for name in ("warmup", "breakdown"):
     if getattr(args, name) < 0:
       raise ValueError(f"--{name}={getattr(args, name)} must be >= 0.")
-  plan = rows(encodings, args.variant)
+  plan = rows(encodings, args.variant, args.block_size)
   for size in sizes:
     for _, encoding, head_dim in plan:
       try:
         vit.validate_config(model_config(encoding, variant=args.variant, head_dim=head_dim,
                                          image_size=size, dtype=args.dtype,
-                                         layerscale=args.layerscale, depth=args.depth), size)
+                                         layerscale=args.layerscale, depth=args.depth,
+                                         block_size=args.block_size), size)
       except ValueError as e:
         raise ValueError(f"--image_size={size} / --variant / --encodings={encoding}: {e}") from e
 

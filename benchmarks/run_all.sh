@@ -41,6 +41,8 @@ XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT \
 # Issue 18 item 4: RoPE's share of the step by op kind (float32, 112 px).
 run issue18/bench_vit_step.f32.112.rope_share.txt benchmarks.bench_vit_step --image_size 112 \
   --encodings none,axial,mixed,spherical,liere --repeats 3 --breakdown 2
+run issue18/bench_vit_step.f32.112.liere8.txt benchmarks.bench_vit_step --image_size 112 \
+  --encodings none,liere --block_size 8 --repeats 3 --breakdown 2
 # Issue 18 item 3: every dot of the step standalone, ours and torch's (torch step times: the
 # RoPE-Mixed rows of the breakdown run above, on the machine of RESULTS.md).
 run issue18/bench_dots.f32.txt benchmarks.bench_dots --torch --torch_step_ms 112=1517.2,224=6713.4

@@ -126,6 +126,15 @@ def test_rows_add_the_none_baselines_at_each_head_dim():
   assert bench_vit_step.rows(["none"], "S/16") == [("none", "none", None)]
 
 
+def test_block_size_overrides_the_config_only_where_the_encoding_reads_it():
+  plan = bench_vit_step.rows(["mixed", "liere"], "S/16", block_size=8)
+  assert [r[0] for r in plan] == ["none", "mixed", "liere b8"]
+  kw = dict(variant="S/16", head_dim=None, image_size=112, dtype="float32", layerscale=None)
+  assert bench_vit_step.model_config("liere", **kw).block_size == 64    # configs/vit_liere.py
+  assert bench_vit_step.model_config("liere", block_size=8, **kw).block_size == 8
+  assert bench_vit_step.model_config("mixed", block_size=8, **kw).block_size is None
+
+
 def test_every_rotary_and_bias_encoding_is_a_default_row_with_its_config_options():
   from models.vit_encodings import ENCODINGS    # pylint: disable=g-import-not-at-top
   assert {n for n, e in ENCODINGS.items() if e.kind != "absolute"} <= set(
