@@ -223,6 +223,8 @@ def test_commuting_rotation_on_tpu_is_plain_trig_without_dots(name, grad):
   assert {"cosine", "sine"} <= ops, ops
   assert "dot_general" not in ops and "dot" not in ops, ops   # no identity matmul
   assert "round_nearest_even" not in ops, ops                  # no CPU polynomial trig
+  if not grad:   # no CPU sum-of-pads joins (a slice's gradient is a pad, hence forward only)
+    assert "pad" not in ops, ops
 
 
 NON_COMMUTING = {
