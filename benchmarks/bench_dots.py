@@ -22,8 +22,6 @@ dots with other fusions and layouts (attention heads-first, `models/matmul.py`),
 `bench_vit_step --breakdown` measures in place.
 """
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -95,17 +93,6 @@ def torch_dot(torch, kind, form):
           "TN": lambda a, b: mm(t(a), b)}[form]
 
 
-def _median_torch(fn, args, repeats):
-  for _ in range(2):
-    fn(*args)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn(*args)
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--image_size", type=int, action="append", help="default 112 and 224")
@@ -156,7 +143,9 @@ def main(argv=None):
         tdt = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
         ta, tb = torch.from_numpy(a).to(tdt), torch.from_numpy(b).to(tdt)
         with torch.no_grad():
-          tt = _median_torch(torch_dot(torch, kind, dims[0]), (ta, tb), args.repeats)
+          # median_seconds' block_until_ready passes torch tensors through (eager, synchronous).
+          tt = common.median_seconds(torch_dot(torch, kind, dims[0]), (ta, tb),
+                                     repeats=args.repeats)
         total_torch += count * tt
         line += f"{flops / tt / 1e9:11.1f}{tt / t:11.2f}"
       print(line, flush=True)

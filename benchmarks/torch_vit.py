@@ -372,8 +372,8 @@ def op_kind_seconds(step, *, steps: int) -> dict:
       s = scope_of(e)
       if s in ("rope", "sdpa"):
         scope_seq[e.sequence_nr] = s
-  totals = dict.fromkeys(("dots", "attention", "normalisation", "elementwise", "rope",
-                          "optimizer"), 0.0)
+  from benchmarks import op_breakdown  # pylint: disable=g-import-not-at-top  # KINDS (no backend)
+  totals = dict.fromkeys(op_breakdown.KINDS, 0.0)
   for e in events:
     s = scope_of(e)
     if s == "sdpa":
