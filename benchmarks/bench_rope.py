@@ -185,11 +185,16 @@ def _vision_ext_variants(shape, key, side):
   return out
 
 
+def _variant_input(x, name):
+  """q for a variant: Spherical rows run on the first D - D % 3 channels (see `variants`)."""
+  return x[..., :x.shape[-1] - x.shape[-1] % 3] if name.startswith("spherical") else x
+
+
 def _paired(x, table, rounds):
   """The forward of each variant against x * c, timed round-robin in one process."""
   fns = {"x * c": (jax.jit(lambda x, c: x * c), (x, jnp.asarray(1.5, x.dtype)))}
   for name, (fn, params) in table.items():
-    xv = x[..., :x.shape[-1] - x.shape[-1] % 3] if name.startswith("spherical") else x
+    xv = _variant_input(x, name)
     fns[name] = (jax.jit(fn), (xv, params))
   times = common.paired_rounds(fns, rounds=rounds)
   base = times["x * c"]
@@ -254,7 +259,7 @@ def main(argv=None):
     for name, (fn, params) in table.items():
       if only and name not in only:
         continue
-      xv = x[..., :x.shape[-1] - x.shape[-1] % 3] if name.startswith("spherical") else x
+      xv = _variant_input(x, name)
       vbytes = 2 * xv.nbytes
       if xv.shape != x.shape:
         name = f"{name} (D={xv.shape[-1]})"
