@@ -19,8 +19,11 @@ the q / k rotation, `sdpa` around attention). Kinds, first match wins:
 
 Why by hand: jax ships the profile reader (`jax.profiler.ProfileData`) but no per-op summary
 without TensorBoard's profile plugin, which this project does not depend on. Times are the sum
-of op durations divided by the steps, so with two threads running ops side by side the total
-can exceed the wall time of a step; the shares are what to compare.
+of op self times divided by the steps, so with two threads running ops side by side the total
+can exceed the wall time of a step; the shares are what to compare. Self time: a control-flow
+op (`conditional`, `while`) has an event spanning the events of the ops it runs, on the same
+thread line, so each event counts its duration minus the events nested in it (`self_times`);
+summing whole durations would count a `lax.cond`'s body twice.
 """
 import collections
 import glob
@@ -95,21 +98,31 @@ def classify(info: dict) -> str:
   return "elementwise"
 
 
-def profile(compiled: Any, args: Sequence, *, steps: int = 3, donate: bool = True
-            ) -> Tuple[Dict[str, float], Any]:
-  """`({kind: seconds per step}, args[0] after the steps)`; kinds are KINDS, plus
-  "unattributed" for ops not found in the module text, if any.
+def self_times(events: Sequence[Tuple[float, float, str]]) -> list:
+  """`[(op, self ns)]` for one thread line's `[(start_ns, end_ns, op)]`: each event's duration
+  minus the durations of the events directly nested in it (a `conditional`'s branch ops)."""
+  out, stack = [], []     # stack: indices into out of the events still open, outermost first
+  for start, end, op in sorted(events, key=lambda e: (e[0], -e[1])):
+    while stack and out[stack[-1]][2] <= start:
+      stack.pop()
+    if stack:
+      out[stack[-1]][1] -= end - start      # the parent's time excludes its child's
+    out.append([op, end - start, end])
+    stack.append(len(out) - 1)
+  return [(op, ns) for op, ns, _ in out]
 
-  `compiled` is a `jax.jit(...).lower(...).compile()` step; with `donate`, its first output
-  replaces `args[0]` between calls (a donated train state, returned so the caller can go on).
-  """
-  instrs = parse_hlo(compiled.as_text())
+
+def op_seconds(compiled: Any, args: Sequence, *, steps: int = 3, donate: bool = True
+               ) -> Tuple[Dict[str, float], Any]:
+  """`({HLO op name: self seconds per step}, args[0] after the steps)` from a profile of `steps`
+  calls of `compiled` (a `jax.jit(...).lower(...).compile()` step). With `donate`, its first
+  output replaces `args[0]` between calls (a donated train state, returned so the caller can go
+  on)."""
   args = list(args)
   out = compiled(*args)       # warm
   jax.block_until_ready(out)
   if donate:
     args[0] = out[0]
-  totals = collections.Counter()
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d):
       for _ in range(steps):
@@ -121,17 +134,27 @@ def profile(compiled: Any, args: Sequence, *, steps: int = 3, donate: bool = Tru
     if not files:
       raise RuntimeError(f"jax.profiler.trace wrote no .xplane.pb under {d}")
     data = jax.profiler.ProfileData.from_file(files[0])
+  totals = collections.Counter()
   for plane in data.planes:
     for line in plane.lines:
-      for event in line.events:
-        stats = dict(event.stats)
-        op = stats.get("hlo_op")
-        if op is None:
-          continue
-        info = instrs.get(op)
-        kind = classify(info) if info else "unattributed"
-        totals[kind] += event.duration_ns * 1e-9
-  result = {k: totals.get(k, 0.0) / steps for k in KINDS}
+      events = [(e.start_ns, e.start_ns + e.duration_ns, dict(e.stats).get("hlo_op"))
+                for e in line.events]
+      for op, ns in self_times([e for e in events if e[2] is not None]):
+        totals[op] += ns * 1e-9 / steps
+  return dict(totals), (args[0] if donate else None)
+
+
+def profile(compiled: Any, args: Sequence, *, steps: int = 3, donate: bool = True
+            ) -> Tuple[Dict[str, float], Any]:
+  """`({kind: seconds per step}, args[0] after the steps)`; kinds are KINDS, plus
+  "unattributed" for ops not found in the module text, if any. Arguments as `op_seconds`."""
+  instrs = parse_hlo(compiled.as_text())
+  per_op, state = op_seconds(compiled, args, steps=steps, donate=donate)
+  totals = collections.Counter()
+  for op, seconds in per_op.items():
+    info = instrs.get(op)
+    totals[classify(info) if info else "unattributed"] += seconds
+  result = {k: totals.get(k, 0.0) for k in KINDS}
   if totals.get("unattributed"):
-    result["unattributed"] = totals["unattributed"] / steps
-  return result, (args[0] if donate else None)
+    result["unattributed"] = totals["unattributed"]
+  return result, state

@@ -56,3 +56,30 @@ def test_profile_times_every_kind_and_returns_the_donated_state():
   assert "unattributed" not in seconds
   assert all(seconds[k] > 0 for k in op_breakdown.KINDS), seconds
   assert w_after.shape == (64, 64)
+
+
+def test_self_times_subtract_nested_events():
+  # A conditional [0, 100) runs two fusions [10, 40) and [50, 90), one of them holding a
+  # nested op [60, 70); then a plain op [100, 130) starts where the conditional ends.
+  events = [(0, 100, "cond"), (10, 40, "f1"), (50, 90, "f2"), (60, 70, "inner"),
+            (100, 130, "after")]
+  got = dict(op_breakdown.self_times(events[::-1]))        # any order in
+  assert got == {"cond": 30, "f1": 30, "f2": 30, "inner": 10, "after": 30}
+  assert sum(got.values()) == 130                           # = the line's busy time
+
+
+def test_a_cond_body_is_counted_once():
+  # A dot inside `lax.cond`: the conditional's event spans the dot's on the same thread line.
+  # Its self time is its own bookkeeping (microseconds), not the dot's milliseconds again, which
+  # summing whole durations counted (the LieRE expm's squarings, twice).
+  def f(a, b):
+    return jax.lax.cond(a[0, 0] > -1e9, lambda: jnp.tanh(a @ b), lambda: b)
+  a = jnp.ones((512, 512)) / 512
+  compiled = jax.jit(f).lower(a, a).compile()
+  instrs = op_breakdown.parse_hlo(compiled.as_text())
+  per_op, _ = op_breakdown.op_seconds(compiled, (a, a), steps=3, donate=False)
+  cond = sum(t for op, t in per_op.items() if instrs[op]["opcode"] == "conditional")
+  body = sum(t for op, t in per_op.items() if instrs[op]["has_dot"]
+             and instrs[op]["opcode"] != "conditional")
+  assert any(instrs[op]["opcode"] == "conditional" for op in per_op), per_op
+  assert body > 0 and cond < 0.25 * body, per_op
