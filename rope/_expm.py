@@ -41,10 +41,18 @@ def expm(a: jax.Array) -> jax.Array:
       default=functools.partial(_expm, matmul=_kernels.plain_matmul))
 
 
-def _expm(a: jax.Array, matmul) -> jax.Array:
+POLYNOMIAL_PRODUCTS = 5   # a^2, a^3, a^4 and two Paterson-Stockmeyer steps
+
+
+def squarings(a: jax.Array) -> jax.Array:
+  """The number of squarings `s` of each matrix of `a [..., g, g]`: `[...]` float32, `|a|_F /
+  2^s <= 1`; a batch runs `POLYNOMIAL_PRODUCTS + max(s)` batched products."""
   norm = jnp.sqrt(jnp.sum(a * a, axis=(-2, -1)))
-  s = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-30) / _THETA)), 0, MAX_SQUARINGS)
-  s = jax.lax.stop_gradient(s)
+  return jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-30) / _THETA)), 0, MAX_SQUARINGS)
+
+
+def _expm(a: jax.Array, matmul) -> jax.Array:
+  s = jax.lax.stop_gradient(squarings(a))
   a = a * jnp.exp2(-s)[..., None, None]
   eye = jnp.eye(a.shape[-1], dtype=a.dtype)
   a2 = matmul(a, a)
