@@ -32,7 +32,9 @@ steps. Medians over `--repeats`.
 `--torch` also runs `benchmarks.torch_vit` (rope-vit's ViT RoPE-Mixed, eager, AdamW) for
 mixed and none, in a subprocess with this process's environment (so the same LD_PRELOAD
 allocator), after the JAX rows of each image size, and prints its images/s and the JAX/torch
-ratio next to the JAX row of the same encoding (head_dim 64). Before timing it checks, once,
+ratio next to the JAX row of the same encoding (head_dim 64). Torch runs at the same precision
+as ours unless `--torch_dtype` says otherwise: float32, or with `--dtype bfloat16` under
+`torch.autocast("cpu", dtype=torch.bfloat16)`. Before timing it checks, once,
 that the two are the same model: Flax params are copied into the torch model
 (`torch_vit.flax_to_torch_state`) and the logits compared at 32 px, depth 2, float32.
 
@@ -261,7 +263,8 @@ def print_breakdown(entries: list[dict], torch_results: dict):
                                    for k in kinds) + f"{total * 1e3:9.1f}", flush=True)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line, with `--torch_dtype same` resolved to `--dtype`."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--image_size", type=int, action="append",
                       help="repeatable; default 112 and 224")
@@ -288,9 +291,18 @@ def main(argv=None):
                       help="also profile this many steps per row (and per torch run) and "
                            "print the time by op kind: dots, attention, normalisation, "
                            "elementwise, rope, optimizer")
-  parser.add_argument("--torch_dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--torch_dtype", default="same", choices=["same", "float32", "bfloat16"],
+                      help="torch's precision; `same` (default): --dtype, i.e. like for like "
+                           "(bfloat16 = torch.autocast('cpu', bfloat16))")
   parser.add_argument("--torch_adamw", default="default", choices=["default", "foreach", "fused"])
   args = parser.parse_args(argv)
+  if args.torch_dtype == "same":
+    args.torch_dtype = args.dtype
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
 
   # Bad input -> ValueError before any compilation.
   sizes = args.image_size or [112, 224]

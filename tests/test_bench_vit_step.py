@@ -148,3 +148,12 @@ def test_every_rotary_and_bias_encoding_is_a_default_row_with_its_config_options
                                         image_size=32, dtype="float32", layerscale=None)
   assert comrope.block_size == 2 and vit.model_dims(comrope)["head_dim"] == 64
   assert comrope.depth is None
+
+
+
+def test_torch_runs_at_our_precision_unless_told_otherwise():
+  """Like for like by default: --dtype bfloat16 --torch compares with torch's bf16 autocast."""
+  parse = bench_vit_step.parse_args
+  assert parse(["--torch"]).torch_dtype == "float32"
+  assert parse(["--torch", "--dtype", "bfloat16"]).torch_dtype == "bfloat16"
+  assert parse(["--dtype", "bfloat16", "--torch_dtype", "float32"]).torch_dtype == "float32"
