@@ -60,8 +60,11 @@ if want issue18; then
   XLA_FLAGS=--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT \
     at 3904d96 issue18/zen3.f32.112.onednn_dot.txt benchmarks.bench_vit_step --image_size 112 \
     --encodings none,mixed --repeats 5 --torch
-  # Item 2: the step by op kind, ours and torch's (float32; bf16 only on bf16 CPUs).
-  at f34f1af issue18/bench_vit_step.f32.breakdown.txt benchmarks.bench_vit_step \
+  # Item 2: the step by op kind, ours and torch's (float32; bf16 only on bf16 CPUs); and its
+  # first run (whole event durations), whose torch step times item 3 uses.
+  at f510bed issue18/bench_vit_step.f32.breakdown.txt benchmarks.bench_vit_step \
+    --encodings none,mixed --repeats 3 --torch --breakdown 2
+  at a4ae245 issue18/bench_vit_step.f32.breakdown.a4ae245.txt benchmarks.bench_vit_step \
     --encodings none,mixed --repeats 3 --torch --breakdown 2
   # Item 3: every dot of the step standalone, ours and torch's (torch step times: the RoPE-Mixed
   # rows of the breakdown run of a4ae245 on the machine of RESULTS.md).
