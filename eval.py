@@ -78,6 +78,10 @@ flags.DEFINE_enum("positions", None, ["index", "index_interp"],
 flags.DEFINE_enum("protocol", "resize", ["resize", "canvas"],
                   "Test images: 'resize' (rescaled to each size) or 'canvas' (training-size "
                   "image at a seeded random offset on a blank canvas of each size).")
+flags.DEFINE_string("compilation_cache", "auto", "Persistent XLA compilation cache: 'auto' (a "
+                    "temporary one when several workdirs are given and JAX_COMPILATION_CACHE_DIR "
+                    "is unset: runs of one model, e.g. seeds, compile once), 'off', or a "
+                    "directory to keep (trainer/compile_cache.py).")
 flags.mark_flags_as_required(["workdirs"])
 FLAGS = flags.FLAGS
 
@@ -386,18 +390,20 @@ def main(argv) -> int:
       errors.append(str(e))
   if errors:
     return _report_unusable(errors, len(workdirs))
+  from trainer import compile_cache  # pylint: disable=g-import-not-at-top
   runs = []
-  for i, p in enumerate(prepared):
-    try:
-      run = evaluate_run(p)
-    except ValueError as e:
-      print(f"eval.py: {e}", file=sys.stderr)
-      return 1
-    run["label"] = (FLAGS.labels[i] if FLAGS.labels else run["encoding"]) + test_time_suffix(
-        FLAGS.rope_scaling, FLAGS.positions)
-    runs.append(run)
-    logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
-                 run["total_steps"], run["accuracy"])
+  with compile_cache.for_runs(FLAGS.compilation_cache, len(prepared)):
+    for i, p in enumerate(prepared):
+      try:
+        run = evaluate_run(p)
+      except ValueError as e:
+        print(f"eval.py: {e}", file=sys.stderr)
+        return 1
+      run["label"] = (FLAGS.labels[i] if FLAGS.labels else run["encoding"]) + test_time_suffix(
+          FLAGS.rope_scaling, FLAGS.positions)
+      runs.append(run)
+      logging.info("%s seed %s (step %d of %d): %s", run["label"], run["seed"], run["step"],
+                   run["total_steps"], run["accuracy"])
   groups = write_report(runs, output, {"rope_scaling": FLAGS.rope_scaling,
                                        "positions": FLAGS.positions, "protocol": FLAGS.protocol,
                                        "num_examples": FLAGS.num_examples})

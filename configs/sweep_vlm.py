@@ -2,9 +2,9 @@ r"""The VLM sweep: every rotary scheme of configs/vlm_*.py x seeds.
 
   # Locally, one run after another (re-running skips finished runs: each one resumes):
   python scripts/launch_sweep.py --sweep=configs/sweep_vlm.py:cpu,seeds=1 --workdir_root=runs/vlm
-  # Evaluate every run on the four conditions (a compilation cache lets the seeds of a scheme
-  # reuse its compiled programs), then build the results table + plot:
-  JAX_COMPILATION_CACHE_DIR=/tmp/xla_cache python -m tasks.vlm_eval \
+  # Evaluate every run on the four conditions (a temporary compilation cache lets the seeds of
+  # a scheme reuse its compiled programs: --compilation_cache), then build the table + plot:
+  python -m tasks.vlm_eval \
       --workdirs=$(ls -d runs/vlm/*/seed* | paste -sd,) --out=runs/vlm/eval
   python scripts/vlm_results.py --eval=runs/vlm/eval.json --out=docs/results/vlm
   # On a TPU pod (copy, install jax[tpu], start detached on every worker; README "Train on

@@ -366,6 +366,10 @@ def _parser() -> argparse.ArgumentParser:
                  help="Examples per condition (default: the run's data.num_eval_examples).")
   p.add_argument("--batch_size", type=int, default=None,
                  help="Global eval batch size (default: the run's eval.batch_size).")
+  p.add_argument("--compilation_cache", default="auto",
+                 help="Persistent XLA compilation cache: 'auto' (a temporary one for several "
+                 "workdirs unless JAX_COMPILATION_CACHE_DIR is set), 'off', or a directory to "
+                 "keep (trainer/compile_cache.py).")
   return p
 
 
@@ -395,18 +399,20 @@ def main(argv: Sequence[str]) -> int:
     print("tasks.vlm_eval: --out is required with several workdirs.", file=sys.stderr)
     return 2
   out = args.out or os.path.join(workdirs[0], "vlm_eval")
+  from trainer import compile_cache  # pylint: disable=g-import-not-at-top
   runs = []
-  for i, workdir in enumerate(workdirs):
-    try:
-      run = evaluate_run(workdir, checkpoint=args.checkpoint, conditions=conditions,
-                         num_examples=args.num_examples, batch_size=args.batch_size)
-    except ValueError as e:
-      print(f"tasks.vlm_eval: {e}", file=sys.stderr)
-      return 1
-    run["label"] = labels[i] if labels else run["scheme"]
-    runs.append(run)
-    print(f"{run['label']} seed {run['seed']} (step {run['step']}): " + ", ".join(
-        f"{c} {100 * v['accuracy']:.1f}%" for c, v in run["conditions"].items()), flush=True)
+  with compile_cache.for_runs(args.compilation_cache, len(workdirs)):
+    for i, workdir in enumerate(workdirs):
+      try:
+        run = evaluate_run(workdir, checkpoint=args.checkpoint, conditions=conditions,
+                           num_examples=args.num_examples, batch_size=args.batch_size)
+      except ValueError as e:
+        print(f"tasks.vlm_eval: {e}", file=sys.stderr)
+        return 1
+      run["label"] = labels[i] if labels else run["scheme"]
+      runs.append(run)
+      print(f"{run['label']} seed {run['seed']} (step {run['step']}): " + ", ".join(
+          f"{c} {100 * v['accuracy']:.1f}%" for c, v in run["conditions"].items()), flush=True)
   paths = write_outputs(runs, out)
   print(table(summarize(runs)))
   print(f"tasks.vlm_eval: wrote {', '.join(paths)}")
