@@ -6,8 +6,9 @@
 The runs of a sweep that share a model (its seeds, above all) compile the same programs at
 every test size. Each run builds its own jitted functions (its own task and closures), so
 jax's in-memory cache cannot serve the next run, but its persistent cache, keyed by the
-program's HLO, the compile options and the jax version, can: on 2 CPU cores, the second of two
-`vit_mixed.py:smoke` workdirs evaluates in ~2 s instead of ~7 s, with the same numbers.
+program's HLO, the compile options and the jax version, can: on 2 CPU cores the second of two
+`vit_mixed.py:smoke` workdirs then evaluates several times faster, with the same numbers
+(tests/test_compile_cache.py checks the cache hit).
 
 Settings: "auto" (a temporary cache, removed afterwards, when there are several runs and the
 user has not set `JAX_COMPILATION_CACHE_DIR` / `jax_compilation_cache_dir`), "off", or a
