@@ -673,9 +673,11 @@ def _string_amplitude(y, t):
   """`y` with the patch rows (not the class tokens) scaled by `amplitude` (YaRN), if any."""
   if "amplitude" not in t:
     return y
-  n = t["num_prefix"]
+  # One multiply by a per-token factor `[1, L, 1, ...]` (1 on the class tokens), rather than
+  # slicing the class tokens off and concatenating them back along the token axis.
   a = jnp.asarray(t["amplitude"], y.dtype)
-  return y * a if n == 0 else jnp.concatenate([y[:, :n], y[:, n:] * a], axis=1)
+  scale = jnp.where(jnp.arange(y.shape[1]) < t["num_prefix"], jnp.ones((), y.dtype), a)
+  return y * scale.reshape((1, -1) + (1,) * (y.ndim - 2))
 
 
 # STRING rotates by P R(r) P^T (P: per-head Cayley map, or the fixed real Fourier basis of the
