@@ -233,7 +233,7 @@ def print_table(entries: list[dict], image_size: int, batch_size: int, torch_res
   header = (f"{'encoding':<22}{'ms/step':>10}{'img/s':>8}{'vs none':>9}{'GFLOP':>8}"
             f"{'GFLOP/s':>9}{'compile s':>10}")
   if torch_results:
-    header += f"{'torch ms':>10}{'torch img/s':>12}{'JAX/torch':>10}"
+    header += f"{'torch ms':>10}{'torch img/s':>12}{'torch GF/s':>11}{'JAX/torch':>10}"
   print(header)
   for e in entries:
     t = statistics.median(e["times"])
@@ -244,7 +244,10 @@ def print_table(entries: list[dict], image_size: int, batch_size: int, torch_res
             f"{flops / t / 1e9 if flops else float('nan'):9.1f}{e['compile_s']:10.1f}")
     tr = torch_results.get(e["label"])
     if tr:
-      line += (f"{tr['ms_per_step']:10.1f}{tr['images_per_s']:12.2f}"
+      # torch's GFLOP/s: the same model's step (logits parity-checked), so XLA's FLOP count
+      # of our step over torch's time.
+      tflops = flops / (tr["ms_per_step"] / 1e3) / 1e9 if flops else float("nan")
+      line += (f"{tr['ms_per_step']:10.1f}{tr['images_per_s']:12.2f}{tflops:11.1f}"
                f"{tr['ms_per_step'] / 1e3 / t:10.2f}")
     print(line, flush=True)
 
@@ -363,7 +366,8 @@ def main(argv=None):
     for e in entries:  # Free this size's states and executables before the next size.
       e.clear()
   print("\n'vs none': step time over the `none` row of the same head_dim (none@63 for @63 "
-        "rows), same process. GFLOP/s: XLA cost-analysis FLOPs / median time.")
+        "rows), same process. GFLOP/s: XLA cost-analysis FLOPs / median time (torch GF/s: the "
+        "same FLOPs / torch's time).")
   if use_torch:
     print("JAX/torch = torch ms/step / JAX ms/step (> 1: JAX faster); torch: "
           f"{args.torch_dtype}, AdamW {args.torch_adamw}, run after the JAX rows.")

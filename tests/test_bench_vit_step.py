@@ -157,3 +157,19 @@ def test_torch_runs_at_our_precision_unless_told_otherwise():
   assert parse(["--torch"]).torch_dtype == "float32"
   assert parse(["--torch", "--dtype", "bfloat16"]).torch_dtype == "bfloat16"
   assert parse(["--dtype", "bfloat16", "--torch_dtype", "float32"]).torch_dtype == "float32"
+
+
+def test_table_prints_both_sides_gflops_from_one_flop_count(capsys):
+  entries = [{"label": "none", "encoding": "none", "head_dim": 64, "times": [2.0, 2.0, 2.0],
+              "flops": 400e9, "compile_s": 1.0},
+             {"label": "mixed", "encoding": "mixed", "head_dim": 64, "times": [2.5],
+              "flops": 400e9, "compile_s": 1.0}]
+  torch = {"mixed": {"ms_per_step": 4000.0, "images_per_s": 8.0}}
+  bench_vit_step.print_table(entries, 112, 32, torch)
+  lines = capsys.readouterr().out.splitlines()
+  assert "torch GF/s" in lines[0]
+  mixed = lines[2].split()
+  # ms/step 2500, img/s 12.8, +25%, 400 GFLOP, 160 GFLOP/s | torch 4000 ms, 8 img/s, 100 GF/s,
+  # JAX/torch 1.6.
+  assert mixed[1:3] == ["2500.0", "12.80"] and mixed[3] == "+25.0%"
+  assert mixed[4:6] == ["400.0", "160.0"] and mixed[7:] == ["4000.0", "8.00", "100.0", "1.60"]
