@@ -62,7 +62,7 @@ if want issue18; then
     --encodings none,mixed --repeats 5 --torch
   # Item 2: the step by op kind, ours and torch's (float32; bf16 only on bf16 CPUs); and its
   # first run (whole event durations), whose torch step times item 3 uses.
-  at f510bed issue18/bench_vit_step.f32.breakdown.txt benchmarks.bench_vit_step \
+  at b046a06 issue18/bench_vit_step.f32.breakdown.txt benchmarks.bench_vit_step \
     --encodings none,mixed --repeats 3 --torch --breakdown 2
   at a4ae245 issue18/bench_vit_step.f32.breakdown.a4ae245.txt benchmarks.bench_vit_step \
     --encodings none,mixed --repeats 3 --torch --breakdown 2
