@@ -9,7 +9,9 @@
 #   bash benchmarks/run_all.sh /tmp/bench issue18 issue13  # only those RESULTS.md sections
 #
 # Sections: issue5 (the Sapphire Rapids run: needs a CPU with AMX-BF16 to compare), issue12
-# (ab_commits.sh), issue13, issue14, issue15, issue18. All of them take several hours on 2 cores.
+# (ab_commits.sh), issue13, issue14, issue15, issue18, and issue18_bf16 (the bf16 rows still to
+# measure, at the current checkout, on CPUs with bf16 instructions only). All of them take
+# several hours on 2 cores.
 # Needs a quiet machine (nothing else running), `apt-get install libtcmalloc-minimal4` and, for
 # the PyTorch reference, `pip install -r benchmarks/requirements.txt`. Files land under OUT_DIR
 # with the names RESULTS.md links to.
@@ -40,6 +42,13 @@ at() {  # at COMMIT[+BENCH_COMMIT] FILE MODULE ARGS...: python -m MODULE ARGS > 
   mkdir -p "$(dirname "$out/$file")"
   echo "== $commit: python -m $* > $out/$file" >&2
   (cd "$tree" && python -m "$@") > "$out/$file" 2> "$out/$file.log"
+}
+
+here() {  # here FILE MODULE ARGS...: python -m MODULE ARGS > OUT/FILE, at the current checkout
+  local file=$1; shift
+  mkdir -p "$(dirname "$out/$file")"
+  echo "== $(git rev-parse --short HEAD) (checkout): python -m $* > $out/$file" >&2
+  python -m "$@" > "$out/$file" 2> "$out/$file.log"
 }
 
 if want issue5; then  # "Benchmark results (issue 5)": the first full run, Sapphire Rapids
@@ -76,6 +85,23 @@ if want issue18; then
   at f34f1af issue18/bench_vit_step.f32.112.liere8.txt benchmarks.bench_vit_step \
     --image_size 112 --encodings none,liere --block_size 8 --repeats 3 --breakdown 2
   at f34f1af issue18/bench_expm.112.txt benchmarks.bench_expm --torch
+fi
+
+if want issue18_bf16; then
+  # Issue 18's bfloat16 rows (items 1-4), not measured yet: they need a CPU with bf16
+  # instructions (AMX-BF16 or AVX-512-BF16), where torch's bf16 autocast is the like-for-like
+  # comparison. Run at the current checkout (no commit to pin yet); RESULTS.md then names it.
+  if grep -qwE "amx_bf16|avx512_bf16" /proc/cpuinfo; then
+    here issue18/bf16.breakdown.txt benchmarks.bench_vit_step --dtype bfloat16 --torch \
+      --encodings none,mixed --repeats 3 --breakdown 2
+    here issue18/bf16.112.rope_share.txt benchmarks.bench_vit_step --dtype bfloat16 \
+      --image_size 112 --encodings none,axial,mixed,spherical,liere --repeats 3 --breakdown 2
+    here issue18/bf16.112.liere8.txt benchmarks.bench_vit_step --dtype bfloat16 \
+      --image_size 112 --encodings none,liere --block_size 8 --repeats 3 --breakdown 2
+    here issue18/bench_dots.bf16.txt benchmarks.bench_dots --dtype bfloat16 --torch
+  else
+    echo "== issue18_bf16: skipped, this CPU has no bf16 instructions (amx_bf16 / avx512_bf16)" >&2
+  fi
 fi
 
 if want issue12; then  # "Issue 12": same-run A/B of the registry and backend split
