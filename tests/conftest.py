@@ -4,6 +4,7 @@ Four fake CPU devices so that data-parallel code is exercised by every test run.
 happen before anything imports jax, which is why it lives here and not in a fixture.
 """
 import os
+import signal
 
 # XLA:CPU options for compile-bound tests: the tests' tiny programs are dominated by compile
 # time, not run time.
@@ -21,6 +22,14 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests compare against float32 references; keep XLA from using faster, less exact paths.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+
+# A test run started in the background by a non-interactive shell (`pytest ... &`) inherits
+# SIGINT ignored, and so would the train.py processes of the Ctrl-C tests, where
+# trainer/preemption.py then rightly leaves it ignored (as nohup asks). Those tests stand for a
+# Ctrl-C in a terminal: the test process takes Python's own handler back, and exec resets a
+# handled signal to its default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def load_script(name: str):
