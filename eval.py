@@ -65,11 +65,12 @@ flags.DEFINE_list("labels", None, "Labels, one per workdir (default: from each c
                   "encoding or scheme; runs with the same label are seeds of one group).")
 flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 flags.DEFINE_string("output", None, "Output path without extension (writes .json and .png).")
-flags.DEFINE_integer("batch_size", None, "Global eval batch size (default: the run's).")
+flags.DEFINE_integer("batch_size", None, "Global eval batch size (default: the run's).",
+                     lower_bound=1)
 flags.DEFINE_integer("num_examples", None, "Image classification: evaluate the first N test "
                      "images at every size (data.max_eval_examples; default: the run's, all). "
                      "VLM runs: questions per condition (default: the run's "
-                     "data.num_eval_examples).")
+                     "data.num_eval_examples).", lower_bound=1)
 flags.DEFINE_enum("rope_scaling", "none", ["none", "linear", "ntk", "ntk_by_parts", "yarn"],
                   "Test-time frequency scaling beyond the training grid (model.rope_scaling).")
 flags.DEFINE_enum("positions", None, ["index", "index_interp"],

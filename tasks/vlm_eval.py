@@ -350,6 +350,13 @@ def write_outputs(runs: list[dict], out: str) -> list[str]:
 # Command line.
 
 
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+  return value
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m tasks.vlm_eval", description=__doc__.split(
       "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -362,9 +369,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number.")
   p.add_argument("--conditions", default=",".join(CONDITIONS),
                  help=f"Comma-separated subset of {', '.join(CONDITIONS)}.")
-  p.add_argument("--num_examples", type=int, default=None,
+  p.add_argument("--num_examples", type=_positive_int, default=None,
                  help="Examples per condition (default: the run's data.num_eval_examples).")
-  p.add_argument("--batch_size", type=int, default=None,
+  p.add_argument("--batch_size", type=_positive_int, default=None,
                  help="Global eval batch size (default: the run's eval.batch_size).")
   p.add_argument("--compilation_cache", default="auto",
                  help="Persistent XLA compilation cache: 'auto' (a temporary one for several "

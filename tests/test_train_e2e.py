@@ -162,3 +162,20 @@ def test_bad_options_fail_at_startup_on_the_command_line(tmp_path, env):
              env, check=False)
   assert proc.returncode != 0 and "'turbo' is unknown" in proc.stderr
 
+
+
+@pytest.mark.parametrize("flag", ["--num_examples=0", "--batch_size=-4"])
+def test_eval_refuses_a_bad_count_once_naming_the_flag(tmp_path, env, flag):
+  # A flag's value is checked once, before any workdir is looked at (not "2 of 2 workdirs are
+  # not usable").
+  proc = run("eval.py", [f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}",
+                         f"--output={tmp_path / 'r'}", flag], env, check=False)
+  assert proc.returncode != 0 and f"flag {flag}" in proc.stderr, proc.stderr[-2000:]
+  assert "workdirs are not usable" not in proc.stderr
+
+
+def test_vlm_eval_refuses_a_bad_count_naming_the_flag(capsys):
+  from tasks import vlm_eval  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):
+    vlm_eval.main(["vlm_eval", "--workdirs=/nowhere", "--num_examples=0"])
+  assert "argument --num_examples: 0 must be >= 1" in capsys.readouterr().err
