@@ -86,12 +86,12 @@ def main(argv=None):
   if torch is not None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
   rng = np.random.default_rng(0)
-  time = lambda fn, *xs: common.median_seconds(fn, xs, repeats=args.repeats)
+  seconds = lambda fn, *xs: common.median_seconds(fn, xs, repeats=args.repeats)
 
   tokens = (args.image_size // patch) ** 2 + 1
   x = jnp.asarray(rng.standard_normal((args.batch_size * tokens, width)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((width, mlp)), jnp.float32)
-  gemm_s = time(jax.jit(lambda x, w: x @ w), x, w)
+  gemm_s = seconds(jax.jit(lambda x, w: x @ w), x, w)
   gemm_rate = 2.0 * x.shape[0] * width * mlp / gemm_s
   print(f"\nViT {args.variant}, {args.image_size} px, one layer of {depth}; GEMM rate (the "
         f"step's fc1 forward {list(x.shape)} x {list(w.shape)}): {gemm_rate / 1e9:.1f} GFLOP/s")
@@ -102,10 +102,10 @@ def main(argv=None):
     matrices = int(np.prod(a.shape[:-2]))
     norms = np.sqrt(np.sum(np.square(np.asarray(a)), axis=(-2, -1)))
     cot = jnp.asarray(rng.standard_normal(a.shape), jnp.float32)
-    fwd_s = time(jax.jit(_expm.expm), a)
-    grad_s = time(jax.jit(jax.value_and_grad(lambda a: jnp.sum(_expm.expm(a) * cot))), a)
+    fwd_s = seconds(jax.jit(_expm.expm), a)
+    grad_s = seconds(jax.jit(jax.value_and_grad(lambda a: jnp.sum(_expm.expm(a) * cot))), a)
     flat = a.reshape(matrices, g, g)
-    bmm_s = time(jax.jit(lambda p, q: jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST)),
+    bmm_s = seconds(jax.jit(lambda p, q: jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST)),
                  flat, flat)
     bmm_rate = 2.0 * matrices * g ** 3 / bmm_s
     print(f"\ng={g}: {matrices} matrices {g}x{g} (tokens {a.shape[0]} x heads {a.shape[1]} x "
@@ -131,9 +131,9 @@ def main(argv=None):
         return leaf.grad
 
       # median_seconds' block_until_ready passes torch tensors through (eager, synchronous).
-      tf, tg = time(torch_fwd), time(torch_grad)
+      tf, tg = seconds(torch_fwd), seconds(torch_grad)
       with torch.no_grad():
-        tb = time(torch.bmm, ta, ta)
+        tb = seconds(torch.bmm, ta, ta)
       print(f"  torch matrix_exp fwd {tf * 1e3:8.2f} ms   fwd+bwd {tg * 1e3:8.2f} ms   "
             f"bmm {2.0 * matrices * g ** 3 / tb / 1e9:.1f} GFLOP/s;  ours/torch speed: fwd "
             f"{tf / fwd_s:.2f}, fwd+bwd {tg / grad_s:.2f}")

@@ -20,6 +20,10 @@ cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-benchmarks/results}")
 shift || true
 sections=("$@")
+known="issue5 issue12 issue13 issue14 issue15 issue18 issue18_bf16"
+for s in "${sections[@]}"; do
+  [[ " $known " == *" $s "* ]] || { echo "run_all.sh: unknown section '$s'; allowed: $known" >&2; exit 2; }
+done
 mkdir -p "$out"
 export LD_PRELOAD=${LD_PRELOAD-/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4}
 export TF_CPP_MIN_LOG_LEVEL=2
