@@ -63,7 +63,7 @@ def shapes(variant: str, image_size: int, batch: int):
   return out
 
 
-def _operands(kind, dims, rng):
+def operands(kind, dims, rng):
   """Operands in the layout the form reads: NN a[M,K] b[K,N]; NT a[M,K] b[N,K];
   TN a[K,M] b[K,N] (contracting the leading dim of both), with a leading batch for bmm."""
   form, *rest = dims
@@ -133,7 +133,7 @@ def main(argv=None):
           + (f"{'torch GF/s':>11}{'ours/torch':>11}" if torch else ""))
     total_ours = total_torch = 0.0
     for name, kind, dims, count in shapes(args.variant, size, args.batch_size):
-      a, b, flops = _operands(kind, dims, rng)
+      a, b, flops = operands(kind, dims, rng)
       t = common.median_seconds(jax_dot(kind, dims[0]),
                                 (jnp.asarray(a, dtype), jnp.asarray(b, dtype)),
                                 repeats=args.repeats)

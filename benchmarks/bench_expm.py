@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rope
+from benchmarks import bench_dots
 from benchmarks import common
 from models import vit
 from rope import _expm
@@ -65,7 +66,7 @@ def main(argv=None):
   parser.add_argument("--torch", action="store_true", help="also time torch (same threads)")
   args = parser.parse_args(argv)
   size, patch = vit.parse_variant(args.variant)     # ValueError naming the allowed variants
-  width, depth, heads, mlp = vit.VARIANTS[size]
+  width, depth, heads, _ = vit.VARIANTS[size]
   try:
     blocks = [int(b) for b in args.block_sizes.split(",")]
   except ValueError:
@@ -88,11 +89,12 @@ def main(argv=None):
   rng = np.random.default_rng(0)
   seconds = lambda fn, *xs: common.median_seconds(fn, xs, repeats=args.repeats)
 
-  tokens = (args.image_size // patch) ** 2 + 1
-  x = jnp.asarray(rng.standard_normal((args.batch_size * tokens, width)), jnp.float32)
-  w = jnp.asarray(rng.standard_normal((width, mlp)), jnp.float32)
-  gemm_s = seconds(jax.jit(lambda x, w: x @ w), x, w)
-  gemm_rate = 2.0 * x.shape[0] * width * mlp / gemm_s
+  _, kind, dims, _ = next(row for row in bench_dots.shapes(args.variant, args.image_size,
+                                                           args.batch_size)
+                          if row[0] == "fc1 fwd")
+  x, w, gemm_flops = bench_dots.operands(kind, dims, rng)
+  gemm_rate = gemm_flops / seconds(bench_dots.jax_dot(kind, dims[0]), jnp.asarray(x),
+                                   jnp.asarray(w))
   print(f"\nViT {args.variant}, {args.image_size} px, one layer of {depth}; GEMM rate (the "
         f"step's fc1 forward {list(x.shape)} x {list(w.shape)}): {gemm_rate / 1e9:.1f} GFLOP/s")
 

@@ -15,7 +15,7 @@ def test_shapes_cover_every_block_dot_in_three_forms_and_count_the_flops():
   assert fwd["qkv fwd"] == ("NN", 32 * 50, 384, 1152) and fwd["fc2 fwd"][1:] == (1600, 1536, 384)
   assert all(c == 12 for n, k, d, c in rows if not n.startswith("patch"))
   # Forward FLOPs of the four projections per block = 2 * M * width * (3w + w + 2 * mlp).
-  flops = sum(bench_dots._operands(k, d, np.random.default_rng(0))[2]
+  flops = sum(bench_dots.operands(k, d, np.random.default_rng(0))[2]
               for n, k, d, c in rows if n.endswith("fwd") and not n.startswith("patch"))
   assert flops == 2 * 1600 * 384 * (4 * 384 + 2 * 1536)
 
@@ -24,7 +24,7 @@ def test_shapes_cover_every_block_dot_in_three_forms_and_count_the_flops():
                                         ("mm", ("TN", 5, 3, 4)), ("bmm", ("NN", 2, 5, 3, 4)),
                                         ("bmm", ("NT", 2, 5, 3, 4)), ("bmm", ("TN", 2, 5, 3, 4))])
 def test_each_form_is_the_product_it_names(kind, dims):
-  a, b, flops = bench_dots._operands(kind, dims, np.random.default_rng(1))
+  a, b, flops = bench_dots.operands(kind, dims, np.random.default_rng(1))
   form = dims[0]
   t = lambda x: np.swapaxes(x, -1, -2)
   want = {"NN": lambda: a @ b, "NT": lambda: a @ t(b), "TN": lambda: t(a) @ b}[form]()
