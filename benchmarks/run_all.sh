@@ -35,24 +35,22 @@ want() {  # want SECTION: whether this run includes SECTION
   local s; for s in "${sections[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1
 }
 
-at() {  # at COMMIT[+BENCH_COMMIT] FILE MODULE ARGS...: python -m MODULE ARGS > OUT/FILE, run
-  #       at COMMIT (with benchmarks/ taken from BENCH_COMMIT: old code timed by a newer script)
-  local commit=$1 file=$2; shift 2
+here() {  # here FILE MODULE ARGS...: python -m MODULE ARGS > OUT/FILE, at the current checkout
+  local file=$1; shift
+  mkdir -p "$(dirname "$out/$file")"
+  echo "== $(git rev-parse --short HEAD): python -m $* > $out/$file" >&2
+  python -m "$@" > "$out/$file" 2> "$out/$file.log"
+}
+
+at() {  # at COMMIT[+BENCH_COMMIT] FILE MODULE ARGS...: `here`, run in a worktree of COMMIT
+  #       (with benchmarks/ taken from BENCH_COMMIT: old code timed by a newer script)
+  local commit=$1; shift
   local tree="$trees/$commit"
   if [ ! -d "$tree" ]; then
     git worktree add -q --detach "$tree" "${commit%+*}"
     [[ $commit == *+* ]] && git -C "$tree" checkout -q "${commit#*+}" -- benchmarks
   fi
-  mkdir -p "$(dirname "$out/$file")"
-  echo "== $commit: python -m $* > $out/$file" >&2
-  (cd "$tree" && python -m "$@") > "$out/$file" 2> "$out/$file.log"
-}
-
-here() {  # here FILE MODULE ARGS...: python -m MODULE ARGS > OUT/FILE, at the current checkout
-  local file=$1; shift
-  mkdir -p "$(dirname "$out/$file")"
-  echo "== $(git rev-parse --short HEAD) (checkout): python -m $* > $out/$file" >&2
-  python -m "$@" > "$out/$file" 2> "$out/$file.log"
+  (cd "$tree" && here "$@")
 }
 
 if want issue5; then  # "Benchmark results (issue 5)": the first full run, Sapphire Rapids
